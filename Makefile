@@ -1,0 +1,44 @@
+# litllm: `make demo` and `make test` set up everything they need on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+# A GPU user picks another build, e.g. `make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`.
+TORCH_SPEC ?= torch==2.13.0
+PIP := $(VENV)/bin/pip
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.litllm-setup
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+# litdata requires torchvision, which would replace the pinned torch (or fail to import beside it):
+# install litdata without its dependencies, then the ones it really uses.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
+	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	print('\n'.join(d for d in p['dependencies'] + p['optional-dependencies']['test'] if not d.startswith(('litdata', 'torch>'))))" \
+	  > $(VENV)/requirements.txt
+	$(PIP) install -q -c $(VENV)/torch-pin.txt -r $(VENV)/requirements.txt
+	$(PIP) install -q -c $(VENV)/torch-pin.txt --no-deps 'litdata>=0.2.50'
+	$(PIP) install -q -c $(VENV)/torch-pin.txt boto3 tifffile obstore filelock numpy requests 'urllib3>=1.26' lightning-utilities
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m litllm.demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/decode.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

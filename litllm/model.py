@@ -1,0 +1,435 @@
+"""The GPT: one decoder-only transformer whose `Config` fields cover every supported family.
+
+Shapes: B batch, T tokens in this call, S keys visible (cache length), C n_embd, V vocab,
+nh query heads, nkv key/value heads, hs head size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from litllm.config import Config
+
+
+class GPT(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.position_embedding == "learned" else None
+        self.emb_norm = make_norm(config, config.n_embd) if config.embedding_norm else None
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = make_norm(config, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.lm_head_bias)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.rope = RoPE(config) if config.rope_n_elem else None
+        self.local_rope = (
+            RoPE(config, base=config.rope_local_base, scaling=None)
+            if config.rope_n_elem and config.rope_local_base is not None
+            else self.rope
+        )
+        self.kv_caches: list[KVCache] | None = None
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.config.block_size
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        input_pos: int | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits (B, T, V) for tokens `idx` (B, T).
+
+        input_pos: cache slot of idx[:, 0]; None runs without the KV cache from position 0.
+        position_ids: (B, T) positions when they differ from the cache slots (left-padded batches).
+        key_mask: (B, S) True where a cache slot holds a real token, S = input_pos + T.
+        last_only: compute logits for the last position only (B, 1, V).
+        """
+        B, T = idx.shape
+        start = 0 if input_pos is None else input_pos
+        if input_pos is not None and self.kv_caches is None:
+            raise RuntimeError("input_pos was given but no KV cache is set; call set_kv_cache() first")
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {start + T} tokens is longer than the model's block_size={self.config.block_size}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(start, start + T, device=idx.device).unsqueeze(0)  # (1, T)
+
+        x = self.wte(idx)  # (B, T, C)
+        if self.config.scale_embeddings:
+            x = x * torch.tensor(math.sqrt(self.config.n_embd), dtype=x.dtype)
+        if self.wpe is not None:
+            x = x + self.wpe(position_ids)
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
+
+        rope = self.rope.cos_sin(position_ids, x.dtype) if self.rope is not None else None
+        local_rope = self.local_rope.cos_sin(position_ids, x.dtype) if self.local_rope is not self.rope else rope
+        masks = AttentionMasks(self.config, start, T, key_mask, idx.device)
+        for i, block in enumerate(self.h):
+            sliding = self.config.is_sliding(i)
+            cache = self.kv_caches[i] if input_pos is not None else None
+            x = block(x, local_rope if sliding else rope, masks.get(sliding), start, cache)
+
+        if last_only:
+            x = x[:, -1:]
+        x = self.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        if self.config.final_logit_softcap is not None:
+            logits = softcap(logits, self.config.final_logit_softcap)
+        return logits
+
+    def set_kv_cache(
+        self,
+        batch_size: int,
+        max_seq_length: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """Preallocate a KV cache of `max_seq_length` slots per layer (default: block_size)."""
+        max_seq_length = max_seq_length or self.config.block_size
+        if max_seq_length > self.config.block_size:
+            raise ValueError(f"max_seq_length={max_seq_length} exceeds block_size={self.config.block_size}")
+        param = self.wte.weight
+        device = device or param.device
+        dtype = dtype or param.dtype
+        c = self.config
+        self.kv_caches = [
+            KVCache(batch_size, c.n_query_groups, max_seq_length, c.head_size, device, dtype) for _ in self.h
+        ]
+
+    def clear_kv_cache(self) -> None:
+        self.kv_caches = None
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """Initialise for training from scratch: normal(0, std) weights, output projections scaled by
+        1/sqrt(2 * n_layer) (GPT-2), zero biases, unit norms (zero where the norm adds a unit offset)."""
+        proj_std = std / math.sqrt(2 * self.config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, proj_std if name.endswith(".proj") else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+            elif isinstance(module, (RMSNorm, nn.LayerNorm)):
+                module.reset_parameters()
+
+
+class Block(nn.Module):
+    def __init__(self, config: Config, layer_idx: int) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.norm_1 = make_norm(c, c.n_embd) if c.pre_attention_norm else None
+        self.attn = CausalSelfAttention(c, layer_idx)
+        self.post_attn_norm = make_norm(c, c.n_embd) if c.post_attention_norm else None
+        separate_mlp_norm = c.pre_attention_norm and not (c.parallel_residual and c.shared_attention_norm)
+        self.norm_2 = make_norm(c, c.n_embd) if separate_mlp_norm else None
+        self.mlp = MLP(c)
+        self.post_mlp_norm = make_norm(c, c.n_embd) if c.post_mlp_norm else None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: Mask,
+        input_pos: int,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        h = self.norm_1(x) if self.norm_1 is not None else x
+        a = self.attn(h, rope, mask, input_pos, cache)
+        if self.post_attn_norm is not None:
+            a = self.post_attn_norm(a)
+        if self.config.parallel_residual:
+            m = self.mlp(self.norm_2(x) if self.norm_2 is not None else h)
+            if self.post_mlp_norm is not None:
+                m = self.post_mlp_norm(m)
+            return x + a + m
+        x = x + a
+        m = self.mlp(self.norm_2(x) if self.norm_2 is not None else x)
+        if self.post_mlp_norm is not None:
+            m = self.post_mlp_norm(m)
+        return x + m
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: Config, layer_idx: int) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.n_head, self.n_kv, self.hs = c.n_head, c.n_query_groups, c.head_size
+        # queries, keys and values in one matmul: rows are [q (nh*hs); k (nkv*hs); v (nkv*hs)]
+        self.qkv = nn.Linear(c.n_embd, (c.n_head + 2 * c.n_query_groups) * c.head_size, bias=c.qkv_bias)
+        self.proj = nn.Linear(c.n_head * c.head_size, c.n_embd, bias=c.proj_bias)
+        if c.qk_norm == "head":
+            self.q_norm, self.k_norm = make_norm(c, c.head_size), make_norm(c, c.head_size)
+        elif c.qk_norm == "all_heads":
+            self.q_norm = make_norm(c, c.n_head * c.head_size)
+            self.k_norm = make_norm(c, c.n_query_groups * c.head_size)
+        else:
+            self.q_norm = self.k_norm = None
+        self.scale = 1.0 / math.sqrt(c.attention_scores_scalar or c.head_size)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: Mask,
+        input_pos: int,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        nh, nkv, hs = self.n_head, self.n_kv, self.hs
+        q, k, v = self.qkv(x).split((nh * hs, nkv * hs, nkv * hs), dim=-1)
+        if self.config.qk_norm == "all_heads":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        per_head_norm = self.config.qk_norm == "head"
+        if per_head_norm and not self.config.qk_norm_after_rope:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if per_head_norm and self.config.qk_norm_after_rope:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if cache is not None:
+            k, v = cache.update(input_pos, k, v)  # (B, nkv, S, hs)
+
+        y = self.attend(q, k, v, mask)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, nh * hs)
+        return self.proj(y)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask) -> torch.Tensor:
+        B, nh, T, hs = q.shape
+        nkv = k.shape[1]
+        if self.config.attn_logit_softcap is not None:
+            return self.attend_softcapped(q, k, v, mask)
+        if isinstance(mask, Tail):  # a single query: only the last `window` keys are visible
+            k, v, mask = k[:, :, -mask.window :], v[:, :, -mask.window :], None
+        if T == 1 and mask is None and nkv < nh:
+            # one query per head sees every key: fold the heads of a group into the query axis, no K/V copy
+            y = F.scaled_dot_product_attention(q.view(B, nkv, nh // nkv, hs), k, v, scale=self.scale)
+            return y.view(B, nh, 1, hs)
+        is_causal = isinstance(mask, Causal)
+        attn_mask = None if mask is None or is_causal else mask
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=self.scale, enable_gqa=nkv < nh
+        )
+
+    def attend_softcapped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask) -> torch.Tensor:
+        """Attention with tanh-capped scores, which SDPA cannot express."""
+        B, nh, T, hs = q.shape
+        nkv, S = k.shape[1], k.shape[2]
+        if isinstance(mask, Tail):
+            k, v, S, mask = k[:, :, -mask.window :], v[:, :, -mask.window :], mask.window, None
+        if isinstance(mask, Causal):
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+        q = q.view(B, nkv, nh // nkv, T, hs)
+        scores = q @ k.unsqueeze(2).transpose(-1, -2) * self.scale  # (B, nkv, g, T, S)
+        scores = softcap(scores, self.config.attn_logit_softcap)
+        if mask is not None:
+            mask = mask.view(mask.shape[0], 1, 1, T, S) if mask.dim() == 4 else mask
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype)
+        y = probs @ v.unsqueeze(2)  # (B, nkv, g, T, hs)
+        return y.view(B, nh, T, hs)
+
+
+@dataclass(frozen=True)
+class Causal:
+    """Mask kind: plain causal attention over keys that start at position 0 (SDPA's `is_causal`)."""
+
+
+@dataclass(frozen=True)
+class Tail:
+    """Mask kind: a single query that sees only the last `window` keys."""
+
+    window: int
+
+
+Mask = Union[torch.Tensor, Causal, Tail, None]
+"""None: every key is visible; a bool tensor (B|1, 1, T, S): True where a query may see a key."""
+
+
+class AttentionMasks:
+    """The attention mask of one forward call, built once and shared by all layers of a kind."""
+
+    def __init__(self, config: Config, start: int, T: int, key_mask: torch.Tensor | None, device: torch.device):
+        self.config, self.start, self.T, self.key_mask, self.device = config, start, T, key_mask, device
+        self.cache: dict[bool, Mask] = {}
+
+    def get(self, sliding: bool) -> Mask:
+        if sliding not in self.cache:
+            self.cache[sliding] = self.build(sliding)
+        return self.cache[sliding]
+
+    def build(self, sliding: bool) -> Mask:
+        start, T = self.start, self.T
+        S = start + T
+        window = self.config.sliding_window_size if sliding else None
+        if window is not None and window >= S:
+            window = None
+        if self.key_mask is None and window is None:
+            if T == 1:
+                return None
+            if start == 0:
+                return Causal()
+        if self.key_mask is None and T == 1 and window is not None:
+            return Tail(window)
+        q_pos = torch.arange(start, S, device=self.device).unsqueeze(1)  # (T, 1)
+        k_pos = torch.arange(S, device=self.device).unsqueeze(0)  # (1, S)
+        mask = k_pos <= q_pos  # (T, S)
+        if window is not None:
+            mask = mask & (q_pos - k_pos < window)
+        mask = mask.unsqueeze(0).unsqueeze(0)  # (1, 1, T, S)
+        if self.key_mask is not None:
+            mask = mask & self.key_mask[:, None, None, :S].to(torch.bool)  # (B, 1, T, S)
+        return mask
+
+
+class MLP(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        gated = c.mlp_class in ("swiglu", "geglu")
+        # gated MLPs keep gate and up projections in one matmul: rows are [gate (I); up (I)]
+        self.fc = nn.Linear(c.n_embd, (2 if gated else 1) * c.intermediate_size, bias=c.mlp_bias)
+        self.proj = nn.Linear(c.intermediate_size, c.n_embd, bias=c.mlp_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)  # (B, T, I) or (B, T, 2I)
+        kind = self.config.mlp_class
+        if kind == "gelu":
+            h = F.gelu(h, approximate=self.config.gelu_approximate)
+        elif kind == "relu2":
+            h = F.relu(h).square()
+        else:
+            gate, up = h.chunk(2, dim=-1)
+            act = F.silu(gate) if kind == "swiglu" else F.gelu(gate, approximate=self.config.gelu_approximate)
+            h = act * up
+        return self.proj(h)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in float32; `unit_offset` applies the scale as (1 + weight)."""
+
+    def __init__(self, size: int, eps: float, affine: bool = True, unit_offset: bool = False) -> None:
+        super().__init__()
+        self.eps, self.unit_offset = eps, unit_offset
+        self.weight = nn.Parameter(torch.empty(size)) if affine else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            nn.init.constant_(self.weight, 0.0 if self.unit_offset else 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.weight is None:
+            return x.to(dtype)
+        if self.unit_offset:
+            return (x * (1.0 + self.weight.float())).to(dtype)
+        return self.weight * x.to(dtype)
+
+
+def make_norm(config: Config, size: int) -> nn.Module:
+    if config.norm_class == "rmsnorm":
+        return RMSNorm(size, config.norm_eps, affine=config.norm_affine, unit_offset=config.norm_unit_offset)
+    return nn.LayerNorm(size, eps=config.norm_eps, elementwise_affine=config.norm_affine, bias=config.norm_bias)
+
+
+class RoPE:
+    """Rotary position tables, computed in float32 on first use and grown as longer positions appear."""
+
+    def __init__(self, config: Config, base: float | None = None, scaling: dict | None = ...) -> None:
+        self.n_elem = config.rope_n_elem
+        self.base = config.rope_base if base is None else base
+        self.scaling = config.rope_scaling if scaling is ... else scaling
+        self.negate_sin = config.rope_negate_sin
+        self.tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def inv_freq(self) -> torch.Tensor:
+        inv = 1.0 / (self.base ** (torch.arange(0, self.n_elem, 2, dtype=torch.float32) / self.n_elem))  # (n/2,)
+        s = self.scaling
+        if s is None:
+            return inv
+        if s["type"] == "linear":
+            return inv / s["factor"]
+        # llama3: long wavelengths are slowed by `factor`, short ones kept, the band between interpolated
+        factor, low, high, old_len = s["factor"], s["low_freq_factor"], s["high_freq_factor"], s["original_max_seq_len"]
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > old_len / low, inv / factor, inv)
+        smooth = (old_len / wavelen - low) / (high - low)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        return torch.where(medium, blended, scaled)
+
+    def cos_sin(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for `position_ids` (B|1, T): each (B|1, 1, T, n_elem) in `dtype`."""
+        device = position_ids.device
+        needed = int(position_ids.max()) + 1 if position_ids.numel() else 1
+        cos, sin = self.tables.get(device, (None, None))
+        if cos is None or cos.shape[0] < needed:
+            length = max(needed, 2 * (cos.shape[0] if cos is not None else 256))
+            freqs = torch.outer(torch.arange(length, dtype=torch.float32), self.inv_freq())  # (L, n/2)
+            emb = torch.cat((freqs, freqs), dim=-1).to(device)  # (L, n)
+            cos, sin = emb.cos(), emb.sin()
+            if self.negate_sin:
+                sin = -sin
+            self.tables[device] = (cos, sin)
+        return cos[position_ids].unsqueeze(1).to(dtype), sin[position_ids].unsqueeze(1).to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first n_elem dimensions of each head of x (B, h, T, hs) by position (rotate-half layout)."""
+    n = cos.shape[-1]
+    rot, rest = x[..., :n], x[..., n:]
+    x1, x2 = rot[..., : n // 2], rot[..., n // 2 :]
+    rotated = torch.cat((-x2, x1), dim=-1)
+    out = rot * cos + rotated * sin
+    return out if rest.shape[-1] == 0 else torch.cat((out, rest), dim=-1)
+
+
+def softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
+    return torch.tanh(x / cap) * cap
+
+
+class KVCache(nn.Module):
+    """Preallocated keys and values of one layer: (B, nkv, max_seq_length, hs) each."""
+
+    def __init__(
+        self, batch_size: int, n_kv: int, max_seq_length: int, head_size: int, device, dtype: torch.dtype
+    ) -> None:
+        super().__init__()
+        shape = (batch_size, n_kv, max_seq_length, head_size)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    def update(self, input_pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nkv, T, hs) at slots input_pos.., return the keys and values of slots 0..input_pos+T."""
+        B, _, T, _ = k.shape
+        end = input_pos + T
+        if end > self.k.shape[2]:
+            raise ValueError(f"KV cache holds {self.k.shape[2]} positions, {end} were asked for")
+        self.k[:B, :, input_pos:end] = k
+        self.v[:B, :, input_pos:end] = v
+        return self.k[:B, :, :end], self.v[:B, :, :end]
