@@ -175,8 +175,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str | None = None, 
         config = Config.from_file(path / CONFIG)
         state = load_safetensors(path / WEIGHTS)
     elif fmt == "hf":
-        config = config_from_hf(read_hf_config(path))
-        state = hf_to_litllm(read_hf_weights(path), config)
+        hf_config = read_hf_config(path)
+        config = config_from_hf(hf_config)
+        state = read_hf_weights(path)
+        if hf_config.get("model_type") == "gemma3":
+            state = gemma3_text_tower(state)
+        state = hf_to_litllm(state, config)
     else:
         config = config_from_litgpt(yaml.safe_load((path / CONFIG).read_text()))
         state = litgpt_to_litllm(read_litgpt_weights(path / "lit_model.pth"), config)
@@ -231,36 +235,72 @@ HF_FAMILY_KNOBS: dict[str, dict[str, Any]] = {
     "qwen3": dict(norm_class="rmsnorm", mlp_class="swiglu", qk_norm="head"),
     "phi3": dict(norm_class="rmsnorm", mlp_class="swiglu"),
     "olmo2": dict(
-        norm_class="rmsnorm", mlp_class="swiglu", qk_norm="all_heads",
-        pre_attention_norm=False, post_attention_norm=True, post_mlp_norm=True,
+        norm_class="rmsnorm",
+        mlp_class="swiglu",
+        qk_norm="all_heads",
+        pre_attention_norm=False,
+        post_attention_norm=True,
+        post_mlp_norm=True,
     ),
     "gemma2": dict(
-        norm_class="rmsnorm", norm_unit_offset=True, mlp_class="geglu", post_attention_norm=True,
-        post_mlp_norm=True, scale_embeddings=True,
+        norm_class="rmsnorm",
+        norm_unit_offset=True,
+        mlp_class="geglu",
+        post_attention_norm=True,
+        post_mlp_norm=True,
+        scale_embeddings=True,
     ),
     "gemma3_text": dict(
-        norm_class="rmsnorm", norm_unit_offset=True, mlp_class="geglu", post_attention_norm=True,
-        post_mlp_norm=True, scale_embeddings=True, qk_norm="head",
+        norm_class="rmsnorm",
+        norm_unit_offset=True,
+        mlp_class="geglu",
+        post_attention_norm=True,
+        post_mlp_norm=True,
+        scale_embeddings=True,
+        qk_norm="head",
     ),
     "gpt2": dict(
-        position_embedding="learned", norm_class="layernorm", mlp_class="gelu",
-        qkv_bias=True, proj_bias=True, mlp_bias=True,
+        position_embedding="learned",
+        norm_class="layernorm",
+        mlp_class="gelu",
+        qkv_bias=True,
+        proj_bias=True,
+        mlp_bias=True,
     ),
     "gpt_neox": dict(norm_class="layernorm", mlp_class="gelu", parallel_residual=True, mlp_bias=True),
     "phi": dict(
-        norm_class="layernorm", mlp_class="gelu", parallel_residual=True, shared_attention_norm=True,
-        qkv_bias=True, proj_bias=True, mlp_bias=True, lm_head_bias=True,
+        norm_class="layernorm",
+        mlp_class="gelu",
+        parallel_residual=True,
+        shared_attention_norm=True,
+        qkv_bias=True,
+        proj_bias=True,
+        mlp_bias=True,
+        lm_head_bias=True,
     ),
     "nanochat": dict(
-        norm_class="rmsnorm", norm_affine=False, mlp_class="relu2", qk_norm="head", qk_norm_after_rope=True,
-        rope_negate_sin=True, embedding_norm=True,
+        norm_class="rmsnorm",
+        norm_affine=False,
+        mlp_class="relu2",
+        qk_norm="head",
+        qk_norm_after_rope=True,
+        rope_negate_sin=True,
+        embedding_norm=True,
     ),
 }
 HF_ARCHITECTURES = {
-    "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM", "olmo2": "Olmo2ForCausalLM",
-    "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM", "gpt2": "GPT2LMHeadModel",
-    "gpt_neox": "GPTNeoXForCausalLM", "phi": "PhiForCausalLM", "nanochat": "NanoChatForCausalLM",
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+    "olmo2": "Olmo2ForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
+    "gpt2": "GPT2LMHeadModel",
+    "gpt_neox": "GPTNeoXForCausalLM",
+    "phi": "PhiForCausalLM",
+    "nanochat": "NanoChatForCausalLM",
 }
 
 
@@ -278,15 +318,23 @@ def config_from_hf(hf: dict[str, Any]) -> Config:
     get = hf.get
     if model_type == "gpt2":
         kw.update(
-            block_size=get("n_positions", 1024), vocab_size=get("vocab_size"), n_layer=get("n_layer"),
-            n_embd=get("n_embd"), n_head=get("n_head"), intermediate_size=get("n_inner") or 4 * get("n_embd"),
-            norm_eps=get("layer_norm_epsilon", 1e-5), tie_embeddings=get("tie_word_embeddings", True),
+            block_size=get("n_positions", 1024),
+            vocab_size=get("vocab_size"),
+            n_layer=get("n_layer"),
+            n_embd=get("n_embd"),
+            n_head=get("n_head"),
+            intermediate_size=get("n_inner") or 4 * get("n_embd"),
+            norm_eps=get("layer_norm_epsilon", 1e-5),
+            tie_embeddings=get("tie_word_embeddings", True),
         )
         act = get("activation_function", "gelu_new")
     else:
         kw.update(
-            block_size=get("max_position_embeddings", 2048), vocab_size=get("vocab_size"),
-            n_layer=get("num_hidden_layers"), n_embd=get("hidden_size"), n_head=get("num_attention_heads"),
+            block_size=get("max_position_embeddings", 2048),
+            vocab_size=get("vocab_size"),
+            n_layer=get("num_hidden_layers"),
+            n_embd=get("hidden_size"),
+            n_head=get("num_attention_heads"),
             n_query_groups=get("num_key_value_heads") or get("num_attention_heads"),
             intermediate_size=get("intermediate_size"),
             norm_eps=get("rms_norm_eps", get("layer_norm_eps", 1e-5)),
@@ -295,12 +343,9 @@ def config_from_hf(hf: dict[str, Any]) -> Config:
         if get("head_dim"):
             kw["head_size"] = get("head_dim")
         act = get("hidden_act") or get("hidden_activation") or ("relu2" if model_type == "nanochat" else "silu")
-        if kw["mlp_class"] == "relu2":
-            if act != "relu2":
-                raise CheckpointError(f"unsupported activation {act!r} for model_type {model_type!r}")
-        elif kw["mlp_class"] == "swiglu":
-            if act != "silu":
-                raise CheckpointError(f"unsupported activation {act!r} for model_type {model_type!r}")
+        needed = {"relu2": "relu2", "swiglu": "silu"}.get(kw["mlp_class"])
+        if needed is not None and act != needed:
+            raise CheckpointError(f"unsupported activation {act!r} for model_type {model_type!r}")
         if model_type not in ("gpt_neox", "phi", "qwen2"):
             bias = bool(get("attention_bias", False))
             kw.update(qkv_bias=bias, proj_bias=bias)
@@ -317,7 +362,8 @@ def config_from_hf(hf: dict[str, Any]) -> Config:
         raise CheckpointError("phi checkpoints with qk_layernorm=true are not supported")
     if model_type in ("gemma2", "gemma3_text"):
         kw.update(
-            attn_logit_softcap=get("attn_logit_softcapping"), final_logit_softcap=get("final_logit_softcapping"),
+            attn_logit_softcap=get("attn_logit_softcapping"),
+            final_logit_softcap=get("final_logit_softcapping"),
             attention_scores_scalar=get("query_pre_attn_scalar"),
         )
     if model_type == "nanochat":
@@ -328,6 +374,18 @@ def config_from_hf(hf: dict[str, Any]) -> Config:
     return Config(**kw)
 
 
+def gemma3_text_tower(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The language model's tensors of a multimodal Gemma 3 checkpoint, named as in the text-only model."""
+    out = {}
+    for key, t in state.items():
+        for prefix in ("model.language_model.", "language_model.model."):
+            if key.startswith(prefix):
+                out["model." + key[len(prefix) :]] = t
+        if key in ("lm_head.weight", "language_model.lm_head.weight"):
+            out["lm_head.weight"] = t
+    return out
+
+
 def hf_rope(hf: dict[str, Any]) -> dict[str, Any]:
     """RoPE fields from either the transformers 5 `rope_parameters` or the older flat keys."""
     params = hf.get("rope_parameters") or {}
@@ -335,9 +393,7 @@ def hf_rope(hf: dict[str, Any]) -> dict[str, Any]:
     if "full_attention" in params:
         params, local = params["full_attention"], params.get("sliding_attention")
     base = params.get("rope_theta") or hf.get("rope_theta") or hf.get("rotary_emb_base") or 10000.0
-    partial = (
-        params.get("partial_rotary_factor") or hf.get("partial_rotary_factor") or hf.get("rotary_pct") or 1.0
-    )
+    partial = params.get("partial_rotary_factor") or hf.get("partial_rotary_factor") or hf.get("rotary_pct") or 1.0
     scaling_src = params if params.get("rope_type", "default") != "default" else hf.get("rope_scaling")
     out: dict[str, Any] = dict(rope_base=float(base), rotary_percentage=float(partial))
     if scaling_src:
@@ -346,7 +402,8 @@ def hf_rope(hf: dict[str, Any]) -> dict[str, Any]:
             out["rope_scaling"] = {"type": "linear", "factor": float(scaling_src["factor"])}
         elif kind == "llama3":
             out["rope_scaling"] = {
-                "type": "llama3", "factor": float(scaling_src["factor"]),
+                "type": "llama3",
+                "factor": float(scaling_src["factor"]),
                 "low_freq_factor": float(scaling_src["low_freq_factor"]),
                 "high_freq_factor": float(scaling_src["high_freq_factor"]),
                 "original_max_seq_len": int(scaling_src["original_max_position_embeddings"]),
@@ -397,16 +454,34 @@ def config_to_hf(config: Config) -> dict[str, Any]:
         )
     c = config
     act = {"none": "gelu", "tanh": "gelu_new" if mt in ("gpt2", "phi") else "gelu_pytorch_tanh"}[c.gelu_approximate]
-    hf: dict[str, Any] = {"architectures": [HF_ARCHITECTURES[mt]], "model_type": mt, "vocab_size": c.vocab_size,
-                          "tie_word_embeddings": c.tie_embeddings, "torch_dtype": "float32"}
+    hf: dict[str, Any] = {
+        "architectures": [HF_ARCHITECTURES[mt]],
+        "model_type": mt,
+        "vocab_size": c.vocab_size,
+        "tie_word_embeddings": c.tie_embeddings,
+        "torch_dtype": "float32",
+    }
     if mt == "gpt2":
-        hf.update(n_positions=c.block_size, n_ctx=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-                  n_inner=c.intermediate_size, layer_norm_epsilon=c.norm_eps, activation_function=act)
+        hf.update(
+            n_positions=c.block_size,
+            n_ctx=c.block_size,
+            n_embd=c.n_embd,
+            n_layer=c.n_layer,
+            n_head=c.n_head,
+            n_inner=c.intermediate_size,
+            layer_norm_epsilon=c.norm_eps,
+            activation_function=act,
+        )
         return hf
     hf.update(
-        max_position_embeddings=c.block_size, hidden_size=c.n_embd, num_hidden_layers=c.n_layer,
-        num_attention_heads=c.n_head, num_key_value_heads=c.n_query_groups, head_dim=c.head_size,
-        intermediate_size=c.intermediate_size, rope_theta=c.rope_base,
+        max_position_embeddings=c.block_size,
+        hidden_size=c.n_embd,
+        num_hidden_layers=c.n_layer,
+        num_attention_heads=c.n_head,
+        num_key_value_heads=c.n_query_groups,
+        head_dim=c.head_size,
+        intermediate_size=c.intermediate_size,
+        rope_theta=c.rope_base,
     )
     if c.norm_class == "rmsnorm":
         hf["rms_norm_eps"] = c.norm_eps
@@ -424,9 +499,14 @@ def config_to_hf(config: Config) -> dict[str, Any]:
     if c.rope_scaling is not None:
         s = c.rope_scaling
         hf["rope_scaling"] = (
-            {"rope_type": "linear", "factor": s["factor"]} if s["type"] == "linear" else {
-                "rope_type": "llama3", "factor": s["factor"], "low_freq_factor": s["low_freq_factor"],
-                "high_freq_factor": s["high_freq_factor"], "original_max_position_embeddings": s["original_max_seq_len"],
+            {"rope_type": "linear", "factor": s["factor"]}
+            if s["type"] == "linear"
+            else {
+                "rope_type": "llama3",
+                "factor": s["factor"],
+                "low_freq_factor": s["low_freq_factor"],
+                "high_freq_factor": s["high_freq_factor"],
+                "original_max_position_embeddings": s["original_max_seq_len"],
             }
         )
     if c.rope_local_base is not None:
@@ -438,8 +518,11 @@ def config_to_hf(config: Config) -> dict[str, Any]:
     if mt == "gpt_neox":
         hf.update(use_parallel_residual=c.parallel_residual, attention_bias=c.qkv_bias)
     if mt in ("gemma2", "gemma3_text"):
-        hf.update(attn_logit_softcapping=c.attn_logit_softcap, final_logit_softcapping=c.final_logit_softcap,
-                  query_pre_attn_scalar=c.attention_scores_scalar or c.head_size)
+        hf.update(
+            attn_logit_softcapping=c.attn_logit_softcap,
+            final_logit_softcapping=c.final_logit_softcap,
+            query_pre_attn_scalar=c.attention_scores_scalar or c.head_size,
+        )
     if mt == "nanochat":
         hf["final_logit_softcapping"] = c.final_logit_softcap
     if c.sliding_window_size is not None:
@@ -467,16 +550,23 @@ class Rule:
 
 
 def llama_rules(
-    prefix: str = "model.", norm_2: str = "post_attention_layernorm", post_attn: str | None = None,
-    post_mlp: str | None = None, fused: bool = False, mlp: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj"),
+    prefix: str = "model.",
+    norm_2: str = "post_attention_layernorm",
+    post_attn: str | None = None,
+    post_mlp: str | None = None,
+    fused: bool = False,
+    mlp: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj"),
 ) -> list[Rule]:
     L, A = f"{prefix}layers.{{i}}.", f"{prefix}layers.{{i}}.self_attn."
-    rules = [Rule("wte.weight", (f"{prefix}embed_tokens.weight",)), Rule("ln_f.weight", (f"{prefix}norm.weight",)),
-             Rule("lm_head.weight", ("lm_head.weight",)),
-             Rule("h.{i}.norm_1.weight", (L + "input_layernorm.weight",)),
-             Rule("h.{i}.norm_2.weight", (L + norm_2 + ".weight",)),
-             Rule("h.{i}.attn.q_norm.weight", (A + "q_norm.weight",)),
-             Rule("h.{i}.attn.k_norm.weight", (A + "k_norm.weight",))]
+    rules = [
+        Rule("wte.weight", (f"{prefix}embed_tokens.weight",)),
+        Rule("ln_f.weight", (f"{prefix}norm.weight",)),
+        Rule("lm_head.weight", ("lm_head.weight",)),
+        Rule("h.{i}.norm_1.weight", (L + "input_layernorm.weight",)),
+        Rule("h.{i}.norm_2.weight", (L + norm_2 + ".weight",)),
+        Rule("h.{i}.attn.q_norm.weight", (A + "q_norm.weight",)),
+        Rule("h.{i}.attn.k_norm.weight", (A + "k_norm.weight",)),
+    ]
     if post_attn:
         rules.append(Rule("h.{i}.post_attn_norm.weight", (L + post_attn + ".weight",)))
     if post_mlp:
@@ -487,7 +577,11 @@ def llama_rules(
         else:
             rules.append(Rule(f"h.{{i}}.attn.qkv.{p}", tuple(A + f"{x}_proj.{p}" for x in "qkv"), "cat"))
         rules.append(Rule(f"h.{{i}}.attn.proj.{p}", (A + f"o_proj.{p}",)))
-        up = (L + f"mlp.{mlp[0]}.{p}",) if fused or mlp[1] is None else (L + f"mlp.{mlp[0]}.{p}", L + f"mlp.{mlp[1]}.{p}")
+        up = (
+            (L + f"mlp.{mlp[0]}.{p}",)
+            if fused or mlp[1] is None
+            else (L + f"mlp.{mlp[0]}.{p}", L + f"mlp.{mlp[1]}.{p}")
+        )
         rules.append(Rule(f"h.{{i}}.mlp.fc.{p}", up, "cat" if len(up) > 1 else "copy"))
         rules.append(Rule(f"h.{{i}}.mlp.proj.{p}", (L + f"mlp.{mlp[2]}.{p}",)))
     return rules
@@ -495,16 +589,22 @@ def llama_rules(
 
 def gpt2_rules() -> list[Rule]:
     L = "transformer.h.{i}."
-    rules = [Rule("wte.weight", ("transformer.wte.weight",)), Rule("wpe.weight", ("transformer.wpe.weight",)),
-             Rule("lm_head.weight", ("lm_head.weight",))]
+    rules = [
+        Rule("wte.weight", ("transformer.wte.weight",)),
+        Rule("wpe.weight", ("transformer.wpe.weight",)),
+        Rule("lm_head.weight", ("lm_head.weight",)),
+    ]
     for p in ("weight", "bias"):
         conv = "conv1d" if p == "weight" else "copy"
-        rules += [Rule(f"ln_f.{p}", (f"transformer.ln_f.{p}",)),
-                  Rule(f"h.{{i}}.norm_1.{p}", (L + f"ln_1.{p}",)), Rule(f"h.{{i}}.norm_2.{p}", (L + f"ln_2.{p}",)),
-                  Rule(f"h.{{i}}.attn.qkv.{p}", (L + f"attn.c_attn.{p}",), conv),
-                  Rule(f"h.{{i}}.attn.proj.{p}", (L + f"attn.c_proj.{p}",), conv),
-                  Rule(f"h.{{i}}.mlp.fc.{p}", (L + f"mlp.c_fc.{p}",), conv),
-                  Rule(f"h.{{i}}.mlp.proj.{p}", (L + f"mlp.c_proj.{p}",), conv)]
+        rules += [
+            Rule(f"ln_f.{p}", (f"transformer.ln_f.{p}",)),
+            Rule(f"h.{{i}}.norm_1.{p}", (L + f"ln_1.{p}",)),
+            Rule(f"h.{{i}}.norm_2.{p}", (L + f"ln_2.{p}",)),
+            Rule(f"h.{{i}}.attn.qkv.{p}", (L + f"attn.c_attn.{p}",), conv),
+            Rule(f"h.{{i}}.attn.proj.{p}", (L + f"attn.c_proj.{p}",), conv),
+            Rule(f"h.{{i}}.mlp.fc.{p}", (L + f"mlp.c_fc.{p}",), conv),
+            Rule(f"h.{{i}}.mlp.proj.{p}", (L + f"mlp.c_proj.{p}",), conv),
+        ]
     return rules
 
 
@@ -512,13 +612,15 @@ def neox_rules() -> list[Rule]:
     L = "gpt_neox.layers.{i}."
     rules = [Rule("wte.weight", ("gpt_neox.embed_in.weight",)), Rule("lm_head.weight", ("embed_out.weight",))]
     for p in ("weight", "bias"):
-        rules += [Rule(f"ln_f.{p}", (f"gpt_neox.final_layer_norm.{p}",)),
-                  Rule(f"h.{{i}}.norm_1.{p}", (L + f"input_layernorm.{p}",)),
-                  Rule(f"h.{{i}}.norm_2.{p}", (L + f"post_attention_layernorm.{p}",)),
-                  Rule(f"h.{{i}}.attn.qkv.{p}", (L + f"attention.query_key_value.{p}",), "neox_qkv"),
-                  Rule(f"h.{{i}}.attn.proj.{p}", (L + f"attention.dense.{p}",)),
-                  Rule(f"h.{{i}}.mlp.fc.{p}", (L + f"mlp.dense_h_to_4h.{p}",)),
-                  Rule(f"h.{{i}}.mlp.proj.{p}", (L + f"mlp.dense_4h_to_h.{p}",))]
+        rules += [
+            Rule(f"ln_f.{p}", (f"gpt_neox.final_layer_norm.{p}",)),
+            Rule(f"h.{{i}}.norm_1.{p}", (L + f"input_layernorm.{p}",)),
+            Rule(f"h.{{i}}.norm_2.{p}", (L + f"post_attention_layernorm.{p}",)),
+            Rule(f"h.{{i}}.attn.qkv.{p}", (L + f"attention.query_key_value.{p}",), "neox_qkv"),
+            Rule(f"h.{{i}}.attn.proj.{p}", (L + f"attention.dense.{p}",)),
+            Rule(f"h.{{i}}.mlp.fc.{p}", (L + f"mlp.dense_h_to_4h.{p}",)),
+            Rule(f"h.{{i}}.mlp.proj.{p}", (L + f"mlp.dense_4h_to_h.{p}",)),
+        ]
     return rules
 
 
@@ -526,12 +628,15 @@ def phi_rules() -> list[Rule]:
     L, A = "model.layers.{i}.", "model.layers.{i}.self_attn."
     rules = []
     for p in ("weight", "bias"):
-        rules += [Rule(f"ln_f.{p}", (f"model.final_layernorm.{p}",)), Rule(f"lm_head.{p}", (f"lm_head.{p}",)),
-                  Rule(f"h.{{i}}.norm_1.{p}", (L + f"input_layernorm.{p}",)),
-                  Rule(f"h.{{i}}.attn.qkv.{p}", tuple(A + f"{x}_proj.{p}" for x in "qkv"), "cat"),
-                  Rule(f"h.{{i}}.attn.proj.{p}", (A + f"dense.{p}",)),
-                  Rule(f"h.{{i}}.mlp.fc.{p}", (L + f"mlp.fc1.{p}",)),
-                  Rule(f"h.{{i}}.mlp.proj.{p}", (L + f"mlp.fc2.{p}",))]
+        rules += [
+            Rule(f"ln_f.{p}", (f"model.final_layernorm.{p}",)),
+            Rule(f"lm_head.{p}", (f"lm_head.{p}",)),
+            Rule(f"h.{{i}}.norm_1.{p}", (L + f"input_layernorm.{p}",)),
+            Rule(f"h.{{i}}.attn.qkv.{p}", tuple(A + f"{x}_proj.{p}" for x in "qkv"), "cat"),
+            Rule(f"h.{{i}}.attn.proj.{p}", (A + f"dense.{p}",)),
+            Rule(f"h.{{i}}.mlp.fc.{p}", (L + f"mlp.fc1.{p}",)),
+            Rule(f"h.{{i}}.mlp.proj.{p}", (L + f"mlp.fc2.{p}",)),
+        ]
     return [Rule("wte.weight", ("model.embed_tokens.weight",)), *rules]
 
 
@@ -543,8 +648,11 @@ def hf_rules(model_type: str) -> list[Rule]:
     if model_type == "olmo2":
         return llama_rules(post_attn="post_attention_layernorm", post_mlp="post_feedforward_layernorm")
     if model_type in ("gemma2", "gemma3_text"):
-        return llama_rules(norm_2="pre_feedforward_layernorm", post_attn="post_attention_layernorm",
-                           post_mlp="post_feedforward_layernorm")
+        return llama_rules(
+            norm_2="pre_feedforward_layernorm",
+            post_attn="post_attention_layernorm",
+            post_mlp="post_feedforward_layernorm",
+        )
     if model_type == "nanochat":
         return llama_rules(mlp=("fc1", None, "fc2"))
     if model_type == "gpt2":
@@ -622,12 +730,14 @@ def litllm_to_hf(state: dict[str, torch.Tensor], config: Config) -> dict[str, to
         t = state[name]
         theirs = [x.replace("{i}", i) for x in rule.theirs]
         if rule.kind == "cat":
-            for key, part in zip(theirs, t.split(split_sizes(config, name), dim=0)):
+            for key, part in zip(theirs, t.split(split_sizes(config, name), dim=0), strict=True):
                 out[key] = part.contiguous()
         elif rule.kind == "conv1d":
             out[theirs[0]] = t.t().contiguous()
         elif rule.kind == "neox_qkv":
-            q, k, v = (x.reshape(config.n_head, config.head_size, *t.shape[1:]) for x in t.split(split_sizes(config, name)))
+            q, k, v = (
+                x.reshape(config.n_head, config.head_size, *t.shape[1:]) for x in t.split(split_sizes(config, name))
+            )
             out[theirs[0]] = torch.stack((q, k, v), dim=1).reshape(t.shape).contiguous()
         else:
             out[theirs[0]] = t
@@ -641,15 +751,11 @@ def convert_to_hf(src: str | Path, out_dir: str | Path) -> Path:
         raise CheckpointError(f"{str(src)!r} is not a litllm checkpoint directory ({CONFIG} + {WEIGHTS})")
     config = Config.from_file(src / CONFIG)
     state = load_safetensors(src / WEIGHTS)
-    if config.tie_embeddings:
-        state.setdefault("lm_head.weight", state["wte.weight"])
     hf_state = litllm_to_hf(state, config)
     hf_config = config_to_hf(config)
     hf_config["torch_dtype"] = str(next(iter(hf_state.values())).dtype).removeprefix("torch.")
-    for key in ("bos_token_id", "eos_token_id"):
-        value = special_token_id(src, key)
-        if value is not None:
-            hf_config[key] = value
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        hf_config[key] = special_token_id(src, key)
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(hf_state, out / "model.safetensors")
     atomic_write_text(out / "config.json", json.dumps(hf_config, indent=2))
@@ -704,21 +810,37 @@ def config_from_litgpt(lit: dict[str, Any]) -> Config:
     attn_bias = lit.get("attn_bias", False)
     rmsnorm = lit.get("norm_class_name", "LayerNorm") == "RMSNorm"
     kw: dict[str, Any] = dict(
-        name=lit.get("name", ""), block_size=lit.get("block_size", 4096),
-        vocab_size=lit.get("padded_vocab_size") or lit.get("vocab_size"), n_layer=n_layer,
-        n_embd=lit.get("n_embd", 4096), n_head=lit.get("n_head", 32), n_query_groups=lit.get("n_query_groups"),
-        head_size=lit.get("head_size"), intermediate_size=lit.get("intermediate_size"),
-        rotary_percentage=lit.get("rotary_percentage", 0.25), rope_base=float(lit.get("rope_base", 10000)),
-        qkv_bias=bias or attn_bias, proj_bias=bias, mlp_bias=bias, norm_bias=bias,
-        norm_class="rmsnorm" if rmsnorm else "layernorm", norm_eps=lit.get("norm_eps", 1e-5),
+        name=lit.get("name", ""),
+        block_size=lit.get("block_size", 4096),
+        vocab_size=lit.get("padded_vocab_size") or lit.get("vocab_size"),
+        n_layer=n_layer,
+        n_embd=lit.get("n_embd", 4096),
+        n_head=lit.get("n_head", 32),
+        n_query_groups=lit.get("n_query_groups"),
+        head_size=lit.get("head_size"),
+        intermediate_size=lit.get("intermediate_size"),
+        rotary_percentage=lit.get("rotary_percentage", 0.25),
+        rope_base=float(lit.get("rope_base", 10000)),
+        qkv_bias=bias or attn_bias,
+        proj_bias=bias,
+        mlp_bias=bias,
+        norm_bias=bias,
+        norm_class="rmsnorm" if rmsnorm else "layernorm",
+        norm_eps=lit.get("norm_eps", 1e-5),
         # LitGPT applies Gemma's (1 + w) norm scale by model name; it is a field here
         norm_unit_offset=rmsnorm and "gemma" in lit.get("name", "").lower(),
-        mlp_class=mlp, gelu_approximate=lit.get("gelu_approximate", "none"),
-        parallel_residual=lit.get("parallel_residual", True), shared_attention_norm=lit.get("shared_attention_norm", False),
-        pre_attention_norm=lit.get("norm_1", True), post_attention_norm=lit.get("post_attention_norm", False),
-        post_mlp_norm=lit.get("post_mlp_norm", False), scale_embeddings=lit.get("scale_embeddings", False),
-        lm_head_bias=lit.get("lm_head_bias", False), attn_logit_softcap=lit.get("attention_logit_softcapping"),
-        final_logit_softcap=lit.get("final_logit_softcapping"), attention_scores_scalar=lit.get("attention_scores_scalar"),
+        mlp_class=mlp,
+        gelu_approximate=lit.get("gelu_approximate", "none"),
+        parallel_residual=lit.get("parallel_residual", True),
+        shared_attention_norm=lit.get("shared_attention_norm", False),
+        pre_attention_norm=lit.get("norm_1", True),
+        post_attention_norm=lit.get("post_attention_norm", False),
+        post_mlp_norm=lit.get("post_mlp_norm", False),
+        scale_embeddings=lit.get("scale_embeddings", False),
+        lm_head_bias=lit.get("lm_head_bias", False),
+        attn_logit_softcap=lit.get("attention_logit_softcapping"),
+        final_logit_softcap=lit.get("final_logit_softcapping"),
+        attention_scores_scalar=lit.get("attention_scores_scalar"),
         rope_local_base=lit.get("rope_local_base_freq"),
     )
     if not lit.get("norm_2", True) and lit.get("norm_1", True):
@@ -727,9 +849,13 @@ def config_from_litgpt(lit: dict[str, Any]) -> Config:
         kw["qk_norm"] = "all_heads" if lit.get("norm_qk_type") == "olmo2" else "head"
     if lit.get("rope_adjustments"):
         a = lit["rope_adjustments"]
-        kw["rope_scaling"] = {"type": "llama3", "factor": float(a["factor"]), "low_freq_factor": float(a["low_freq_factor"]),
-                              "high_freq_factor": float(a["high_freq_factor"]),
-                              "original_max_seq_len": int(a["original_max_seq_len"])}
+        kw["rope_scaling"] = {
+            "type": "llama3",
+            "factor": float(a["factor"]),
+            "low_freq_factor": float(a["low_freq_factor"]),
+            "high_freq_factor": float(a["high_freq_factor"]),
+            "original_max_seq_len": int(a["original_max_seq_len"]),
+        }
     elif lit.get("rope_condense_ratio", 1) != 1:
         kw["rope_scaling"] = {"type": "linear", "factor": float(lit["rope_condense_ratio"])}
     if lit.get("sliding_window_size"):
@@ -739,7 +865,9 @@ def config_from_litgpt(lit: dict[str, Any]) -> Config:
             kw["sliding_window_period"] = 0
         else:
             flags = [bool(x) for x in indices[:n_layer]]
-            period = next((p for p in range(2, n_layer + 1) if flags == [(i + 1) % p != 0 for i in range(n_layer)]), None)
+            period = next(
+                (p for p in range(2, n_layer + 1) if flags == [(i + 1) % p != 0 for i in range(n_layer)]), None
+            )
             if period is None:
                 raise CheckpointError(f"unsupported LitGPT sliding_window_indices {indices}")
             kw["sliding_window_period"] = period
@@ -813,12 +941,20 @@ def cached_checkpoint_dir(repo_id: str) -> Path:
 
 
 HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json"]
-TOKENIZER_PATTERNS = ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                      "chat_template.jinja"]
+TOKENIZER_PATTERNS = [
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+]
 
 
 def download(
-    repo_id: str, access_token: str | None = None, tokenizer_only: bool = False, out_dir: str | Path | None = None,
+    repo_id: str,
+    access_token: str | None = None,
+    tokenizer_only: bool = False,
+    out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = print,
 ) -> Path:
     """Download a Hub repo's safetensors and tokenizer files, convert them, and return the litllm directory."""
@@ -828,19 +964,26 @@ def download(
     out = Path(out_dir) if out_dir else cached_checkpoint_dir(repo_id)
     token = access_token or os.environ.get("HF_TOKEN")
     raw = litllm_home() / "hf" / repo_id
-    local_hint = f"to use files you already have, pass their folder instead (e.g. LLM.load('/path/to/{repo_id.split('/')[-1]}'))"
+    local_hint = (
+        f"to use files you already have, pass their folder instead (e.g. LLM.load('/path/to/{repo_id.split('/')[-1]}'))"
+    )
     patterns = TOKENIZER_PATTERNS + ([] if tokenizer_only else HUB_PATTERNS)
     try:
         snapshot_download(repo_id, allow_patterns=patterns, local_dir=raw, token=token, etag_timeout=5)
     except GatedRepoError as e:
-        raise HubError(f"{repo_id} is gated: accept its license on the Hub and pass --access_token or set HF_TOKEN; "
-                       f"{local_hint}") from e
+        raise HubError(
+            f"{repo_id} is gated: accept its license on the Hub and pass --access_token or set HF_TOKEN; {local_hint}"
+        ) from e
     except RepositoryNotFoundError as e:
-        raise HubError(f"no Hub repository {repo_id!r} (or it is private and no valid token was given); {local_hint}") from e
+        raise HubError(
+            f"no Hub repository {repo_id!r} (or it is private and no valid token was given); {local_hint}"
+        ) from e
     except LocalEntryNotFoundError as e:
         raise HubError(f"cannot reach the Hugging Face Hub to download {repo_id} (offline); {local_hint}") from e
     except (OSError, ConnectionError) as e:
-        raise HubError(f"cannot reach the Hugging Face Hub to download {repo_id}: {type(e).__name__}; {local_hint}") from e
+        raise HubError(
+            f"cannot reach the Hugging Face Hub to download {repo_id}: {type(e).__name__}; {local_hint}"
+        ) from e
     except Exception as e:  # noqa: BLE001 - huggingface_hub wraps network failures in several classes
         if type(e).__module__.startswith(("requests", "httpx", "urllib3", "huggingface_hub")):
             raise HubError(f"cannot download {repo_id} from the Hugging Face Hub: {e}; {local_hint}") from e

@@ -7,6 +7,7 @@ how it behaves.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -135,9 +136,7 @@ class Config:
         if self.n_query_groups is None:
             self.n_query_groups = self.n_head
         if self.n_head % self.n_query_groups:
-            raise ValueError(
-                f"n_head={self.n_head} is not a multiple of n_query_groups={self.n_query_groups}"
-            )
+            raise ValueError(f"n_head={self.n_head} is not a multiple of n_query_groups={self.n_query_groups}")
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.n_embd
         self.rope_n_elem = int(self.rotary_percentage * self.head_size) if self.position_embedding == "rope" else 0
@@ -163,7 +162,9 @@ class Config:
         unknown = sorted(set(data) - known)
         if unknown:
             hints = [difflib.get_close_matches(k, known, n=1) for k in unknown]
-            detail = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in zip(unknown, hints))
+            detail = ", ".join(
+                f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in zip(unknown, hints, strict=True)
+            )
             raise ValueError(f"{source}: unknown Config field(s) {detail}")
         return cls(**data)
 
@@ -197,7 +198,7 @@ class Config:
                 close = difflib.get_close_matches(key, list(registry), n=5, cutoff=0.5)
                 hint = f"; closest: {', '.join(close)}" if close else ""
                 raise UnknownModelError(f"unknown model name {name!r}{hint} (`litllm download list` shows all)")
-        return cls.from_dict({**registry[key], **overrides}, source=f"config {name!r}")
+        return cls.from_dict({**copy.deepcopy(registry[key]), **overrides}, source=f"config {name!r}")
 
 
 @lru_cache(maxsize=1)
