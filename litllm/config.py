@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -217,12 +217,21 @@ def named_configs() -> dict[str, dict[str, Any]]:
     return out
 
 
+def registry_rows() -> list[tuple[str, str, str | None]]:
+    """(name, family, hf_repo) for every registry entry, in file order."""
+    rows = []
+    for path in sorted(REGISTRY_DIR.glob("*.yaml")):
+        for entry in yaml.safe_load(path.read_text())["models"]:
+            rows.append((entry["name"], path.stem, entry.get("hf_repo")))
+    return rows
+
+
 def family_of(name: str) -> str:
     """The registry file (family) a named config comes from."""
-    for path in sorted(REGISTRY_DIR.glob("*.yaml")):
-        if any(m["name"].lower() == name.lower() for m in yaml.safe_load(path.read_text())["models"]):
-            return path.stem
+    for model_name, family, _ in registry_rows():
+        if model_name.lower() == name.lower():
+            return family
     raise UnknownModelError(f"unknown model name {name!r}")
 
 
-__all__ = ["Config", "UnknownModelError", "named_configs", "family_of", "asdict"]
+__all__ = ["Config", "UnknownModelError", "named_configs", "family_of", "registry_rows"]

@@ -1,0 +1,1 @@
+"""Data sources for training: each file holds one source."""

@@ -1,0 +1,153 @@
+"""The LLM facade: loading from every kind of source, generating, streaming, saving, and bad input."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from litllm import LLM
+from litllm.checkpoint import HubError, cached_checkpoint_dir
+from litllm.config import Config
+from litllm.engine import SamplingParams, generate_tokens
+
+
+def hf_greedy(hf_dir: Path, ids: list[int], n: int) -> list[int]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    return out[0, len(ids) :].tolist()
+
+
+def test_greedy_generation_matches_transformers(hf_llama_dir: Path) -> None:
+    llm = LLM.load(hf_llama_dir)
+    ids = llm.tokenizer.encode("def add(a, b):")
+    ours = list(generate_tokens(llm.model, ids, 20, SamplingParams(temperature=0)))
+    assert ours == hf_greedy(hf_llama_dir, ids, 20)
+
+
+def test_kv_cache_decoding_equals_recomputing_the_whole_sequence(litllm_dir: Path) -> None:
+    llm = LLM.load(litllm_dir)
+    ids = llm.tokenizer.encode("class Point:")
+    cached = list(generate_tokens(llm.model, ids, 15, SamplingParams(temperature=0)))
+    seq = list(ids)
+    with torch.no_grad():
+        for _ in range(15):
+            seq.append(int(llm.model(torch.tensor([seq]))[0, -1].argmax()))
+    assert cached == seq[len(ids) :]
+
+
+def test_stream_pieces_join_to_the_full_text(litllm_dir: Path) -> None:
+    llm = LLM.load(litllm_dir)
+    full = llm.generate("print(", max_new_tokens=30, temperature=0)
+    pieces = list(llm.generate("print(", max_new_tokens=30, temperature=0, stream=True))
+    assert "".join(pieces) == full
+    assert all("\ufffd" not in p for p in pieces) or "\ufffd" in full
+
+
+def test_same_seed_gives_same_text(litllm_dir: Path) -> None:
+    llm = LLM.load(litllm_dir)
+    a = llm.generate("def", max_new_tokens=20, temperature=1.0, seed=3)
+    b = llm.generate("def", max_new_tokens=20, temperature=1.0, seed=3)
+    assert a == b
+
+
+def test_load_accepts_hf_and_litllm_directories_with_equal_logits(hf_llama_dir: Path, litllm_dir: Path) -> None:
+    a, b = LLM.load(hf_llama_dir), LLM.load(litllm_dir)
+    idx = torch.tensor([[1, 5, 9, 200]])
+    with torch.no_grad():
+        torch.testing.assert_close(a.model(idx), b.model(idx), atol=0, rtol=0)
+
+
+def test_save_then_load_gives_identical_model(litllm_dir: Path, tmp_path: Path) -> None:
+    llm = LLM.load(litllm_dir)
+    llm.save(tmp_path / "copy")
+    again = LLM.load(tmp_path / "copy")
+    for (name, p), (_, q) in zip(llm.model.state_dict().items(), again.model.state_dict().items(), strict=True):
+        assert torch.equal(p, q), name
+    assert again.tokenizer.encode("héllo 🙂") == llm.tokenizer.encode("héllo 🙂")
+
+
+def test_dtype_argument_casts_the_weights(litllm_dir: Path) -> None:
+    llm = LLM.load(litllm_dir, dtype="bfloat16")
+    assert llm.model.wte.weight.dtype == torch.bfloat16
+    assert isinstance(llm.generate("x", max_new_tokens=3, temperature=0), str)
+
+
+def test_random_init_builds_a_named_config(tokenizer_dir: Path) -> None:
+    llm = LLM.load("pythia-14m", init="random", tokenizer_dir=tokenizer_dir)
+    assert llm.config.name == "pythia-14m"
+    assert llm.config.n_layer == 6
+    assert isinstance(llm.generate("def", max_new_tokens=5), str)
+
+
+def test_random_init_accepts_a_config_object(tokenizer_dir: Path) -> None:
+    config = Config(n_layer=1, n_embd=32, n_head=2, vocab_size=320, block_size=64)
+    llm = LLM.load(config, init="random", tokenizer_dir=tokenizer_dir)
+    assert llm.config is config
+
+
+def test_random_init_without_tokenizer_is_refused() -> None:
+    with pytest.raises(ValueError, match="tokenizer_dir"):
+        LLM.load("pythia-14m", init="random")
+
+
+def test_tokenizer_larger_than_the_vocabulary_is_refused(tokenizer_dir: Path) -> None:
+    config = Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, block_size=64)
+    with pytest.raises(ValueError, match=r"320 tokens.*vocab_size is 100"):
+        LLM.load(config, init="random", tokenizer_dir=tokenizer_dir)
+
+
+def test_hub_repo_id_uses_the_converted_cache(litllm_dir: Path) -> None:
+    cached = cached_checkpoint_dir("tiny-org/tiny-llama")
+    shutil.copytree(litllm_dir, cached)
+    llm = LLM.load("tiny-org/tiny-llama")
+    assert llm.checkpoint_dir == cached
+
+
+def test_hub_repo_id_offline_fails_fast_with_a_clear_message() -> None:
+    start = time.perf_counter()
+    with pytest.raises(HubError, match="offline"):
+        LLM.load("nobody/not-cached-anywhere")
+    assert time.perf_counter() - start < 5
+
+
+def test_unknown_source_names_close_models() -> None:
+    with pytest.raises(FileNotFoundError, match="pythia-160m"):
+        LLM.load("pythia-16m")
+
+
+def test_missing_local_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+        LLM.load(str(tmp_path / "does-not-exist"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(temperature=-0.1), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=-1), "top_k"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+    ],
+)
+def test_bad_sampling_arguments_name_the_parameter(litllm_dir: Path, kwargs: dict, message: str) -> None:
+    llm = LLM.load(litllm_dir)
+    with pytest.raises(ValueError, match=message):
+        llm.generate("def", **kwargs)
+
+
+def test_empty_prompt_is_refused(litllm_dir: Path) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        LLM.load(litllm_dir).generate("")
+
+
+def test_prompt_longer_than_the_context_states_both_lengths(litllm_dir: Path) -> None:
+    llm = LLM.load(litllm_dir)
+    with pytest.raises(ValueError, match=r"\d+ tokens long; the model's context is 256 tokens"):
+        llm.generate("x = 1\n" * 400)

@@ -1,0 +1,110 @@
+"""The `litllm` command line: real subprocesses, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def litllm(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "litllm.cli", *args], capture_output=True, text=True, env=env or ENV, timeout=300
+    )
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_help_does_not_import_torch() -> None:
+    code = "import sys\nfrom litllm.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code += "assert 'torch' not in sys.modules, 'torch imported by --help'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert "generate" in result.stdout and "download" in result.stdout
+
+
+def test_download_list_names_registry_models() -> None:
+    result = litllm("download", "list")
+    assert result.returncode == 0
+    assert "pythia-160m" in result.stdout and "EleutherAI/pythia-160m" in result.stdout
+    assert "Llama-3.2-1B" in result.stdout
+
+
+def test_download_offline_fails_fast_in_one_line() -> None:
+    start = time.perf_counter()
+    result = litllm("download", "Qwen/Qwen2.5-0.5B")
+    assert time.perf_counter() - start < 15  # interpreter start-up included; the Hub call itself fails at once
+    assert_clean_failure(result, "Qwen/Qwen2.5-0.5B", "folder")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_generate_prints_a_continuation(litllm_dir: Path) -> None:
+    result = litllm("generate", str(litllm_dir), "--prompt", "def add(", "--max_new_tokens", "8", "--temperature", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_generate_streams_the_same_text(litllm_dir: Path) -> None:
+    args = ("generate", str(litllm_dir), "--prompt", "def add(", "--max_new_tokens", "8", "--temperature", "0")
+    assert litllm(*args, "--stream", "true").stdout == litllm(*args).stdout
+
+
+def test_generate_missing_directory_is_one_line_exit_2(tmp_path: Path) -> None:
+    result = litllm("generate", str(tmp_path / "nope"), "--prompt", "hi")
+    assert_clean_failure(result, "nope")
+
+
+def test_generate_bad_temperature_names_it(litllm_dir: Path) -> None:
+    result = litllm("generate", str(litllm_dir), "--prompt", "hi", "--temperature", "-1")
+    assert_clean_failure(result, "temperature")
+
+
+def test_misspelt_option_is_rejected_by_name(litllm_dir: Path) -> None:
+    result = litllm("generate", str(litllm_dir), "--prompt", "hi", "--max_new_tokenz", "3")
+    assert result.returncode == 2
+    assert "max_new_tokenz" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_convert_round_trip_through_the_command_line(hf_llama_dir: Path, tmp_path: Path) -> None:
+    from litllm.checkpoint import read_hf_weights
+
+    assert litllm("convert", "to_litllm", str(hf_llama_dir), str(tmp_path / "lit")).returncode == 0
+    assert litllm("convert", "to_hf", str(tmp_path / "lit"), str(tmp_path / "hf")).returncode == 0
+    a, b = read_hf_weights(hf_llama_dir), read_hf_weights(tmp_path / "hf")
+    assert set(a) == set(b)
+    assert all((a[k] == b[k]).all() for k in a)
+    assert (tmp_path / "hf" / "tokenizer.json").is_file()
+
+
+def test_convert_unsupported_model_type_is_one_line(tmp_path: Path) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
+    result = litllm("convert", "to_litllm", str(tmp_path), str(tmp_path / "out"))
+    assert_clean_failure(result, "bert")
+
+
+@pytest.mark.parametrize("missing", ["model.safetensors"])
+def test_generate_checkpoint_without_weights(litllm_dir: Path, tmp_path: Path, missing: str) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(litllm_dir, broken)
+    (broken / missing).unlink()
+    assert_clean_failure(litllm("generate", str(broken), "--prompt", "hi"), missing)
