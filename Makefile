@@ -15,7 +15,7 @@ setup: $(STAMP)
 # install litdata without its dependencies, then the ones it really uses.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --upgrade pip setuptools
 	$(PIP) install -q $(TORCH_SPEC)
 	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
 	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -c $(VENV)/torch-pin.txt -r $(VENV)/requirements.txt
 	$(PIP) install -q -c $(VENV)/torch-pin.txt --no-deps 'litdata>=0.2.50'
 	$(PIP) install -q -c $(VENV)/torch-pin.txt boto3 tifffile obstore filelock numpy requests 'urllib3>=1.26' lightning-utilities
+	# LitGPT only for the tests that read its checkpoints; its pins would downgrade huggingface_hub
+	$(PIP) install -q -c $(VENV)/torch-pin.txt --no-deps 'litgpt==0.5.13'
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
