@@ -12,7 +12,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +37,10 @@ TOKENIZER_FILES = (
 )
 
 
+# weight files that are Python pickles (lit_model.pth is read with torch.load(weights_only=True) instead)
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.ckpt")
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read: missing, corrupt, or not matching its config."""
 
@@ -49,14 +53,21 @@ class CheckpointError(ValueError):
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        yield Path(tmp)
+        yield tmp
+        os.chmod(tmp, new_file_mode())  # safetensors writes its files private (0600)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the process umask."""
+    umask = os.umask(0o077)  # the umask can only be read by setting it; meanwhile new files are private
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -103,10 +114,10 @@ def save_checkpoint(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: 
     """Write `model` (a `GPT`) as a litllm checkpoint directory, copying tokenizer files from `tokenizer_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(state_for_saving(model), out / WEIGHTS)
-    model.config.save(out / CONFIG)
     if tokenizer_dir is not None and Path(tokenizer_dir).resolve() != out.resolve():
         copy_tokenizer_files(Path(tokenizer_dir), out)
+    save_safetensors(state_for_saving(model), out / WEIGHTS)
+    model.config.save(out / CONFIG)  # last: a directory with a config and weights is a finished one
     return out
 
 
@@ -152,10 +163,11 @@ def detect_format(path: Path) -> str:
         return "litgpt"
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         return "hf"
-    if (path / "config.json").is_file() and any(path.glob("*.bin")):
+    pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in path.glob(pattern))
+    if pickled:
         raise CheckpointError(
-            f"{str(path)!r} holds only pickled PyTorch .bin weights, which litllm does not load "
-            "(they can run arbitrary code); convert them to safetensors first"
+            f"{str(path)!r} holds only pickled PyTorch weights ({', '.join(pickled[:3])}), which litllm refuses to "
+            "load because unpickling can run arbitrary code; convert them to safetensors first"
         )
     if (path / CONFIG).is_file():
         raise CheckpointError(f"{str(path)!r} has {CONFIG} but no weights file ({WEIGHTS} or lit_model.pth)")
@@ -172,7 +184,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str | None = None, 
     path = Path(path)
     fmt = detect_format(path)
     if fmt == "litllm":
-        config = Config.from_file(path / CONFIG)
+        config = Config.from_dict(read_yaml(path / CONFIG), source=str(path / CONFIG))
         state = load_safetensors(path / WEIGHTS)
     elif fmt == "hf":
         hf_config = read_hf_config(path)
@@ -180,10 +192,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str | None = None, 
         state = read_hf_weights(path)
         if hf_config.get("model_type") == "gemma3":
             state = gemma3_text_tower(state)
-        state = hf_to_litllm(state, config)
+        state = hf_to_litllm(with_base_model_prefix(state, config.hf_model_type), config)
     else:
-        config = config_from_litgpt(yaml.safe_load((path / CONFIG).read_text()))
+        config = config_from_litgpt(read_yaml(path / CONFIG))
         state = litgpt_to_litllm(read_litgpt_weights(path / "lit_model.pth"), config)
+    if not state:
+        raise CheckpointError(f"{str(path)!r}: the weights file holds no tensors")
     with torch.device("meta"):
         model = GPT(config)
     model.to_empty(device=device or "cpu")
@@ -197,22 +211,43 @@ def load_checkpoint(path: str | Path, device: torch.device | str | None = None, 
     return model.eval()
 
 
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (a `model_config.yaml`)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{str(path)!r} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{str(path)!r} does not hold a mapping of config fields")
+    return data
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Hugging Face format: config
 
 
-def read_hf_config(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> Any:
     try:
-        return json.loads((path / "config.json").read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{str(path / 'config.json')!r} is not valid JSON: {e}") from e
+        raise CheckpointError(f"{str(path)!r} is not valid JSON: {e}") from e
+
+
+def read_hf_config(path: Path) -> dict[str, Any]:
+    hf = read_json(path / "config.json")
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{str(path / 'config.json')!r} does not hold a JSON object")
+    return hf
 
 
 def read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a Hugging Face directory's safetensors files (sharded or not)."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{str(index)!r} has no weight_map")
+        files = sorted(set(weight_map.values()))
         missing = [f for f in files if not (path / f).is_file()]
         if missing:
             raise CheckpointError(f"{str(path)!r}: shards named in {index.name} are missing: {', '.join(missing)}")
@@ -374,6 +409,20 @@ def config_from_hf(hf: dict[str, Any]) -> Config:
     return Config(**kw)
 
 
+# the prefix a causal-LM class puts before its base model's tensors (`GPT2LMHeadModel.transformer`, ...)
+HF_BASE_MODEL_PREFIX = {"gpt2": "transformer.", "gpt_neox": "gpt_neox."}
+HF_HEADS = ("lm_head.", "embed_out.")
+
+
+def with_base_model_prefix(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint saved from the base model (OpenAI's GPT-2 files: `h.0.attn.c_attn.weight`, no head)
+    named as the causal-LM class names them; transformers loads both."""
+    prefix = HF_BASE_MODEL_PREFIX.get(model_type, "model.")
+    if any(k.startswith(prefix) for k in state):
+        return state
+    return {k if k.startswith(HF_HEADS) else prefix + k: v for k, v in state.items()}
+
+
 def gemma3_text_tower(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The language model's tensors of a multimodal Gemma 3 checkpoint, named as in the text-only model."""
     out = {}
@@ -416,31 +465,51 @@ def hf_rope(hf: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# How transformers' model types take a sliding window from config.json:
+# `layer_types` says which layers slide ...
+WINDOW_BY_LAYER_TYPES = ("qwen2", "qwen3", "gemma2", "gemma3_text")
+# ... and for these `use_sliding_window` must be true; without `layer_types`, layers from `max_window_layers` on slide
+WINDOW_SWITCHED_ON = ("qwen2", "qwen3")
+# `sliding_window` applies to every layer (a "mistral" config with `layer_types` is read as "ministral")
+WINDOW_ON_ALL_LAYERS = ("mistral", "phi3")
+WINDOW_PATTERNS = "supported: every layer sliding, or every p-th layer global and the rest sliding"
+
+
+def window_period(sliding: list[bool]) -> int | None:
+    """`Config.sliding_window_period` for per-layer sliding flags: 0 if all slide, p if every p-th layer (from 1)
+    is global and the rest slide, None for any other pattern."""
+    n = len(sliding)
+    if all(sliding):
+        return 0
+    return next((p for p in range(2, n + 1) if sliding == [(i + 1) % p != 0 for i in range(n)]), None)
+
+
 def hf_sliding_window(hf: dict[str, Any], model_type: str, n_layer: int) -> dict[str, Any]:
     window = hf.get("sliding_window")
-    if not window or (model_type == "qwen2" and not hf.get("use_sliding_window", False)):
+    if model_type in WINDOW_SWITCHED_ON and not hf.get("use_sliding_window", False):
         return {}
-    types = hf.get("layer_types")
+    if not window or model_type not in WINDOW_BY_LAYER_TYPES + WINDOW_ON_ALL_LAYERS:
+        return {}  # transformers ignores a window these model types declare
+    types = hf.get("layer_types") if model_type in (*WINDOW_BY_LAYER_TYPES, "mistral") else None
     if types is None:
         if model_type == "gemma2":
             period = 2
         elif model_type == "gemma3_text":
             period = hf.get("sliding_window_pattern") or hf.get("_sliding_window_pattern") or 6
+        elif model_type in WINDOW_SWITCHED_ON:
+            first = hf.get("max_window_layers", 28)
+            types = ["sliding_attention" if i >= first else "full_attention" for i in range(n_layer)]
         else:
             period = 0
-    else:
+    if types is not None:
+        if len(types) != n_layer:
+            raise CheckpointError(f"layer_types has {len(types)} entries for {n_layer} layers: {types}")
         sliding = [t == "sliding_attention" for t in types]
-        if all(sliding):
-            period = 0
-        elif not any(sliding):
+        if not any(sliding):
             return {}
-        else:
-            period = next(
-                (p for p in range(2, n_layer + 1) if sliding == [(i + 1) % p != 0 for i in range(len(sliding))]),
-                None,
-            )
-            if period is None:
-                raise CheckpointError(f"unsupported layer_types pattern {types}: expected every p-th layer global")
+        period = window_period(sliding)
+        if period is None:
+            raise CheckpointError(f"unsupported layer_types pattern {types}: {WINDOW_PATTERNS}")
     return dict(sliding_window_size=int(window), sliding_window_period=int(period))
 
 
@@ -525,14 +594,29 @@ def config_to_hf(config: Config) -> dict[str, Any]:
         )
     if mt == "nanochat":
         hf["final_logit_softcapping"] = c.final_logit_softcap
-    if c.sliding_window_size is not None:
-        hf["sliding_window"] = c.sliding_window_size
-        hf["layer_types"] = ["sliding_attention" if c.is_sliding(i) else "full_attention" for i in range(c.n_layer)]
-        if mt == "qwen2":
-            hf["use_sliding_window"] = True
-    elif mt in ("gemma2", "gemma3_text"):
-        hf["layer_types"] = ["full_attention"] * c.n_layer
+    hf.update(hf_sliding_window_fields(c))
     return hf
+
+
+def hf_sliding_window_fields(c: Config) -> dict[str, Any]:
+    """The config.json keys that give `c`'s sliding window in transformers, or a CheckpointError if none can."""
+    mt = c.hf_model_type
+    layer_types = ["sliding_attention" if c.is_sliding(i) else "full_attention" for i in range(c.n_layer)]
+    if c.sliding_window_size is None:
+        return {"layer_types": layer_types} if mt in ("gemma2", "gemma3_text") else {}
+    if mt in WINDOW_BY_LAYER_TYPES:
+        out: dict[str, Any] = dict(sliding_window=c.sliding_window_size, layer_types=layer_types)
+        if mt in WINDOW_SWITCHED_ON:
+            out.update(use_sliding_window=True, max_window_layers=0)
+        return out
+    if mt in WINDOW_ON_ALL_LAYERS and c.sliding_window_period == 0:
+        return {"sliding_window": c.sliding_window_size}
+    supported = f"{', '.join(WINDOW_BY_LAYER_TYPES)}; on every layer also {', '.join(WINDOW_ON_ALL_LAYERS)}"
+    raise CheckpointError(
+        f"config {c.name or '(unnamed)'}: transformers' {mt!r} models have no sliding window like "
+        f"sliding_window_size={c.sliding_window_size}, sliding_window_period={c.sliding_window_period}; "
+        f"model types with sliding windows: {supported}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -693,11 +777,17 @@ def split_sizes(config: Config, ours: str) -> list[int]:
     return [c.intermediate_size, c.intermediate_size]
 
 
+# tensors some Hugging Face checkpoints store that are not weights: RoPE tables and causal-mask buffers
+HF_BUFFERS = re.compile(r".*(\.rotary_emb\.inv_freq|\.attn\.(masked_)?bias|\.attention\.(masked_)?bias)")
+
+
 def hf_to_litllm(hf_state: dict[str, torch.Tensor], config: Config) -> dict[str, torch.Tensor]:
     """Rename and reshape Hugging Face tensors into a litllm state dict."""
     out: dict[str, torch.Tensor] = {}
+    used = {"lm_head.weight"} if config.tie_embeddings else set()  # a stored copy of the tied head is redundant
     for name, rule, i in match_rules(config):
         theirs = [t.replace("{i}", i) for t in rule.theirs]
+        used.update(theirs)
         missing = [t for t in theirs if t not in hf_state]
         if missing:
             if name == "lm_head.weight" and config.tie_embeddings:
@@ -714,6 +804,13 @@ def hf_to_litllm(hf_state: dict[str, torch.Tensor], config: Config) -> dict[str,
             out[name] = torch.cat([per_head[:, j].reshape(-1, *t.shape[1:]) for j in range(3)], dim=0)
         else:
             out[name] = tensors[0]
+    # a weight the config does not account for means the config was misread: fail rather than drop it
+    unused = sorted(k for k in hf_state if k not in used and not HF_BUFFERS.fullmatch(k))
+    if unused:
+        raise CheckpointError(
+            f"Hugging Face weights hold tensors that {config.hf_model_type} with this config.json does not use: "
+            f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}"
+        )
     if config.tie_embeddings:
         out.pop("lm_head.weight", None)
     return out
@@ -768,7 +865,7 @@ def convert_to_hf(src: str | Path, out_dir: str | Path) -> Path:
 def special_token_id(path: Path, key: str) -> Any:
     gen = path / "generation_config.json"
     if gen.is_file():
-        return json.loads(gen.read_text()).get(key)
+        return read_json(gen).get(key)
     return None
 
 
@@ -800,17 +897,31 @@ def read_litgpt_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def config_from_litgpt(lit: dict[str, Any]) -> Config:
     """A `Config` for a LitGPT `model_config.yaml`."""
+    name = lit.get("name", "")
     if lit.get("n_expert", 0) or lit.get("latent_attention"):
         raise CheckpointError("LitGPT mixture-of-experts and latent-attention models are not supported")
-    mlp = {"GptNeoxMLP": "gelu", "LLaMAMLP": "swiglu", "GemmaMLP": "geglu"}.get(lit.get("mlp_class_name", "GptNeoxMLP"))
+    if lit.get("rope_interleave"):
+        raise CheckpointError("LitGPT configs with rope_interleave=true (interleaved RoPE pairs) are not supported")
+    mlp_name = lit.get("mlp_class_name", "GptNeoxMLP")
+    mlp = {"GptNeoxMLP": "gelu", "LLaMAMLP": "swiglu", "GemmaMLP": "geglu"}.get(mlp_name)
     if mlp is None:
-        raise CheckpointError(f"unsupported LitGPT mlp_class_name {lit.get('mlp_class_name')!r}")
+        raise CheckpointError(
+            f"unsupported LitGPT mlp_class_name {mlp_name!r}; supported: GptNeoxMLP, LLaMAMLP, GemmaMLP"
+        )
+    norm_name = lit.get("norm_class_name", "LayerNorm")
+    if norm_name not in ("LayerNorm", "RMSNorm"):
+        raise CheckpointError(f"unsupported LitGPT norm_class_name {norm_name!r}; supported: LayerNorm, RMSNorm")
+    norm_1, norm_2 = lit.get("norm_1", True), lit.get("norm_2", True)
+    parallel, shared = lit.get("parallel_residual", True), lit.get("shared_attention_norm", False)
+    if norm_1 != norm_2 and not (parallel and shared):  # with a shared norm, norm_2 is never applied
+        raise CheckpointError(
+            f"LitGPT configs with norm_1={norm_1} and norm_2={norm_2} are not supported: both pre-norms or neither"
+        )
     n_layer = lit.get("n_layer", 16)
     bias = lit.get("bias", True)
-    attn_bias = lit.get("attn_bias", False)
-    rmsnorm = lit.get("norm_class_name", "LayerNorm") == "RMSNorm"
+    rmsnorm = norm_name == "RMSNorm"
     kw: dict[str, Any] = dict(
-        name=lit.get("name", ""),
+        name=name,
         block_size=lit.get("block_size", 4096),
         vocab_size=lit.get("padded_vocab_size") or lit.get("vocab_size"),
         n_layer=n_layer,
@@ -819,21 +930,19 @@ def config_from_litgpt(lit: dict[str, Any]) -> Config:
         n_query_groups=lit.get("n_query_groups"),
         head_size=lit.get("head_size"),
         intermediate_size=lit.get("intermediate_size"),
-        rotary_percentage=lit.get("rotary_percentage", 0.25),
-        rope_base=float(lit.get("rope_base", 10000)),
-        qkv_bias=bias or attn_bias,
+        qkv_bias=bias or lit.get("attn_bias", False),
         proj_bias=bias,
         mlp_bias=bias,
-        norm_bias=bias,
         norm_class="rmsnorm" if rmsnorm else "layernorm",
         norm_eps=lit.get("norm_eps", 1e-5),
-        # LitGPT applies Gemma's (1 + w) norm scale by model name; it is a field here
-        norm_unit_offset=rmsnorm and "gemma" in lit.get("name", "").lower(),
+        # LitGPT picks two norm quirks by model name (its `Config.norm_class`); here they are fields
+        norm_unit_offset=rmsnorm and "Gemma" in name,
+        norm_affine=rmsnorm or "OLMo" not in name,
         mlp_class=mlp,
         gelu_approximate=lit.get("gelu_approximate", "none"),
-        parallel_residual=lit.get("parallel_residual", True),
-        shared_attention_norm=lit.get("shared_attention_norm", False),
-        pre_attention_norm=lit.get("norm_1", True),
+        parallel_residual=parallel,
+        shared_attention_norm=shared,
+        pre_attention_norm=norm_1,
         post_attention_norm=lit.get("post_attention_norm", False),
         post_mlp_norm=lit.get("post_mlp_norm", False),
         scale_embeddings=lit.get("scale_embeddings", False),
@@ -841,37 +950,77 @@ def config_from_litgpt(lit: dict[str, Any]) -> Config:
         attn_logit_softcap=lit.get("attention_logit_softcapping"),
         final_logit_softcap=lit.get("final_logit_softcapping"),
         attention_scores_scalar=lit.get("attention_scores_scalar"),
-        rope_local_base=lit.get("rope_local_base_freq"),
+        **litgpt_rope(lit),
+        **litgpt_sliding_window(lit, n_layer),
     )
-    if not lit.get("norm_2", True) and lit.get("norm_1", True):
-        raise CheckpointError("LitGPT configs with norm_1 but without norm_2 are not supported")
     if lit.get("norm_qk"):
         kw["qk_norm"] = "all_heads" if lit.get("norm_qk_type") == "olmo2" else "head"
-    if lit.get("rope_adjustments"):
-        a = lit["rope_adjustments"]
-        kw["rope_scaling"] = {
+    config = Config(**kw)
+    check_litgpt_local_rope(lit, config)
+    return config
+
+
+def litgpt_rope(lit: dict[str, Any]) -> dict[str, Any]:
+    """RoPE fields of a LitGPT config: `rope_adjustments` (llama3 or linear) or `rope_condense_ratio` (linear)."""
+    out: dict[str, Any] = dict(
+        rotary_percentage=lit.get("rotary_percentage", 0.25),
+        rope_base=float(lit.get("rope_base", 10000)),
+        rope_local_base=None if lit.get("rope_local_base_freq") is None else float(lit["rope_local_base_freq"]),
+    )
+    a, condense = lit.get("rope_adjustments"), lit.get("rope_condense_ratio", 1)
+    if condense != 1 and out["rope_local_base"] is not None:  # LitGPT condenses the local RoPE's positions too
+        raise CheckpointError(
+            f"LitGPT rope_condense_ratio={condense} together with rope_local_base_freq is not supported"
+        )
+    if a and condense != 1:
+        raise CheckpointError(
+            f"LitGPT rope_adjustments {a} together with rope_condense_ratio={condense} is not supported"
+        )
+    if a and ("beta_fast" in a or "beta_slow" in a):
+        raise CheckpointError(
+            f"unsupported LitGPT rope_adjustments {a} (YaRN); supported: llama3, linear (factor only)"
+        )
+    if a and ("low_freq_factor" in a or "high_freq_factor" in a):
+        out["rope_scaling"] = {
             "type": "llama3",
             "factor": float(a["factor"]),
             "low_freq_factor": float(a["low_freq_factor"]),
             "high_freq_factor": float(a["high_freq_factor"]),
             "original_max_seq_len": int(a["original_max_seq_len"]),
         }
-    elif lit.get("rope_condense_ratio", 1) != 1:
-        kw["rope_scaling"] = {"type": "linear", "factor": float(lit["rope_condense_ratio"])}
-    if lit.get("sliding_window_size"):
-        indices = lit.get("sliding_window_indices")
-        kw["sliding_window_size"] = lit["sliding_window_size"]
-        if indices is None or all(indices[:n_layer]):
-            kw["sliding_window_period"] = 0
-        else:
-            flags = [bool(x) for x in indices[:n_layer]]
-            period = next(
-                (p for p in range(2, n_layer + 1) if flags == [(i + 1) % p != 0 for i in range(n_layer)]), None
-            )
-            if period is None:
-                raise CheckpointError(f"unsupported LitGPT sliding_window_indices {indices}")
-            kw["sliding_window_period"] = period
-    return Config(**kw)
+    elif a and "factor" in a:
+        out["rope_scaling"] = {"type": "linear", "factor": float(a["factor"])}
+    elif condense != 1:  # positions divided by the ratio: the same as dividing the frequencies
+        out["rope_scaling"] = {"type": "linear", "factor": float(condense)}
+    return out
+
+
+def litgpt_sliding_window(lit: dict[str, Any], n_layer: int) -> dict[str, Any]:
+    """Window fields of a LitGPT config; its `sliding_window_indices` must be every p-th layer global."""
+    if not lit.get("sliding_window_size"):
+        return {}
+    indices = lit.get("sliding_window_indices")
+    flags = [True] * n_layer if indices is None else [bool(x) for x in indices[:n_layer]]
+    if not any(flags):
+        return {}
+    period = window_period(flags)
+    if period is None:
+        raise CheckpointError(f"unsupported LitGPT sliding_window_indices {indices}: {WINDOW_PATTERNS}")
+    return dict(sliding_window_size=lit["sliding_window_size"], sliding_window_period=period)
+
+
+def check_litgpt_local_rope(lit: dict[str, Any], config: Config) -> None:
+    """LitGPT picks the local RoPE base per layer (`rope_indices`); litllm uses it on exactly the sliding layers."""
+    if config.rope_local_base is None:
+        return
+    indices = lit.get("rope_indices") or [1] * config.n_layer
+    local = [bool(x) for x in indices[: config.n_layer]]
+    sliding = [config.is_sliding(i) for i in range(config.n_layer)]
+    if local != sliding:
+        raise CheckpointError(
+            f"unsupported LitGPT rope_indices {indices}: the local RoPE base must be used on exactly the "
+            f"sliding-window layers {[int(x) for x in sliding]}"
+        )
 
 
 LITGPT_NAMES = [
@@ -879,12 +1028,12 @@ LITGPT_NAMES = [
     (r"transformer\.ln_f\.(weight|bias)", r"ln_f.\1"),
     (r"lm_head\.(weight|bias)", r"lm_head.\1"),
     (r"transformer\.h\.(\d+)\.norm_([12])\.(weight|bias)", r"h.\1.norm_\2.\3"),
-    (r"transformer\.h\.(\d+)\.post_attention_norm\.weight", r"h.\1.post_attn_norm.weight"),
-    (r"transformer\.h\.(\d+)\.post_mlp_norm\.weight", r"h.\1.post_mlp_norm.weight"),
+    (r"transformer\.h\.(\d+)\.post_attention_norm\.(weight|bias)", r"h.\1.post_attn_norm.\2"),
+    (r"transformer\.h\.(\d+)\.post_mlp_norm\.(weight|bias)", r"h.\1.post_mlp_norm.\2"),
     (r"transformer\.h\.(\d+)\.attn\.(?:qkv|attn)\.(weight|bias)", r"h.\1.attn.qkv.\2"),
     (r"transformer\.h\.(\d+)\.attn\.proj\.(weight|bias)", r"h.\1.attn.proj.\2"),
-    (r"transformer\.h\.(\d+)\.attn\.norm_q\.weight", r"h.\1.attn.q_norm.weight"),
-    (r"transformer\.h\.(\d+)\.attn\.norm_k\.weight", r"h.\1.attn.k_norm.weight"),
+    (r"transformer\.h\.(\d+)\.attn\.norm_q\.(weight|bias)", r"h.\1.attn.q_norm.\2"),
+    (r"transformer\.h\.(\d+)\.attn\.norm_k\.(weight|bias)", r"h.\1.attn.k_norm.\2"),
     (r"transformer\.h\.(\d+)\.mlp\.(fc|proj)\.(weight|bias)", r"h.\1.mlp.\2.\3"),
 ]
 
@@ -894,9 +1043,11 @@ def litgpt_to_litllm(lit_state: dict[str, torch.Tensor], config: Config) -> dict
     out: dict[str, torch.Tensor] = {}
     for key, t in lit_state.items():
         if key.endswith(("mlp.fc_1.weight", "mlp.fc_1.bias")):
-            other = lit_state[key.replace("fc_1", "fc_2")]
+            up = key.replace("fc_1", "fc_2")
+            if up not in lit_state:
+                raise CheckpointError(f"LitGPT weights have {key!r} but not {up!r}")
             i, p = re.search(r"h\.(\d+)\.mlp\.fc_1\.(\w+)", key).groups()
-            out[f"h.{i}.mlp.fc.{p}"] = torch.cat((t, other), dim=0)
+            out[f"h.{i}.mlp.fc.{p}"] = torch.cat((t, lit_state[up]), dim=0)
             continue
         if ".mlp.fc_2." in key:
             continue
@@ -940,7 +1091,9 @@ def cached_checkpoint_dir(repo_id: str) -> Path:
     return litllm_home() / "checkpoints" / repo_id
 
 
-HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json"]
+# transformers names its weights model.safetensors or model-0000i-of-0000n.safetensors; other safetensors files
+# in a repo (Mistral's consolidated.safetensors) are the same weights again in another layout
+HUB_PATTERNS = ["model*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json"]
 TOKENIZER_PATTERNS = [
     "tokenizer.json",
     "tokenizer.model",
@@ -978,8 +1131,12 @@ def download(
         raise HubError(
             f"no Hub repository {repo_id!r} (or it is private and no valid token was given); {local_hint}"
         ) from e
-    except LocalEntryNotFoundError as e:
-        raise HubError(f"cannot reach the Hugging Face Hub to download {repo_id} (offline); {local_hint}") from e
+    except LocalEntryNotFoundError as e:  # no network, or offline mode, and nothing downloaded before
+        from huggingface_hub import constants  # HF_HUB_OFFLINE as huggingface_hub read it at import
+
+        offline_mode = constants.HF_HUB_OFFLINE
+        why = "offline mode is on (HF_HUB_OFFLINE is set)" if offline_mode else "offline: no network connection"
+        raise HubError(f"cannot download {repo_id} from the Hugging Face Hub: {why}; {local_hint}") from e
     except (OSError, ConnectionError) as e:
         raise HubError(
             f"cannot reach the Hugging Face Hub to download {repo_id}: {type(e).__name__}; {local_hint}"
@@ -994,4 +1151,7 @@ def download(
         return out
     if progress:
         progress(f"converting {repo_id} to litllm format in {out}")
-    return convert_to_litllm(raw, out)
+    converted = convert_to_litllm(raw, out)
+    # the converted folder holds everything; the raw copy is kept only while a download is unfinished
+    shutil.rmtree(raw, ignore_errors=True)
+    return converted

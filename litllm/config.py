@@ -174,7 +174,10 @@ class Config:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no model config at {str(path)!r}")
-        data = yaml.safe_load(path.read_text())
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{str(path)!r} is not valid YAML: {e}") from e
         if not isinstance(data, dict):
             raise ValueError(f"{str(path)!r} does not hold a mapping of Config fields")
         return cls.from_dict(data, source=str(path))
