@@ -177,6 +177,17 @@ def detect_format(path: Path) -> str:
     )
 
 
+def checkpoint_config(path: str | Path) -> Config:
+    """The Config of a litllm, Hugging Face or LitGPT checkpoint directory, without reading its weights."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "litllm":
+        return Config.from_file(path / CONFIG)
+    if fmt == "hf":
+        return config_from_hf(read_hf_config(path))
+    return config_from_litgpt(read_yaml(path / CONFIG))
+
+
 def load_checkpoint(path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
     """Build the `GPT` stored in a litllm, Hugging Face or LitGPT checkpoint directory."""
     from litllm.model import GPT

@@ -114,10 +114,56 @@ def generate(
         print(llm.generate(prompt, **kwargs))
 
 
+def export(checkpoint: Path, out_dir: Path) -> None:
+    """Export a training run's Lightning checkpoint (.ckpt) as an inference checkpoint directory.
+
+    Args:
+        checkpoint: A .ckpt file written by `litllm pretrain` or `litllm finetune`.
+        out_dir: Folder to write model.safetensors, model_config.yaml and the tokenizer files to.
+    """
+    from litllm.training import export_ckpt
+
+    print(f"saved to {export_ckpt(checkpoint, out_dir)}")
+
+
+def tokenizer_train(
+    out: Path,
+    files: Optional[list[str]] = None,
+    corpus: Optional[str] = None,
+    vocab_size: int = 8192,
+    special_tokens: Optional[list[str]] = None,
+    max_bytes: Optional[int] = None,
+) -> None:
+    """Train a byte-level BPE tokenizer.
+
+    Args:
+        out: Folder to write tokenizer.json and tokenizer_config.json to (must not hold a tokenizer already).
+        files: Text files or globs to train on.
+        corpus: `stdlib` (the Python standard library's source) or a folder of text files.
+        vocab_size: Number of tokens, special tokens included.
+        special_tokens: Special tokens to reserve (default: <|endoftext|>).
+        max_bytes: Train on at most this many bytes of the corpus.
+    """
+    from litllm.tokenizer_train import train_tokenizer
+
+    kwargs = {} if special_tokens is None else {"special_tokens": special_tokens}
+    path = train_tokenizer(
+        files=files, corpus=corpus, vocab_size=vocab_size, out=str(out), max_bytes=max_bytes, **kwargs
+    )
+    print(f"saved to {path}")
+
+
 COMMANDS = {
     "download": download,
     "convert": {"to_litllm": to_litllm, "to_hf": to_hf},
     "generate": generate,
+    "export": export,
+    "tokenizer": {"train": tokenizer_train},
+}
+TRAINING_COMMANDS = {
+    "pretrain": "train a model from scratch (LightningCLI: --config recipe.yaml, --model.*, --data.*, --trainer.*)",
+    "finetune": "train from a checkpoint on SFT data (same options as pretrain)",
+    "evaluate": "loss, perplexity and bits per byte of a checkpoint on a dataset",
 }
 
 
@@ -128,17 +174,49 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, OSError, UnknownModelError, HubError)
 
 
+def RawEpilogFormatter():  # noqa: N802 - a class factory, so jsonargparse is imported only when needed
+    from jsonargparse import DefaultHelpFormatter
+
+    class Formatter(DefaultHelpFormatter):
+        def _fill_text(self, text: str, width: int, indent: str) -> str:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+
+    return Formatter
+
+
 def main(argv: list[str] | None = None) -> None:
     from jsonargparse import CLI
 
+    argv = sys.argv[1:] if argv is None else argv
+    epilog = "training subcommands (each has its own --help):\n" + "\n".join(
+        f"    {name:<10} {text}" for name, text in TRAINING_COMMANDS.items()
+    )
     try:
-        CLI(COMMANDS, args=argv, as_positional=True)
+        if argv and argv[0] in TRAINING_COMMANDS:
+            from litllm.training import run_training
+
+            run_training(argv[0], argv[1:])
+        else:
+            CLI(
+                COMMANDS,
+                args=argv,
+                as_positional=True,
+                epilog=epilog,
+                formatter_class=RawEpilogFormatter(),
+                exit_on_error=False,
+            )
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:  # output piped into a reader that closed early (`| head`)
         sys.stderr.close()
         sys.exit(0)
     except Exception as e:
+        from jsonargparse import ArgumentError
+
+        if isinstance(e, ArgumentError):
+            command = " ".join(a for a in argv[:2] if not a.startswith("-"))
+            print(f"litllm: error: {e} (see `litllm {command} --help`)", file=sys.stderr)
+            sys.exit(2)
         if not isinstance(e, user_errors()):
             raise
         print(f"litllm: error: {e}", file=sys.stderr)

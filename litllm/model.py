@@ -76,8 +76,12 @@ class GPT(nn.Module):
         if self.emb_norm is not None:
             x = self.emb_norm(x)
 
-        rope = self.rope.cos_sin(position_ids, x.dtype) if self.rope is not None else None
-        local_rope = self.local_rope.cos_sin(position_ids, x.dtype) if self.local_rope is not self.rope else rope
+        # positions never exceed the last cache slot, start + T - 1
+        rope = self.rope.cos_sin(position_ids, start + T, x.dtype) if self.rope is not None else None
+        if self.local_rope is not self.rope:
+            local_rope = self.local_rope.cos_sin(position_ids, start + T, x.dtype)
+        else:
+            local_rope = rope
         masks = AttentionMasks(self.config, start, T, key_mask, idx.device)
         for i, block in enumerate(self.h):
             sliding = self.config.is_sliding(i)
@@ -383,10 +387,9 @@ class RoPE:
         medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
         return torch.where(medium, blended, scaled)
 
-    def cos_sin(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin for `position_ids` (B|1, T): each (B|1, 1, T, n_elem) in `dtype`."""
+    def cos_sin(self, position_ids: torch.Tensor, needed: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for `position_ids` (B|1, T), all below `needed`: each (B|1, 1, T, n_elem) in `dtype`."""
         device = position_ids.device
-        needed = int(position_ids.max()) + 1 if position_ids.numel() else 1
         cos, sin = self.tables.get(device, (None, None))
         if cos is None or cos.shape[0] < needed:
             length = max(needed, 2 * (cos.shape[0] if cos is not None else 256))

@@ -1,0 +1,314 @@
+"""A folder (or glob) of text files, tokenized once into a litdata cache and streamed in windows.
+
+`prepare_data` encodes each UTF-8 file as one document that ends in EOS (and starts with BOS when the tokenizer
+adds one), with `litdata.optimize`, separately for the train and validation files. Files that are not UTF-8 are
+skipped and counted. The cache is keyed by the files (paths, sizes, modification times), the split settings, the
+tokenizer and max_seq_length, so the next run reuses it; a marker written last tells a finished cache from one an
+interrupted run left behind, which is rebuilt.
+
+Cache layout (default root $LITLLM_HOME/data/text-<key>, or the `cache_dir` given):
+    train/index.json, train/chunk-*.bin    the training files' tokens, one flat stream (litdata TokensLoader)
+    val/index.json, val/chunk-*.bin        the validation files' tokens (absent without validation files)
+    complete.json                          written last: the key, and file, token and window counts
+    .lock                                  held while building (nodes sharing a filesystem build it once)
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from litdata import TokensLoader, optimize
+
+from litllm.checkpoint import atomic_write_text, litllm_home
+from litllm.data.litdata import StreamingTokens, count_windows, token_dataset
+from litllm.tokenizer import Tokenizer
+
+TEXT_EXTENSIONS = (".txt", ".md", ".py")
+MARKER = "complete.json"
+FORMAT = 1  # bump when the way files become tokens changes, so that older caches are not reused
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Split:
+    """A corpus' files with text, split by file into train and validation, and what was left out."""
+
+    train: list[Path]
+    val: list[Path]
+    not_utf8: int
+    empty: int
+
+
+class TextFiles(StreamingTokens):
+    """Pretraining data from plain text files: each file is one document.
+
+    Args:
+        path: A folder (searched recursively, hidden folders skipped), a file, or a glob such as `data/**/*.txt`.
+        val_split_fraction: Share of the files kept for validation (at least one when there are two or more;
+            0 turns validation off). Which files is decided by `seed`.
+        extensions: The file endings read from a folder (a glob or a file is taken as is).
+        cache_dir: Where the tokenized corpus goes (default: a folder under $LITLLM_HOME/data named by a hash of
+            the files, the tokenizer and max_seq_length).
+        batch_size: Windows of max_seq_length tokens per batch.
+        num_workers: Processes that tokenize the files, and DataLoader workers.
+        seed: Seed of the train/validation split and of the shuffle.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        val_split_fraction: float = 0.05,
+        extensions: tuple[str, ...] = TEXT_EXTENSIONS,
+        cache_dir: str | None = None,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        seed: int = 42,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        if not 0 <= val_split_fraction < 1:
+            raise ValueError(f"val_split_fraction must be in [0, 1), got {val_split_fraction}")
+        self.path = path
+        self.val_split_fraction = val_split_fraction
+        self.extensions = tuple(extensions)
+        self.cache_dir = cache_dir
+        self._split: Split | None = None
+
+    def files(self) -> list[Path]:
+        """Every file of the corpus, in a fixed order (before the check for text)."""
+        return find_text_files(self.path, self.extensions)
+
+    def split(self) -> Split:
+        """The files with UTF-8 text, split into train and validation (reads each file once to check it)."""
+        if self._split is None:
+            self._split = split_files(self.files(), self.val_split_fraction, self.seed, where=self.path)
+        return self._split
+
+    def corpus_texts(self) -> Iterator[str]:
+        """The training files' texts (validation files left out), for training a tokenizer."""
+        for path in self.split().train:
+            yield path.read_text(encoding="utf-8")
+
+    def corpus_id(self) -> str:
+        """A hash of what the corpus is made of: its files' paths, sizes and modification times, and the split."""
+        return stable_hash(
+            {"files": file_stats(self.files()), "val_split_fraction": self.val_split_fraction, "seed": self.seed}
+        )
+
+    def cache_location(self) -> tuple[Path, str]:
+        """The cache folder of the connected tokenizer and max_seq_length, and the key its marker must hold."""
+        tokenizer, max_seq_length = self.require_connected()
+        key = stable_hash(
+            {
+                "corpus": self.corpus_id(),
+                "tokenizer": tokenizer_id(tokenizer),
+                "max_seq_length": max_seq_length,
+                "format": FORMAT,
+            }
+        )[:16]
+        cache = Path(self.cache_dir).expanduser() if self.cache_dir else litllm_home() / "data" / f"text-{key}"
+        return cache, key
+
+    def prepare_data(self) -> None:
+        tokenizer, max_seq_length = self.require_connected()
+        cache, key = self.cache_location()
+        cache.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(cache / ".lock")):
+            manifest = read_manifest(cache, key)
+            if manifest is None:
+                manifest = self._build(cache, key, tokenizer, max_seq_length)
+            else:
+                print(f"reusing the tokenized corpus in {cache}")
+        self._report(manifest, cache, max_seq_length)
+
+    def setup(self, stage: str = "") -> None:
+        _, max_seq_length = self.require_connected()
+        cache, key = self.cache_location()
+        manifest = read_manifest(cache, key)
+        if manifest is None:
+            raise RuntimeError(f"no finished tokenized corpus in {str(cache)!r}: prepare_data() builds it")
+        window = max_seq_length + 1
+        self.train_dataset = token_dataset(str(cache / "train"), window, shuffle=True, seed=self.seed)
+        has_val = manifest["val_windows"] > 0
+        self.val_dataset = token_dataset(str(cache / "val"), window, shuffle=False, seed=self.seed) if has_val else None
+
+    def _build(self, cache: Path, key: str, tokenizer: Tokenizer, max_seq_length: int) -> dict[str, Any]:
+        split = self.split()
+        if tokenizer.eos_id is None:
+            raise ValueError(f"the tokenizer in {str(tokenizer.checkpoint_dir)!r} has no EOS token to end documents")
+        (cache / MARKER).unlink(missing_ok=True)
+        for name in SPLITS:
+            shutil.rmtree(cache / name, ignore_errors=True)
+        manifest: dict[str, Any] = {"key": key, "not_utf8_files": split.not_utf8, "empty_files": split.empty}
+        for name, files in zip(SPLITS, (split.train, split.val)):
+            tokens = windows = 0
+            if files:
+                megabytes = sum(f.stat().st_size for f in files) / 1e6
+                print(f"tokenizing {len(files)} {name} files ({megabytes:.1f} MB) of {self.path} into {cache / name}")
+                tokenize_files(files, cache / name, tokenizer.checkpoint_dir, max_seq_length + 1, self.num_workers)
+                tokens, windows = count_windows(cache / name, max_seq_length + 1)
+            manifest |= {f"{name}_files": len(files), f"{name}_tokens": tokens, f"{name}_windows": windows}
+        atomic_write_text(cache / MARKER, json.dumps(manifest, indent=2))
+        return manifest
+
+    def _report(self, manifest: dict[str, Any], cache: Path, max_seq_length: int) -> None:
+        m = manifest
+        print(
+            f"{cache}: {m['train_files']} train files ({m['train_tokens']:,} tokens), "
+            f"{m['val_files']} val files ({m['val_tokens']:,} tokens)"
+        )
+        if m["not_utf8_files"] or m["empty_files"]:
+            print(f"skipped {m['not_utf8_files']} non-UTF-8 files and {m['empty_files']} empty files in {self.path}")
+        window = max_seq_length + 1
+        if m["train_windows"] == 0:
+            raise ValueError(
+                f"the training files of {self.path!r} hold {m['train_tokens']} tokens, fewer than one window of "
+                f"max_seq_length + 1 = {window}; add text or lower max_seq_length"
+            )
+        if m["val_files"] and m["val_windows"] == 0:
+            warnings.warn(
+                f"the validation files of {self.path!r} hold {m['val_tokens']} tokens, fewer than one window of "
+                f"max_seq_length + 1 = {window}: no validation will run; raise val_split_fraction or lower "
+                "max_seq_length",
+                stacklevel=2,
+            )
+
+
+def find_text_files(path: str | os.PathLike, extensions: tuple[str, ...] = TEXT_EXTENSIONS) -> list[Path]:
+    """The files at `path`, sorted: a folder's files with `extensions` (recursively), a file, or a glob's files."""
+    expanded = os.path.expanduser(str(path))
+    if glob.has_magic(expanded):
+        files = sorted(Path(p).resolve() for p in glob.glob(expanded, recursive=True) if os.path.isfile(p))
+        if not files:
+            raise FileNotFoundError(f"no files match {str(path)!r}")
+        return files
+    root = Path(expanded)
+    if root.is_file():
+        return [root.resolve()]
+    if not root.is_dir():
+        raise FileNotFoundError(f"text corpus {str(path)!r} does not exist")
+    wanted = {e.lower() for e in extensions}
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]  # .git, .venv, ...
+        files += [Path(folder, n).resolve() for n in names if Path(n).suffix.lower() in wanted and n[0] != "."]
+    if not files:
+        raise ValueError(f"no {'/'.join(extensions)} files in {str(path)!r}")
+    return sorted(files)
+
+
+def take_bytes(files: list[Path], max_bytes: int | None) -> list[Path]:
+    """The leading files whose sizes add up to at most `max_bytes` (all of them for None)."""
+    if max_bytes is None:
+        return files
+    taken, total = [], 0
+    for path in files:
+        total += path.stat().st_size
+        if total > max_bytes:
+            break
+        taken.append(path)
+    return taken
+
+
+def readable_files(files: list[Path]) -> tuple[list[Path], int, int]:
+    """The files that hold UTF-8 text, how many were not UTF-8, and how many were empty (or only whitespace)."""
+    readable, not_utf8, empty = [], 0, 0
+    for path in files:
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            not_utf8 += 1
+            continue
+        if text.strip():
+            readable.append(path)
+        else:
+            empty += 1
+    return readable, not_utf8, empty
+
+
+def split_files(files: list[Path], val_split_fraction: float, seed: int, where: str) -> Split:
+    """The files with text, split by file: a `val_split_fraction` share (at least one of two or more) for validation."""
+    readable, not_utf8, empty = readable_files(files)
+    if not readable:
+        raise ValueError(
+            f"no text to train on in {where!r}: its {len(files)} files are empty ({empty}) or not UTF-8 ({not_utf8})"
+        )
+    shuffled = readable.copy()
+    random.Random(seed).shuffle(shuffled)
+    n_val = 0
+    if val_split_fraction > 0 and len(readable) >= 2:
+        n_val = min(len(readable) - 1, max(1, round(val_split_fraction * len(readable))))
+    return Split(train=sorted(shuffled[n_val:]), val=sorted(shuffled[:n_val]), not_utf8=not_utf8, empty=empty)
+
+
+def tokenize_files(files: list[Path], out_dir: Path, tokenizer_dir: Path, window: int, num_workers: int) -> None:
+    """Writes the files' tokens into `out_dir` as one litdata token stream, one EOS-ended document per file."""
+    start_method = multiprocessing.get_start_method(allow_none=True)
+    try:
+        optimize(
+            fn=functools.partial(tokenize_file, tokenizer_dir=str(Path(tokenizer_dir).resolve())),
+            inputs=[str(f) for f in files],
+            output_dir=str(out_dir),
+            chunk_size=window * 1024,  # tokens; windows never straddle two chunks, so few are lost at chunk ends
+            item_loader=TokensLoader(),
+            num_workers=max(1, min(num_workers, len(files))),
+            keep_data_ordered=True,  # the same files give the same chunks, whatever the workers' timing
+            mode="overwrite",
+        )
+    finally:
+        # optimize sets the process-wide start method to spawn, which would slow every later DataLoader worker
+        multiprocessing.set_start_method(start_method, force=True)
+
+
+def tokenize_file(path: str, tokenizer_dir: str) -> torch.Tensor:
+    """One file's token ids, EOS last; runs in litdata's worker processes, which load the tokenizer once."""
+    text = Path(path).read_text(encoding="utf-8")
+    return torch.tensor(_tokenizer(tokenizer_dir).encode(text, eos=True), dtype=torch.int32)
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer(tokenizer_dir: str) -> Tokenizer:
+    return Tokenizer(tokenizer_dir)
+
+
+def read_manifest(cache: Path, key: str) -> dict[str, Any] | None:
+    """The marker of a finished cache built for `key`, or None (missing, unreadable, or another key)."""
+    try:
+        manifest = json.loads((cache / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("key") == key else None
+
+
+def tokenizer_id(tokenizer: Tokenizer) -> str:
+    """A hash of what decides the token ids: the tokenizer's model file and its BOS/EOS choices."""
+    digest = hashlib.sha256()
+    for name in ("tokenizer.json", "tokenizer.model"):
+        path = tokenizer.checkpoint_dir / name
+        if path.is_file():
+            digest.update(name.encode() + path.read_bytes())
+    digest.update(repr((tokenizer.bos_id, tokenizer.eos_id, tokenizer.use_bos)).encode())
+    return digest.hexdigest()
+
+
+def file_stats(files: list[Path]) -> list[tuple[str, int, int]]:
+    """(absolute path, size, modification time in ns) of each file: a cheap stand-in for its contents."""
+    stats = [(f, f.stat()) for f in files]
+    return [(str(f.resolve()), s.st_size, s.st_mtime_ns) for f, s in stats]
+
+
+def stable_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,277 @@
+"""`GPTModule`: the science of training a `GPT` — loss, metrics, optimizer, LR schedule, sharding.
+
+The Trainer owns the loop; callbacks own checkpointing and logging. `pretrain`, `finetune` and `evaluate` are
+configurations of this one module.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric, SumMetric
+
+from litllm.config import Config
+from litllm.data.base import IGNORE_INDEX
+from litllm.model import GPT, Block
+
+OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+
+
+def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
+    """AdamW(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1), fused where torch supports it."""
+    return torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+
+
+class GPTModule(L.LightningModule):
+    def __init__(
+        self,
+        model_config: Union[str, dict, None] = None,
+        init_from: Optional[str] = None,
+        tokenizer_dir: Optional[str] = None,
+        optimizer: OptimizerFactory = default_optimizer,
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        init_std: float = 0.02,
+        activation_checkpointing: bool = False,
+        max_seq_length: Optional[int] = None,
+    ) -> None:
+        """
+        Args:
+            model_config: The architecture: a registry name (`litllm download list`), a model_config.yaml path, or a
+                mapping of Config fields (a `name` key may select a registry config to override).
+            init_from: Start from these weights (any source `LLM.load` accepts) instead of from scratch; the
+                architecture is then the checkpoint's own.
+            tokenizer_dir: Tokenizer folder; defaults to init_from's, or one trained on the data's corpus.
+            optimizer: Optimizer class and arguments; weight decay applies to matrices only.
+            warmup_steps: Steps of linear LR warmup from 0.
+            min_lr_ratio: The cosine schedule ends at this fraction of the peak LR, at the Trainer's max_steps.
+            init_std: Standard deviation of the from-scratch initialisation (see `GPT.reset_parameters`).
+            activation_checkpointing: Recompute each block's activations in the backward pass to save memory.
+            max_seq_length: Longest training sequence (default: the model's block_size).
+        """
+        super().__init__()
+        if model_config is None and init_from is None:
+            raise ValueError(
+                "give the architecture (model_config: a registry name, YAML file or Config fields) or init_from"
+            )
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if not 0 <= min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.init_from = init_from
+        self.tokenizer_dir = tokenizer_dir
+        self.optimizer_factory = optimizer
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.init_std = init_std
+        self.activation_checkpointing = activation_checkpointing
+        self.config = resolve_config(model_config, init_from)
+        if max_seq_length is not None and not 1 <= max_seq_length <= self.config.block_size:
+            raise ValueError(
+                f"max_seq_length={max_seq_length} is outside 1..{self.config.block_size}, the model's block_size"
+            )
+        self.max_seq_length = max_seq_length or self.config.block_size
+        self.gpt: GPT | None = None
+        self.token_bytes: torch.Tensor | None = None
+        self.val_loss = MeanMetric()
+        self.val_nats = SumMetric()
+        self.val_tokens = SumMetric()
+        self.val_bytes = SumMetric()
+
+    # ---- model ------------------------------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        """Build the GPT; under a strategy with a device mesh, on the meta device and sharded per block."""
+        if self.gpt is not None:
+            return
+        mesh = self.device_mesh
+        if mesh is None:
+            with torch.device(self.device):
+                self.gpt = GPT(self.config)
+        else:
+            with torch.device("meta"):
+                self.gpt = GPT(self.config)
+            self.shard(mesh)
+            self.gpt.to_empty(device=self.device)
+        self.load_initial_weights()
+        if self.activation_checkpointing:
+            self.apply_activation_checkpointing()
+
+    def load_initial_weights(self) -> None:
+        """From scratch (`GPT.reset_parameters`), or the weights of `init_from`."""
+        if self.init_from is None:
+            self.gpt.reset_parameters(std=self.init_std)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        from litllm.api import resolve_checkpoint
+        from litllm.checkpoint import load_checkpoint
+
+        source = load_checkpoint(resolve_checkpoint(self.init_from), dtype=torch.float32)
+        set_model_state_dict(self.gpt, source.state_dict(), options=StateDictOptions(full_state_dict=True))
+
+    def shard(self, mesh: Any) -> None:
+        """FSDP2: shard each block, then the rest, over the data-parallel mesh."""
+        from torch.distributed.fsdp import fully_shard
+
+        dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+        for block in self.gpt.h:
+            fully_shard(block, mesh=dp_mesh)
+        fully_shard(self.gpt, mesh=dp_mesh)
+
+    def apply_activation_checkpointing(self) -> None:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+        apply_activation_checkpointing(self.gpt, check_fn=lambda m: isinstance(m, Block))
+
+    def on_train_start(self) -> None:
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if batch_size:
+            self.flops_per_batch = training_flops(self.config, batch_size, self.max_seq_length)
+
+    def connect_tokenizer(self, tokenizer: Any) -> None:
+        """Per-token UTF-8 byte counts, for bits per byte."""
+        self.token_bytes = torch.tensor(tokenizer.token_byte_lengths(self.config.vocab_size), dtype=torch.long)
+
+    # ---- steps ------------------------------------------------------------------------------------------------
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.gpt(input_ids)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean next-token cross-entropy over labelled positions, and the number of labelled positions."""
+        logits = self.gpt(batch["input_ids"])  # (B, T, V)
+        labels = batch["labels"]
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        n = (labels != IGNORE_INDEX).sum()
+        return loss / n.clamp(min=1), n
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, n = self.loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluate_batch(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluate_batch(batch, "test")
+
+    def evaluate_batch(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        loss, n = self.loss(batch)
+        self.val_loss.update(loss, weight=n)
+        self.val_nats.update(loss * n)
+        self.val_tokens.update(n)
+        if self.token_bytes is not None:
+            labels = batch["labels"]
+            valid = labels[labels != IGNORE_INDEX]
+            self.val_bytes.update(self.token_bytes.to(valid.device)[valid].sum())
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_eval_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_eval_metrics("test")
+
+    def log_eval_metrics(self, stage: str) -> None:
+        loss = self.val_loss.compute()
+        metrics = {f"{stage}_loss": loss, f"{stage}_ppl": torch.exp(loss)}
+        if self.token_bytes is not None:
+            nbytes = self.val_bytes.compute()
+            metrics[f"{stage}_bpb"] = self.val_nats.compute() / (math.log(2) * nbytes.clamp(min=1))
+        self.log_dict(metrics, prog_bar=True, sync_dist=False)
+        for metric in (self.val_loss, self.val_nats, self.val_tokens, self.val_bytes):
+            metric.reset()
+
+    # ---- optimisation -----------------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = [], []
+        for name, p in self.gpt.named_parameters():
+            if not p.requires_grad:
+                continue
+            # matrices decay; biases, norms and embeddings (token lookups) do not
+            (decay if p.dim() >= 2 and not name.startswith(("wte.", "wpe.")) else no_decay).append(p)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = self.optimizer_factory(groups)
+        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
+        if total is None:
+            total = int(self.trainer.estimated_stepping_batches)
+        schedule = warmup_cosine(self.warmup_steps, total, self.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- exact resume -----------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+        checkpoint["model_config"] = self.config.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("model_config")
+        if saved is not None and Config.from_dict(saved) != self.config:
+            diff = sorted(k for k, v in saved.items() if getattr(self.config, k, None) != v)
+            raise ValueError(f"the checkpoint was trained with a different model (fields differ: {', '.join(diff)})")
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            np.random.set_state(states["numpy"])
+            random.setstate(states["python"])
+
+
+def training_flops(config: Config, batch_size: int, seq_len: int) -> int:
+    """FLOPs of one forward and backward pass over a (batch_size, seq_len) batch, counted on the meta device."""
+    from lightning.fabric.utilities.throughput import measure_flops
+
+    with torch.device("meta"):
+        gpt = GPT(config)
+        idx = torch.zeros(batch_size, seq_len, dtype=torch.long)
+    return measure_flops(gpt, lambda: gpt(idx), loss_fn=torch.Tensor.sum)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float) -> Callable[[int], float]:
+    """LR multiplier: linear from 0 to 1 over warmup_steps, then cosine down to min_ratio at total_steps."""
+
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return schedule
+
+
+def resolve_config(model: Union[str, dict, None], init_from: Optional[str]) -> Config:
+    """The Config a training run uses: the checkpoint's when starting from one, else the one described."""
+    if init_from is not None:
+        from litllm.api import resolve_checkpoint
+        from litllm.checkpoint import checkpoint_config
+
+        config = checkpoint_config(resolve_checkpoint(init_from))
+        if model is not None:
+            wanted = resolve_config(model, None)
+            if wanted != config:
+                raise ValueError(f"model {model!r} does not match the architecture of init_from={init_from!r}")
+        return config
+    if isinstance(model, dict):
+        fields = dict(model)
+        name = fields.pop("name", None)
+        return Config.from_name(name, **fields) if name else Config.from_dict(fields, source="model")
+    if isinstance(model, str) and model.endswith((".yaml", ".yml")):
+        return Config.from_file(Path(model))
+    return Config.from_name(str(model))

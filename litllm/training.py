@@ -1,0 +1,329 @@
+"""Training runs: `litllm pretrain | finetune | evaluate` on LightningCLI, run directories, resume and export.
+
+A run directory holds:
+    checkpoints/      Lightning .ckpt files (model, optimizer, scheduler, data-loader position, RNG states)
+    tokenizer/        the tokenizer the run trains with
+    hyperparameters.yaml  the resolved recipe
+    logs/version_N/   the CSV logger's metrics.csv (a new version each time the run is started or resumed)
+    final/            the exported inference checkpoint (model.safetensors, model_config.yaml, tokenizer files)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+
+from litllm.checkpoint import CheckpointError, atomic_write_text, save_checkpoint
+from litllm.data.base import DataModule
+from litllm.module import GPTModule
+from litllm.tokenizer import Tokenizer
+
+COMMANDS = ("pretrain", "finetune", "evaluate")
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that would be overwritten, or a resume target that does not exist."""
+
+
+def cpu_supports_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def default_precision() -> str:
+    """bf16-mixed where the device does bf16 natively (recent CPUs, Ampere+ GPUs), else 32-true."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+
+
+class TokenThroughput(ThroughputMonitor):
+    """Lightning's ThroughputMonitor (tokens/s, FLOPs/s, MFU) with a settable peak, plus tokens/s on the bar."""
+
+    def __init__(self, peak_flops: Optional[float] = None) -> None:
+        super().__init__(batch_size_fn=lambda b: b["input_ids"].shape[0], length_fn=lambda b: b["input_ids"].numel())
+        self.peak_flops = peak_flops
+        self.last: tuple[float, int] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.peak_flops:
+            self.available_flops = int(self.peak_flops)
+            for throughput in self._throughputs.values():
+                throughput.available_flops = int(self.peak_flops)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
+        now, tokens = time.perf_counter(), batch["input_ids"].numel() * trainer.world_size
+        if self.last is not None:
+            pl_module.log("tok/s", tokens / max(now - self.last[0], 1e-9), prog_bar=True, logger=False)
+        self.last = (now, tokens)
+
+
+class ExportFinal(Callback):
+    """At the end of training, export an inference checkpoint to <run>/final (rank 0 writes)."""
+
+    def __init__(self, run_dir: Path, tokenizer_dir: Path) -> None:
+        self.run_dir, self.tokenizer_dir = run_dir, tokenizer_dir
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: GPTModule) -> None:
+        export_module(pl_module, self.run_dir / "final", self.tokenizer_dir, trainer)
+
+
+def full_state_dict(gpt: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's unsharded weights on CPU (gathers FSDP2 shards)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(gpt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k.replace("._checkpoint_wrapped_module", ""): v for k, v in state.items()}
+
+
+def export_module(module: GPTModule, out_dir: Path, tokenizer_dir: Path, trainer: L.Trainer | None = None) -> None:
+    from litllm.model import GPT
+
+    state = full_state_dict(module.gpt)
+    if trainer is not None and not trainer.is_global_zero:
+        return
+    with torch.device("meta"):
+        gpt = GPT(module.config)
+    gpt.to_empty(device="cpu")
+    if module.config.tie_embeddings:
+        gpt.lm_head.weight = gpt.wte.weight
+    gpt.load_state_dict(state, strict=False)
+    save_checkpoint(gpt, out_dir, tokenizer_dir=tokenizer_dir)
+    hparams = Path(out_dir).parent / "hyperparameters.yaml"
+    if hparams.is_file():
+        atomic_write_text(Path(out_dir) / "hyperparameters.yaml", hparams.read_text())
+    print(f"exported the trained model to {out_dir}")
+
+
+def export_ckpt(ckpt_path: Path, out_dir: Path) -> Path:
+    """Turn a Lightning .ckpt of a litllm run into an inference checkpoint directory."""
+    from litllm.checkpoint import load_state_into
+    from litllm.config import Config
+    from litllm.model import GPT
+
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"checkpoint {str(ckpt_path)!r} does not exist")
+    if ckpt_path.is_dir():
+        raise CheckpointError(f"{str(ckpt_path)!r} is a sharded checkpoint folder; export it with the run's `final/`")
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch reports a bad file in several ways
+        raise CheckpointError(f"cannot read {str(ckpt_path)!r} as a Lightning checkpoint: {e}") from e
+    if "model_config" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{str(ckpt_path)!r} is not a litllm training checkpoint (no model_config)")
+    config = Config.from_dict(ckpt["model_config"], source=str(ckpt_path))
+    state = {
+        k.removeprefix("gpt.").replace("._checkpoint_wrapped_module", ""): v for k, v in ckpt["state_dict"].items()
+    }
+    state = {k: v for k, v in state.items() if not k.startswith(("val_", "train_"))}
+    with torch.device("meta"):
+        gpt = GPT(config)
+    gpt.to_empty(device="cpu")
+    if config.tie_embeddings:
+        gpt.lm_head.weight = gpt.wte.weight
+    load_state_into(gpt, state, str(ckpt_path))
+    tokenizer_dir = ckpt_path.parent.parent / "tokenizer"
+    save_checkpoint(gpt, out_dir, tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None)
+    return Path(out_dir)
+
+
+class LitLLMCLI(LightningCLI):
+    """LightningCLI plus litllm's run options; the Trainer it builds writes into the run directory."""
+
+    command = "pretrain"
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--out_dir",
+            type=Optional[str],
+            default=None,
+            help="Run directory (default: out/<command>/<model>-<time>); never overwritten.",
+        )
+        parser.add_argument(
+            "--resume",
+            type=Optional[str],
+            default=None,
+            help="'auto' (the latest checkpoint in out_dir) or a .ckpt path.",
+        )
+        parser.add_argument(
+            "--checkpoint_every",
+            type=int,
+            default=100,
+            help="Save a checkpoint every N optimizer steps (0: at the end only).",
+        )
+        parser.add_argument(
+            "--logger_kind",
+            type=str,
+            default="csv",
+            help="csv, tensorboard or csv,tensorboard (ignored when trainer.logger is set).",
+        )
+        parser.add_argument(
+            "--peak_flops",
+            type=Optional[float],
+            default=None,
+            help="Peak FLOP/s of one device in the training dtype, for MFU.",
+        )
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        cfg, module, data = self.config, self.model, self.datamodule
+        self.run_dir = resolve_run_dir(self.command, cfg.out_dir, module, cfg.resume)
+        self.ckpt_path = resolve_resume(self.run_dir, cfg.resume)
+        self.tokenizer_dir = resolve_tokenizer(module, data, self.run_dir)
+        tokenizer = Tokenizer(self.tokenizer_dir)
+        data.connect(tokenizer, max_seq_length=module.max_seq_length)
+        module.connect_tokenizer(tokenizer)
+
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        check_precision(trainer_config.get("precision"))
+        trainer_config["default_root_dir"] = str(self.run_dir)
+        if not trainer_config.get("logger"):
+            trainer_config["logger"] = make_loggers(cfg.logger_kind, self.run_dir)
+        extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        extra += [LearningRateMonitor(logging_interval="step"), TokenThroughput(cfg.peak_flops)]
+        if self.command != "evaluate":
+            every = cfg.checkpoint_every or None
+            extra.append(
+                ModelCheckpoint(
+                    dirpath=self.run_dir / "checkpoints",
+                    filename="step-{step:07d}",
+                    every_n_train_steps=every,
+                    save_last=True,
+                    save_top_k=2,
+                    monitor="step",
+                    mode="max",
+                    auto_insert_metric_name=False,
+                )
+            )
+            extra.append(ExportFinal(self.run_dir, self.tokenizer_dir))
+        return self._instantiate_trainer(trainer_config, extra)
+
+
+def make_loggers(kind: str, run_dir: Path) -> list:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    loggers = []
+    for name in (k.strip() for k in kind.split(",")):
+        # logs/version_N: a resumed run starts a new version instead of rewriting the earlier metrics
+        if name == "csv":
+            loggers.append(CSVLogger(save_dir=run_dir, name="logs"))
+        elif name == "tensorboard":
+            loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard"))
+        else:
+            raise ValueError(f"unknown logger_kind {name!r}; accepted: csv, tensorboard")
+    return loggers
+
+
+def check_precision(precision: Any) -> None:
+    if precision is None:
+        return
+    if str(precision) in ("16", "16-true", "16-mixed", "fp16", "half") and not torch.cuda.is_available():
+        raise ValueError(
+            f"precision={precision!r} is float16, which CPUs only emulate (about 80x slower) and which gives NaN "
+            "losses here; use bf16-mixed, bf16-true or 32-true"
+        )
+
+
+def resolve_run_dir(command: str, out_dir: Optional[str], module: GPTModule, resume: Optional[str]) -> Path:
+    """The run directory; a new run never reuses one that already holds a run's files."""
+    pinned = os.environ.get("LITLLM_RUN_DIR")  # set by rank 0 so that re-launched ranks agree
+    if pinned:
+        return Path(pinned)
+    if out_dir is None and resume not in (None, "auto"):
+        run_dir = Path(resume).resolve().parent.parent
+    elif out_dir is None:
+        if resume == "auto":
+            raise RunDirectoryError("--resume auto needs --out_dir: the run directory to continue")
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("out") / command / f"{module.config.name or 'model'}-{stamp}"
+    else:
+        run_dir = Path(out_dir)
+    if resume is None and holds_a_run(run_dir):
+        raise RunDirectoryError(
+            f"{str(run_dir)!r} already holds a run; pass --resume auto to continue it, or choose another --out_dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["LITLLM_RUN_DIR"] = str(run_dir.resolve())
+    return run_dir.resolve()
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    markers = ("checkpoints", "final", "logs", "hyperparameters.yaml", "results.json")
+    return run_dir.is_dir() and any((run_dir / m).exists() for m in markers)
+
+
+def resolve_resume(run_dir: Path, resume: Optional[str]) -> Optional[str]:
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.exists():
+            print(f"resuming from {last}")
+            return str(last)
+        print(f"no checkpoint in {run_dir / 'checkpoints'}: starting from the beginning")
+        return None
+    path = Path(resume)
+    if not path.exists():
+        raise RunDirectoryError(f"resume checkpoint {resume!r} does not exist")
+    return str(path)
+
+
+def resolve_tokenizer(module: GPTModule, data: DataModule, run_dir: Path) -> Path:
+    """The run's tokenizer, copied into <run>/tokenizer: the module's, init_from's, or one trained on the data."""
+    target = run_dir / "tokenizer"
+    if (target / "tokenizer.json").is_file() or (target / "tokenizer.model").is_file():
+        return target
+    if module.tokenizer_dir is not None:
+        source = Path(module.tokenizer_dir)
+    elif module.init_from is not None:
+        from litllm.api import resolve_checkpoint
+
+        source = resolve_checkpoint(module.init_from)
+    else:
+        from litllm.tokenizer_train import tokenizer_for_corpus
+
+        source = tokenizer_for_corpus(data, vocab_size=module.config.vocab_size)
+    Tokenizer(source).save(target)
+    return target
+
+
+def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
+    """Parse a recipe and flags with LightningCLI, then fit (pretrain, finetune) or validate (evaluate)."""
+    cli_class = type(f"{command.title()}CLI", (LitLLMCLI,), {"command": command})
+    cli = cli_class(
+        GPTModule,
+        DataModule,
+        subclass_mode_model=False,
+        subclass_mode_data=True,
+        run=False,
+        args=args,
+        save_config_callback=None,
+        trainer_defaults={"precision": default_precision(), "logger": False},
+        parser_kwargs={"prog": f"litllm {command}", "exit_on_error": False},
+        auto_configure_optimizers=False,
+    )
+    trainer, module, data = cli.trainer, cli.model, cli.datamodule
+    if trainer.is_global_zero:
+        atomic_write_text(cli.run_dir / "hyperparameters.yaml", cli.parser.dump(cli.config, skip_none=False))
+    if command == "evaluate":
+        results = trainer.validate(module, datamodule=data)
+        metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        if trainer.is_global_zero:
+            atomic_write_text(cli.run_dir / "results.json", json.dumps(metrics, indent=2))
+            print(json.dumps(metrics, indent=2))
+        return metrics
+    trainer.fit(module, datamodule=data, ckpt_path=cli.ckpt_path)
+    return None
