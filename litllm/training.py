@@ -239,8 +239,8 @@ def check_precision(precision: Any) -> None:
 
 def resolve_run_dir(command: str, out_dir: Optional[str], module: GPTModule, resume: Optional[str]) -> Path:
     """The run directory; a new run never reuses one that already holds a run's files."""
-    pinned = os.environ.get("LITLLM_RUN_DIR")  # set by rank 0 so that re-launched ranks agree
-    if pinned:
+    pinned = os.environ.get("LITLLM_RUN_DIR")  # set by rank 0 so that the ranks it launches agree
+    if pinned and os.environ.get("LOCAL_RANK", "0") != "0":
         return Path(pinned)
     if out_dir is None and resume not in (None, "auto"):
         run_dir = Path(resume).resolve().parent.parent

@@ -1,0 +1,222 @@
+"""Training runs end to end: `litllm pretrain | evaluate | export`, run directories, bad input, DDP and FSDP2."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+TESTS = Path(__file__).parent
+ENV = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+ENV.pop("LITLLM_RUN_DIR", None)
+
+
+def recipe(tmp_path: Path, tokenizer_dir: Path, **overrides) -> Path:
+    """A tiny pretraining recipe on the toy data: 2-layer model, 32-token windows, fp32."""
+    config = {
+        "model": {
+            "model_config": {"name": "pythia-14m", "n_layer": 2, "vocab_size": 320},
+            "tokenizer_dir": str(tokenizer_dir),
+            "max_seq_length": 32,
+            "warmup_steps": 2,
+            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01}},
+        },
+        "data": {"class_path": "toy_data.ToyTokens", "init_args": {"vocab": 256, "batch_size": 8}},
+        "trainer": {
+            "max_steps": 12,
+            "precision": "32-true",
+            "accelerator": "cpu",
+            "log_every_n_steps": 1,
+            "val_check_interval": 6,
+            "enable_progress_bar": False,
+        },
+        "checkpoint_every": 6,
+    }
+    for key, value in overrides.items():
+        node = config
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def litllm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "litllm.cli", *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600
+    )
+
+
+def metrics(run_dir: Path, version: int = 0) -> list[dict[str, str]]:
+    with open(run_dir / "logs" / f"version_{version}" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def train_losses(run_dir: Path, version: int = 0) -> dict[int, str]:
+    return {int(r["step"]): r["train_loss"] for r in metrics(run_dir, version) if r.get("train_loss")}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
+    tmp = tmp_path_factory.mktemp("pretrain")
+    result = litllm("pretrain", "--config", str(recipe(tmp, tokenizer_dir)), "--out_dir", str(tmp / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run"
+
+
+def test_pretrain_loss_falls_well_below_its_start(trained_run: Path) -> None:
+    losses = train_losses(trained_run)
+    first, last = float(losses[min(losses)]), float(losses[max(losses)])
+    assert last < 0.6 * first, losses
+
+
+def test_run_directory_holds_checkpoints_recipe_tokenizer_and_export(trained_run: Path) -> None:
+    ckpts = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and "step-0000012.ckpt" in ckpts
+    assert yaml.safe_load((trained_run / "hyperparameters.yaml").read_text())["trainer"]["max_steps"] == 12
+    assert (trained_run / "tokenizer" / "tokenizer.json").is_file()
+    for name in ("model.safetensors", "model_config.yaml", "tokenizer.json", "hyperparameters.yaml"):
+        assert (trained_run / "final" / name).is_file(), name
+
+
+def test_validation_reports_loss_perplexity_and_bits_per_byte(trained_run: Path) -> None:
+    rows = [r for r in metrics(trained_run) if r.get("val_loss")]
+    assert rows
+    last = rows[-1]
+    assert float(last["val_ppl"]) == pytest.approx(torch.exp(torch.tensor(float(last["val_loss"]))).item(), rel=1e-4)
+    assert 0 < float(last["val_bpb"]) < 20
+
+
+def test_exported_model_loads_generates_and_converts(trained_run: Path, tmp_path: Path) -> None:
+    from litllm import LLM
+    from litllm.checkpoint import read_hf_weights
+
+    llm = LLM.load(trained_run / "final")
+    assert isinstance(llm.generate("ab", max_new_tokens=5, temperature=0), str)
+    result = litllm("convert", "to_hf", str(trained_run / "final"), str(tmp_path / "hf"))
+    assert result.returncode == 0, result.stderr
+    assert read_hf_weights(tmp_path / "hf")
+
+
+def test_export_command_matches_the_final_export(trained_run: Path, tmp_path: Path) -> None:
+    result = litllm("export", str(trained_run / "checkpoints" / "step-0000012.ckpt"), str(tmp_path / "exported"))
+    assert result.returncode == 0, result.stderr
+    a, b = (
+        load_file(trained_run / "final" / "model.safetensors"),
+        load_file(tmp_path / "exported" / "model.safetensors"),
+    )
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluate_writes_metrics(trained_run: Path, tmp_path: Path, tokenizer_dir: Path) -> None:
+    config = yaml.safe_load(recipe(tmp_path, tokenizer_dir).read_text())
+    config["model"] = {"init_from": str(trained_run / "final"), "max_seq_length": 32}
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
+    result = litllm("evaluate", "--config", str(tmp_path / "eval.yaml"), "--out_dir", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = yaml.safe_load((tmp_path / "eval" / "results.json").read_text())
+    assert set(scores) >= {"val_loss", "val_ppl", "val_bpb"}
+
+
+def test_a_new_run_never_overwrites_an_earlier_one(trained_run: Path, tmp_path: Path, tokenizer_dir: Path) -> None:
+    before = (trained_run / "final" / "model.safetensors").read_bytes()
+    result = litllm("pretrain", "--config", str(recipe(tmp_path, tokenizer_dir)), "--out_dir", str(trained_run))
+    assert result.returncode == 2
+    assert "already holds a run" in result.stderr and "Traceback" not in result.stderr
+    assert (trained_run / "final" / "model.safetensors").read_bytes() == before
+
+
+def test_resume_from_a_different_model_is_refused(trained_run: Path, tmp_path: Path, tokenizer_dir: Path) -> None:
+    other = recipe(
+        tmp_path, tokenizer_dir, **{"model.model_config": {"name": "pythia-14m", "n_layer": 3, "vocab_size": 320}}
+    )
+    ckpt = trained_run / "checkpoints" / "step-0000006.ckpt"
+    result = litllm("pretrain", "--config", str(other), "--out_dir", str(tmp_path / "r"), "--resume", str(ckpt))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "different model" in result.stderr and "n_layer" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        (["--trainer.precision", "16-true"], ["16-true", "bf16-mixed"]),
+        (["--model.max_seq_length", "5000"], ["max_seq_length=5000", "block_size"]),
+        (["--model.warmup_stepz", "3"], ["warmup_stepz"]),
+        (["--model.model_config", "pythia-16m"], ["pythia-16m", "pythia-160m"]),
+    ],
+)
+def test_bad_recipe_values_end_in_one_line(
+    tmp_path: Path, tokenizer_dir: Path, override: list, fragments: list
+) -> None:
+    result = litllm(
+        "pretrain", "--config", str(recipe(tmp_path, tokenizer_dir)), "--out_dir", str(tmp_path / "r"), *override
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_print_config_shows_the_resolved_recipe(tmp_path: Path, tokenizer_dir: Path) -> None:
+    result = litllm("pretrain", "--config", str(recipe(tmp_path, tokenizer_dir)), "--print_config")
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["model"]["max_seq_length"] == 32
+    assert printed["trainer"]["max_steps"] == 12
+
+
+def run_parallel(tmp_path: Path, tokenizer_dir: Path, name: str, init: Path, batch: int, *extra: str) -> dict:
+    config = recipe(
+        tmp_path,
+        tokenizer_dir,
+        **{
+            "model": {
+                "init_from": str(init),
+                "max_seq_length": 32,
+                "warmup_steps": 0,
+                "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.5}},
+            },
+            "data.init_args.batch_size": batch,
+            "trainer.max_steps": 4,
+            "trainer.limit_val_batches": 0,
+            "trainer.use_distributed_sampler": False,
+            "checkpoint_every": 0,
+        },
+    )
+    result = litllm("pretrain", "--config", str(config), "--out_dir", str(tmp_path / name), *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return load_file(tmp_path / name / "final" / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        ["--trainer.strategy", "ddp"],
+        [
+            "--trainer.strategy",
+            "lightning.pytorch.strategies.ModelParallelStrategy",
+            "--trainer.strategy.data_parallel_size",
+            "2",
+            "--trainer.strategy.tensor_parallel_size",
+            "1",
+        ],
+    ],
+    ids=["ddp", "fsdp2"],
+)
+def test_two_processes_match_one_process_on_the_same_global_batch(
+    trained_run: Path, tmp_path: Path, tokenizer_dir: Path, strategy: list
+) -> None:
+    single = run_parallel(tmp_path, tokenizer_dir, "one", trained_run / "final", 8)
+    double = run_parallel(tmp_path, tokenizer_dir, "two", trained_run / "final", 4, "--trainer.devices", "2", *strategy)
+    assert set(single) == set(double)
+    for k in single:
+        torch.testing.assert_close(single[k], double[k], atol=1e-5, rtol=0, msg=k)
