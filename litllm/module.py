@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric, SumMetric
 
-from litllm.config import Config
+from litllm.config import Config, named_configs
 from litllm.data.base import IGNORE_INDEX
 from litllm.model import GPT, Block
 
@@ -272,9 +272,12 @@ def resolve_config(model: Union[str, dict, None], init_from: Optional[str]) -> C
                 raise ValueError(f"model {model!r} does not match the architecture of init_from={init_from!r}")
         return config
     if isinstance(model, dict):
+        # a registry name under `name` is the base that the other fields override; any other name just names it
         fields = dict(model)
-        name = fields.pop("name", None)
-        return Config.from_name(name, **fields) if name else Config.from_dict(fields, source="model")
+        name = fields.get("name")
+        if name and name.lower() in named_configs():
+            return Config.from_name(fields.pop("name"), **fields)
+        return Config.from_dict(fields, source="model_config")
     if isinstance(model, str) and model.endswith((".yaml", ".yml")):
         return Config.from_file(Path(model))
     return Config.from_name(str(model))

@@ -16,8 +16,8 @@ from typing import Any
 
 from litllm.checkpoint import litllm_home
 from litllm.data.base import DataModule
-from litllm.data.stdlib import stdlib_files
-from litllm.data.text_files import find_text_files, readable_files, stable_hash, take_bytes
+from litllm.data.stdlib import stdlib_files, take_bytes
+from litllm.data.text_files import find_text_files, readable_files, stable_hash
 from litllm.tokenizer import train_bpe
 
 
@@ -44,13 +44,14 @@ def train_tokenizer(
     candidates = take_bytes(corpus_files(files, corpus), max_bytes)
     texts, not_utf8, empty = readable_files(candidates)
     if not texts:
-        raise ValueError(f"no text to train on: the {len(candidates)} files are empty ({empty}) or not UTF-8 ({not_utf8})")
+        raise ValueError(
+            f"no text to train on: the {len(candidates)} files are empty ({empty}) or not UTF-8 ({not_utf8})"
+        )
     megabytes = sum(f.stat().st_size for f in texts) / 1e6
     print(f"training a {vocab_size}-token byte-level BPE tokenizer on {len(texts)} files ({megabytes:.1f} MB)")
     if not_utf8:
         print(f"skipped {not_utf8} non-UTF-8 files")
     train_into(out_dir, lambda tmp: train_bpe(texts, vocab_size, tmp, special_tokens=special_tokens))
-    print(f"saved to {out_dir}")
     return out_dir
 
 
@@ -84,7 +85,7 @@ def corpus_files(files: list[str] | None, corpus: str | None) -> list[Path]:
 
 def refuse_to_overwrite(out: Path) -> None:
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise FileExistsError(f"{str(out)!r} already exists and is not an empty folder; choose another --out")
+        raise FileExistsError(f"{str(out)!r} already exists and is not an empty folder; choose another output folder")
 
 
 def train_into(out: Path, train: Callable[[Path], Any]) -> None:

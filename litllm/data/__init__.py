@@ -11,7 +11,7 @@ from typing import Any
 _SOURCES = {
     "DataModule": "litllm.data.base",
     "LitData": "litllm.data.litdata",
-    "PythonStdlib": "litllm.data.stdlib",
+    "PythonStdlib": "litllm.data.text_files",
     "TextFiles": "litllm.data.text_files",
 }
 __all__ = list(_SOURCES)

@@ -77,7 +77,7 @@ class LitData(StreamingTokens):
         self.split_names = split_names
         self.val_split_fraction = val_split_fraction
 
-    def setup(self, stage: str = "") -> None:
+    def setup(self, stage: str | None = None) -> None:
         _, max_seq_length = self.require_connected()
         train_dir, val_dir = self.split_dirs()
         window = max_seq_length + 1
@@ -154,8 +154,13 @@ def require_optimized(path: str, split: str | None = None) -> str:
     )
 
 
-def count_windows(input_dir: str | Path, window: int) -> tuple[int, int]:
-    """Tokens in a local optimized directory, and how many whole windows of `window` tokens its chunks give."""
-    chunks: list[dict[str, Any]] = json.loads(Path(input_dir, INDEX).read_text())["chunks"]
+def token_stats(input_dir: str | Path, window: int) -> tuple[int, int, int]:
+    """Of a local optimized directory: how many items (documents) and tokens it holds, and how many windows of
+    `window` tokens its chunks give; all 0 when it has no index."""
+    try:
+        chunks: list[dict[str, Any]] = json.loads(Path(input_dir, INDEX).read_text())["chunks"]
+    except FileNotFoundError:
+        return 0, 0, 0
     dims = [chunk["dim"] or 0 for chunk in chunks]
-    return sum(dims), sum(dim // window for dim in dims)  # windows never straddle two chunks
+    windows = sum(dim // window for dim in dims)  # a window never straddles two chunks
+    return sum(chunk["chunk_size"] for chunk in chunks), sum(dims), windows

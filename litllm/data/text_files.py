@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ from filelock import FileLock
 from litdata import TokensLoader, optimize
 
 from litllm.checkpoint import atomic_write_text, litllm_home
-from litllm.data.litdata import StreamingTokens, count_windows, token_dataset
+from litllm.data.litdata import StreamingTokens, token_dataset, token_stats
+from litllm.data.stdlib import stdlib_dir, stdlib_files
 from litllm.tokenizer import Tokenizer
 
 TEXT_EXTENSIONS = (".txt", ".md", ".py")
@@ -134,7 +136,7 @@ class TextFiles(StreamingTokens):
                 print(f"reusing the tokenized corpus in {cache}")
         self._report(manifest, cache, max_seq_length)
 
-    def setup(self, stage: str = "") -> None:
+    def setup(self, stage: str | None = None) -> None:
         _, max_seq_length = self.require_connected()
         cache, key = self.cache_location()
         manifest = read_manifest(cache, key)
@@ -153,13 +155,18 @@ class TextFiles(StreamingTokens):
         for name in SPLITS:
             shutil.rmtree(cache / name, ignore_errors=True)
         manifest: dict[str, Any] = {"key": key, "not_utf8_files": split.not_utf8, "empty_files": split.empty}
-        for name, files in zip(SPLITS, (split.train, split.val)):
+        for name, files in zip(SPLITS, (split.train, split.val), strict=True):
             tokens = windows = 0
             if files:
                 megabytes = sum(f.stat().st_size for f in files) / 1e6
                 print(f"tokenizing {len(files)} {name} files ({megabytes:.1f} MB) of {self.path} into {cache / name}")
                 tokenize_files(files, cache / name, tokenizer.checkpoint_dir, max_seq_length + 1, self.num_workers)
-                tokens, windows = count_windows(cache / name, max_seq_length + 1)
+                documents, tokens, windows = token_stats(cache / name, max_seq_length + 1)
+                if documents != len(files):  # litdata logs a failing worker's error and carries on
+                    raise RuntimeError(
+                        f"tokenizing {self.path!r} wrote {documents} of {len(files)} {name} files into "
+                        f"{str(cache / name)!r}; see the errors above"
+                    )
             manifest |= {f"{name}_files": len(files), f"{name}_tokens": tokens, f"{name}_windows": windows}
         atomic_write_text(cache / MARKER, json.dumps(manifest, indent=2))
         return manifest
@@ -187,10 +194,42 @@ class TextFiles(StreamingTokens):
             )
 
 
+class PythonStdlib(TextFiles):
+    """Pretraining data from the running interpreter's standard-library `.py` files: no download, any machine.
+
+    Args:
+        max_bytes: Use only the first files (in sorted order) up to this many bytes; None takes them all.
+        val_split_fraction: Share of the files kept for validation.
+        batch_size: Windows of max_seq_length tokens per batch.
+        num_workers: Processes that tokenize the files, and DataLoader workers.
+        seed: Seed of the train/validation split and of the shuffle.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int | None = None,
+        val_split_fraction: float = 0.05,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        seed: int = 42,
+    ) -> None:
+        super().__init__(
+            str(stdlib_dir()),
+            val_split_fraction=val_split_fraction,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+        )
+        self.max_bytes = max_bytes
+
+    def files(self) -> list[Path]:
+        return stdlib_files(self.max_bytes)
+
+
 def find_text_files(path: str | os.PathLike, extensions: tuple[str, ...] = TEXT_EXTENSIONS) -> list[Path]:
     """The files at `path`, sorted: a folder's files with `extensions` (recursively), a file, or a glob's files."""
     expanded = os.path.expanduser(str(path))
-    if glob.has_magic(expanded):
+    if any(c in expanded for c in "*?["):
         files = sorted(Path(p).resolve() for p in glob.glob(expanded, recursive=True) if os.path.isfile(p))
         if not files:
             raise FileNotFoundError(f"no files match {str(path)!r}")
@@ -208,19 +247,6 @@ def find_text_files(path: str | os.PathLike, extensions: tuple[str, ...] = TEXT_
     if not files:
         raise ValueError(f"no {'/'.join(extensions)} files in {str(path)!r}")
     return sorted(files)
-
-
-def take_bytes(files: list[Path], max_bytes: int | None) -> list[Path]:
-    """The leading files whose sizes add up to at most `max_bytes` (all of them for None)."""
-    if max_bytes is None:
-        return files
-    taken, total = [], 0
-    for path in files:
-        total += path.stat().st_size
-        if total > max_bytes:
-            break
-        taken.append(path)
-    return taken
 
 
 def readable_files(files: list[Path]) -> tuple[list[Path], int, int]:
@@ -259,6 +285,9 @@ def tokenize_files(files: list[Path], out_dir: Path, tokenizer_dir: Path, window
     start_method = multiprocessing.get_start_method(allow_none=True)
     try:
         optimize(
+            # fork needs no `if __name__ == "__main__"` guard in the user's script and starts in milliseconds; the
+            # workers only read files and run the tokenizer. Elsewhere (macOS, Windows) litdata's default, spawn.
+            start_method="fork" if sys.platform == "linux" else None,
             fn=functools.partial(tokenize_file, tokenizer_dir=str(Path(tokenizer_dir).resolve())),
             inputs=[str(f) for f in files],
             output_dir=str(out_dir),
