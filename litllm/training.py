@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from litllm.checkpoint import CheckpointError, atomic_write_text, save_checkpoint
 from litllm.data.base import DataModule
@@ -69,6 +71,27 @@ class TokenThroughput(ThroughputMonitor):
         if self.last is not None:
             pl_module.log("tok/s", tokens / max(now - self.last[0], 1e-9), prog_bar=True, logger=False)
         self.last = (now, tokens)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, then renames: a crash never leaves a torn file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            raise OSError(
+                f"could not write checkpoint {str(path)!r} ({e.strerror or e}); earlier checkpoints are intact"
+            ) from e
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 class ExportFinal(Callback):
@@ -190,6 +213,8 @@ class LitLLMCLI(LightningCLI):
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         check_precision(trainer_config.get("precision"))
         trainer_config["default_root_dir"] = str(self.run_dir)
+        if not trainer_config.get("plugins"):
+            trainer_config["plugins"] = [AtomicCheckpointIO()]
         if not trainer_config.get("logger"):
             trainer_config["logger"] = make_loggers(cfg.logger_kind, self.run_dir)
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
@@ -269,16 +294,27 @@ def resolve_resume(run_dir: Path, resume: Optional[str]) -> Optional[str]:
     if resume is None:
         return None
     if resume == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if last.exists():
-            print(f"resuming from {last}")
-            return str(last)
+        latest = latest_checkpoint(run_dir / "checkpoints")
+        if latest is not None:
+            print(f"resuming from {latest}")
+            return str(latest)
         print(f"no checkpoint in {run_dir / 'checkpoints'}: starting from the beginning")
         return None
     path = Path(resume)
     if not path.exists():
         raise RunDirectoryError(f"resume checkpoint {resume!r} does not exist")
     return str(path)
+
+
+def latest_checkpoint(folder: Path) -> Optional[Path]:
+    """The checkpoint of the highest step in `folder` (a run killed between two saves may have a stale last.ckpt)."""
+    steps = [
+        (int(m.group(1)), p) for p in folder.glob("step-*.ckpt") if (m := re.fullmatch(r"step-(\d+)\.ckpt", p.name))
+    ]
+    if steps:
+        return max(steps)[1]
+    last = folder / "last.ckpt"
+    return last if last.exists() else None
 
 
 def resolve_tokenizer(module: GPTModule, data: DataModule, run_dir: Path) -> Path:
@@ -314,6 +350,7 @@ def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
         trainer_defaults={"precision": default_precision(), "logger": False},
         parser_kwargs={"prog": f"litllm {command}", "exit_on_error": False},
         auto_configure_optimizers=False,
+        seed_everything_default=42,  # the same recipe gives the same run
     )
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
     if trainer.is_global_zero:
