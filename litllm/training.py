@@ -25,7 +25,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from litllm.checkpoint import CheckpointError, atomic_write_text, save_checkpoint
+from litllm.checkpoint import CheckpointError, atomic_write_text, copy_tokenizer_files, save_checkpoint
 from litllm.data.base import DataModule
 from litllm.module import GPTModule
 from litllm.tokenizer import Tokenizer
@@ -203,6 +203,8 @@ class LitLLMCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         cfg, module, data = self.config, self.model, self.datamodule
+        if self.command in ("finetune", "evaluate") and module.init_from is None:
+            raise ValueError(f"litllm {self.command} needs --model.init_from: the checkpoint to start from")
         self.run_dir = resolve_run_dir(self.command, cfg.out_dir, module, cfg.resume)
         self.ckpt_path = resolve_resume(self.run_dir, cfg.resume)
         self.tokenizer_dir = resolve_tokenizer(module, data, self.run_dir)
@@ -333,6 +335,7 @@ def resolve_tokenizer(module: GPTModule, data: DataModule, run_dir: Path) -> Pat
 
         source = tokenizer_for_corpus(data, vocab_size=module.config.vocab_size)
     Tokenizer(source).save(target)
+    copy_tokenizer_files(Path(source), target)  # the chat format (prompt_style.yaml, chat template) travels too
     return target
 
 

@@ -282,3 +282,51 @@ def test_a_run_killed_at_any_point_resumes_bit_exactly(tmp_path: Path, tokenizer
     assert {step: whole[step] for step in after} == after  # bit-exact: the CSV holds every float's repr
     a, b = load_file(tmp_path / "whole" / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finetune_on_chat_data_learns_the_replies(tmp_path: Path, litllm_dir: Path) -> None:
+    import json
+
+    records = [
+        {"messages": [{"role": "user", "content": f"add {i} and {i}"}, {"role": "assistant", "content": f"{2 * i}"}]}
+        for i in range(40)
+    ]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in records))
+    config = {
+        "model": {
+            "init_from": str(litllm_dir),
+            "max_seq_length": 64,
+            "warmup_steps": 2,
+            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01}},
+        },
+        "data": {"class_path": "litllm.data.sft.SFTData", "init_args": {"path": str(data), "batch_size": 8}},
+        "trainer": {"max_steps": 30, "precision": "32-true", "log_every_n_steps": 1, "enable_progress_bar": False},
+        "checkpoint_every": 0,
+    }
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(config))
+    result = litllm("finetune", "--config", str(tmp_path / "ft.yaml"), "--out_dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = train_losses(tmp_path / "run")
+    assert float(losses[max(losses)]) < 0.5 * float(losses[min(losses)])
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_finetune_without_a_checkpoint_is_refused(tmp_path: Path, tokenizer_dir: Path) -> None:
+    result = litllm("finetune", "--config", str(recipe(tmp_path, tokenizer_dir)), "--out_dir", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert "init_from" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sft_record_errors_name_file_and_line(tmp_path: Path, litllm_dir: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n')
+    config = {
+        "model": {"init_from": str(litllm_dir), "max_seq_length": 64},
+        "data": {"class_path": "litllm.data.sft.SFTData", "init_args": {"path": str(data)}},
+        "trainer": {"max_steps": 2},
+    }
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(config))
+    result = litllm("finetune", "--config", str(tmp_path / "ft.yaml"), "--out_dir", str(tmp_path / "run"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "bad.jsonl" in result.stderr and "line 2" in result.stderr and "Traceback" not in result.stderr
