@@ -29,8 +29,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# the main job on the built-in default: pretrain debug.yaml on the Python standard library, then sample from it
+DEMO_RUN ?= out/demo/$(shell date +%Y%m%d-%H%M%S)
 demo: setup
-	$(PY) -m litllm.demo
+	$(VENV)/bin/litllm pretrain --config config_hub/pretrain/debug.yaml --out_dir $(DEMO_RUN)
+	$(VENV)/bin/litllm generate $(DEMO_RUN)/final --prompt "def " --max_new_tokens 80 --temperature 0.7 --top_k 40 \
+	  --seed 0 --stream true
 
 test: setup
 	$(VENV)/bin/ruff check .

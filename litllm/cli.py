@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from litllm.config import UnknownModelError
 
@@ -128,7 +128,7 @@ def export(checkpoint: Path, out_dir: Path) -> None:
 
 def tokenizer_train(
     out: Path,
-    files: Optional[list[str]] = None,
+    files: Union[list[str], str, None] = None,
     corpus: Optional[str] = None,
     vocab_size: int = 8192,
     special_tokens: Optional[list[str]] = None,
@@ -138,7 +138,7 @@ def tokenizer_train(
 
     Args:
         out: Folder to write tokenizer.json and tokenizer_config.json to (must not hold a tokenizer already).
-        files: Text files or globs to train on.
+        files: Text files or globs to train on (one, or a list: --files '[a.txt, "b/*.md"]').
         corpus: `stdlib` (the Python standard library's source) or a folder of text files.
         vocab_size: Number of tokens, special tokens included.
         special_tokens: Special tokens to reserve (default: <|endoftext|>).
@@ -147,6 +147,7 @@ def tokenizer_train(
     from litllm.tokenizer_train import train_tokenizer
 
     kwargs = {} if special_tokens is None else {"special_tokens": special_tokens}
+    files = [files] if isinstance(files, str) else files
     path = train_tokenizer(
         files=files, corpus=corpus, vocab_size=vocab_size, out=str(out), max_bytes=max_bytes, **kwargs
     )
