@@ -42,6 +42,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/decode.py
+	$(PY) benchmarks/train.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
