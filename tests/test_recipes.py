@@ -31,7 +31,7 @@ def test_recipe_prints_its_resolved_config(recipe: Path) -> None:
 
 
 def test_debug_recipe_trains_and_its_loss_falls(tmp_path: Path) -> None:
-    """debug.yaml, shortened: the full recipe (200 steps) runs in `make demo`."""
+    """debug.yaml, shortened: the full recipe (150 steps) runs in `make demo`."""
     import csv
 
     recipe = HUB / "pretrain" / "debug.yaml"
