@@ -19,6 +19,7 @@ import copy
 import json
 import os
 import re
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ ROLES = ("system", "user", "assistant")
 _REPLY_MARK = "\x00litllm-reply\x00"  # stands in for a reply's text to find where a template puts it
 
 
-class ChatFormat:
+class ChatFormat(ABC):
     """What `PromptStyle` and `JinjaStyle` share: a name, stop tokens and strings, and rendering to text."""
 
     name: str
@@ -52,9 +53,9 @@ class ChatFormat:
         validate_messages(messages)
         return self._render(messages, add_generation_prompt, bos, eos)
 
+    @abstractmethod
     def _render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool, bos: str, eos: str) -> str:
         """`render` without checking the messages: renders prefixes of a checked conversation, the empty one too."""
-        raise NotImplementedError
 
     @property
     def description(self) -> str:
