@@ -209,11 +209,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str | None = None, 
         state = litgpt_to_litllm(read_litgpt_weights(path / "lit_model.pth"), config)
     if not state:
         raise CheckpointError(f"{str(path)!r}: the weights file holds no tensors")
-    with torch.device("meta"):
-        model = GPT(config)
-    model.to_empty(device=device or "cpu")
-    if config.tie_embeddings:  # to_empty gives each module its own new tensor: tie them again
-        model.lm_head.weight = model.wte.weight
+    model = GPT.empty(config, device or "cpu")
     target = dtype or next(iter(state.values())).dtype
     if not target.is_floating_point:
         target = torch.float32

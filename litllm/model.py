@@ -37,6 +37,16 @@ class GPT(nn.Module):
         )
         self.kv_caches: list[KVCache] | None = None
 
+    @classmethod
+    def empty(cls, config: Config, device: torch.device | str = "cpu") -> GPT:
+        """A GPT with uninitialised weights on `device`, built without spending time on an init to overwrite."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.to_empty(device=device)
+        if config.tie_embeddings:  # to_empty gives each module its own new tensor: tie them again
+            model.lm_head.weight = model.wte.weight
+        return model
+
     @property
     def max_seq_length(self) -> int:
         return self.config.block_size

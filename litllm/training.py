@@ -118,11 +118,7 @@ def export_module(module: GPTModule, out_dir: Path, tokenizer_dir: Path, trainer
     state = full_state_dict(module.gpt)
     if trainer is not None and not trainer.is_global_zero:
         return
-    with torch.device("meta"):
-        gpt = GPT(module.config)
-    gpt.to_empty(device="cpu")
-    if module.config.tie_embeddings:
-        gpt.lm_head.weight = gpt.wte.weight
+    gpt = GPT.empty(module.config)
     gpt.load_state_dict(state, strict=False)
     save_checkpoint(gpt, out_dir, tokenizer_dir=tokenizer_dir)
     hparams = Path(out_dir).parent / "hyperparameters.yaml"
@@ -153,11 +149,7 @@ def export_ckpt(ckpt_path: Path, out_dir: Path) -> Path:
         k.removeprefix("gpt.").replace("._checkpoint_wrapped_module", ""): v for k, v in ckpt["state_dict"].items()
     }
     state = {k: v for k, v in state.items() if not k.startswith(("val_", "train_"))}
-    with torch.device("meta"):
-        gpt = GPT(config)
-    gpt.to_empty(device="cpu")
-    if config.tie_embeddings:
-        gpt.lm_head.weight = gpt.wte.weight
+    gpt = GPT.empty(config)
     load_state_into(gpt, state, str(ckpt_path))
     tokenizer_dir = ckpt_path.parent.parent / "tokenizer"
     save_checkpoint(gpt, out_dir, tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None)
