@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 # litdata requires torchvision, which would replace the pinned torch (or fail to import beside it):
 # install litdata without its dependencies, then the ones it really uses.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile extensions/llm-litllm/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools
 	$(PIP) install -q $(TORCH_SPEC)
@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml Makefile
 	# LitGPT only for the tests that read its checkpoints; its pins would downgrade huggingface_hub
 	$(PIP) install -q -c $(VENV)/torch-pin.txt --no-deps 'litgpt==0.5.13'
 	$(PIP) install -q --no-deps --no-build-isolation -e .
+	# the `llm` plugin (llm itself comes with the test extra)
+	$(PIP) install -q --no-deps --no-build-isolation -e extensions/llm-litllm
 	touch $(STAMP)
 
 # the main job on the built-in default: pretrain debug.yaml on the Python standard library, then sample from it

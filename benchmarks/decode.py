@@ -1,35 +1,51 @@
-"""Batch-1 greedy decoding speed: litllm vs transformers `generate` on the same random weights.
+"""Greedy decoding speed and memory: litllm vs transformers `generate` on the same random weights.
 
-For each model config and dtype: tokens/s of both, their ratio, litllm's time to first token, whether the
-greedy tokens agree, and the memory-bandwidth ceiling (weight bytes read per token / streaming-read bandwidth
-measured here). The target is litllm >= 1.3x transformers in every row.
+Two tables per run. Batch 1, for each model config and dtype: tokens/s of both and their ratio, litllm's time to
+first token, its peak memory over the weights' size, whether the greedy tokens agree, and the memory-bandwidth
+ceiling (weight bytes read per token / streaming-read bandwidth measured here). Batching: total tokens/s of
+litllm's continuous-batching `Scheduler` and of transformers on the same left-padded prompts of mixed lengths.
+Targets: litllm >= 1.3x transformers in every row, peak memory <= 1.3x the weights, batch 16 >= 8x batch 1,
+and the torch.compile rows no slower than eager.
 
     .venv/bin/python benchmarks/decode.py
-    .venv/bin/python benchmarks/decode.py --models pythia-160m --dtypes bfloat16 --repeats 5
+    .venv/bin/python benchmarks/decode.py --models pythia-160m --dtypes bfloat16 --new-tokens 16 --repeats 1
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import gc
+import multiprocessing
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
+import psutil
 import torch
 import transformers
 
 from litllm.checkpoint import config_to_hf, load_checkpoint
 from litllm.config import Config
-from litllm.engine import SamplingParams, generate_tokens
+from litllm.engine import Request, SamplingParams, Scheduler, generate_tokens
 from litllm.model import GPT
+from litllm.quantize import weight_bytes
 
-TARGET = 1.3
+TARGET = 1.3  # litllm over transformers, at least
+MEMORY_TARGET = 1.3  # batch-1 peak memory over the weights' size, at most
+BATCH_TARGET = (16, 8.0)  # at this batch size, at least this many times litllm's batch-1 tokens/s
+PROMPT_LENGTHS = (8, 64)  # the batching table's prompts have lengths drawn uniformly in this range
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+GREEDY = SamplingParams(temperature=0)
+H = TypeVar("H")  # what a transformers run returns
+L = TypeVar("L")  # what a litllm run returns
 
 
 def pythia_160m() -> transformers.PretrainedConfig:
@@ -57,21 +73,75 @@ MODELS: dict[str, Callable[[], transformers.PretrainedConfig]] = {
 
 @dataclass
 class Row:
-    """One line of the table: one model, one dtype (and litllm variant)."""
+    """One line of the batch-1 table: one model, one dtype (and litllm variant)."""
 
     model: str
     dtype: str
     hf_tps: float
     lit_tps: float
-    weight_bytes: int
+    read_bytes: int
     """Weight bytes one decode step reads."""
     ttft_ms: float
     matching: int
     new_tokens: int
+    weights: int
+    """Bytes of the model's parameters and buffers."""
+    peak: int | None = None
+    """Peak memory of a batch-1 generation: the weights plus the rise of resident memory while generating."""
+    eager_tps: float | None = None
+    """For a compiled row, the same model's eager tokens/s."""
 
     @property
     def ratio(self) -> float:
         return self.lit_tps / self.hf_tps
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """(passed, what) for each target this row is measured against."""
+        out = [(self.ratio >= TARGET, f"{self.ratio:.2f}x transformers (target >= {TARGET}x)")]
+        if self.peak is not None:
+            x = self.peak / self.weights
+            out.append((x <= MEMORY_TARGET, f"peak memory {x:.2f}x the weights (target <= {MEMORY_TARGET}x)"))
+        return out + not_slower(self.lit_tps, self.eager_tps)
+
+
+def not_slower(tps: float, eager_tps: float | None) -> list[tuple[bool, str]]:
+    """The target of a compiled row: at least its eager twin's speed (none for an eager row)."""
+    if eager_tps is None:
+        return []
+    return [(tps >= eager_tps, f"{tps / eager_tps:.2f}x eager (target >= 1.0x)")]
+
+
+@dataclass
+class BatchRow:
+    """One line of the batching table: one model, dtype (and litllm variant), batch size."""
+
+    model: str
+    dtype: str
+    batch: int
+    lit_tps: float
+    hf_tps: float
+    equal: int
+    """How many of the batch's sequences equal transformers' token for token."""
+    base_tps: float | None = None
+    """litllm's tokens/s at batch 1 in the same table."""
+    eager_tps: float | None = None
+    """For a compiled row, the same batch's eager tokens/s."""
+
+    @property
+    def ratio(self) -> float:
+        return self.lit_tps / self.hf_tps
+
+    @property
+    def speedup(self) -> float | None:
+        return self.lit_tps / self.base_tps if self.base_tps else None
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """(passed, what) for each target this row is measured against."""
+        out = [(self.ratio >= TARGET, f"{self.ratio:.2f}x transformers (target >= {TARGET}x)")]
+        batch, x = BATCH_TARGET
+        if self.batch == batch and self.speedup is not None:
+            out.append((self.speedup >= x, f"{self.speedup:.1f}x batch 1 (target >= {x}x)"))
+        return out + not_slower(self.lit_tps, self.eager_tps)
 
 
 def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> float:
@@ -96,28 +166,36 @@ def weight_bytes_per_token(model: GPT) -> int:
 
 
 def time_litllm(model: GPT, prompt: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
-    """Seconds for the whole generation, seconds to the first token, and the tokens."""
-    greedy = SamplingParams(temperature=0)
+    """Seconds for the whole batch-1 generation, seconds to the first token, and the tokens."""
     t0 = time.perf_counter()
-    tokens = generate_tokens(model, prompt, max_new_tokens=new_tokens, params=greedy)
+    tokens = generate_tokens(model, Request(prompt, new_tokens, params=GREEDY))
     out = [next(tokens)]
     ttft = time.perf_counter() - t0
     out.extend(tokens)
     return time.perf_counter() - t0, ttft, out
 
 
-def time_hf(model: transformers.PreTrainedModel, prompt: list[int], new_tokens: int) -> tuple[float, list[int]]:
-    """Seconds for the whole generation, and the tokens."""
-    idx = torch.tensor([prompt])  # (1, T)
+def time_scheduler(model: GPT, prompts: list[list[int]], new_tokens: int) -> tuple[float, list[list[int]]]:
+    """Seconds for the Scheduler to generate `new_tokens` tokens for every prompt at once, and the tokens."""
+    scheduler = Scheduler(model, max_batch_size=len(prompts))
+    t0 = time.perf_counter()
+    completions = [scheduler.submit(Request(p, new_tokens, params=GREEDY))[0] for p in prompts]
+    scheduler.run()
+    return time.perf_counter() - t0, [c.token_ids for c in completions]
+
+
+def time_hf(
+    model: transformers.PreTrainedModel, prompts: list[list[int]], new_tokens: int
+) -> tuple[float, list[list[int]]]:
+    """Seconds for `generate` on the prompts as one left-padded batch (pad id 0), and the new tokens."""
+    width = max(map(len, prompts))
+    idx = torch.tensor([[0] * (width - len(p)) + p for p in prompts])  # (B, T)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])  # (B, T)
     t0 = time.perf_counter()
     out = model.generate(
-        idx,
-        attention_mask=torch.ones_like(idx),
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        do_sample=False,
+        idx, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
     )
-    return time.perf_counter() - t0, out[0, idx.shape[1] :].tolist()
+    return time.perf_counter() - t0, out[:, width:].tolist()
 
 
 def leading_matches(a: list[int], b: list[int]) -> int:
@@ -130,40 +208,32 @@ def leading_matches(a: list[int], b: list[int]) -> int:
     return n
 
 
-@torch.inference_mode()
-def bench_dtype(name: str, ckpt_dir: str, dtype_name: str, prompt: list[int], args: argparse.Namespace) -> list[Row]:
-    """Rows for one model in one dtype: transformers and litllm runs alternate, so both see the same load."""
-    dtype = DTYPES[dtype_name]
-    hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt_dir, dtype=dtype).eval()
-    # no stopping on eos: both sides produce exactly new_tokens greedy tokens
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = 0
-    model = load_checkpoint(ckpt_dir, dtype=dtype)
-    variants: list[tuple[str, GPT]] = [("", model)]
-    if args.compile:
-        variants.append((" +compile", compiled(model)))
+def peak_memory(ckpt_dir: str, dtype_name: str, prompt: list[int], new_tokens: int, threads: int) -> int:
+    """Run in a fresh process: the peak rise of resident memory over its level after loading the model, while
+    generating at batch 1 (psutil's RSS sampled every millisecond)."""
+    torch.set_num_threads(threads)
+    model = load_checkpoint(ckpt_dir, dtype=DTYPES[dtype_name])
+    gc.collect()
+    if sys.platform == "linux":  # hand freed heap back, so that generating cannot hide in loading's leftovers
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    process = psutil.Process()
+    base = peak = process.memory_info().rss
+    done = threading.Event()
 
-    hf_tokens = time_hf(hf, prompt, args.new_tokens)[1]  # warm-up
-    for _, m in variants:
-        time_litllm(m, prompt, args.new_tokens)  # warm-up (and compilation)
-    hf_seconds: list[float] = []
-    lit_runs: dict[str, list[tuple[float, float, list[int]]]] = {suffix: [] for suffix, _ in variants}
-    for _ in range(args.repeats):
-        hf_seconds.append(time_hf(hf, prompt, args.new_tokens)[0])
-        for suffix, m in variants:
-            lit_runs[suffix].append(time_litllm(m, prompt, args.new_tokens))
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.001):
+            peak = max(peak, process.memory_info().rss)
 
-    hf_tps = args.new_tokens / pick(hf_seconds, args.stat)
-    weight_bytes = weight_bytes_per_token(model)
-    rows = []
-    for suffix, runs in lit_runs.items():
-        lit_tps = args.new_tokens / pick([t for t, _, _ in runs], args.stat)
-        ttft = pick([f for _, f, _ in runs], args.stat)
-        matching = leading_matches(runs[0][2], hf_tokens)
-        row = Row(name, dtype_name + suffix, hf_tps, lit_tps, weight_bytes, ttft * 1e3, matching, args.new_tokens)
-        rows.append(row)
-        print(f"  {name} {row.dtype}: transformers {hf_tps:.1f} tok/s, litllm {lit_tps:.1f} tok/s", file=sys.stderr)
-    return rows
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with torch.inference_mode():
+            time_litllm(model, prompt, new_tokens)
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak, process.memory_info().rss) - base
 
 
 def compiled(model: GPT) -> GPT:
@@ -177,18 +247,133 @@ def pick(seconds: list[float], stat: str) -> float:
     return min(seconds) if stat == "best" else statistics.median(seconds)
 
 
+def alternate(
+    run_hf: Callable[[], H], run_lit: Callable[[GPT], L], variants: list[tuple[str, GPT]], repeats: int
+) -> tuple[H, list[H], dict[str, list[L]]]:
+    """One warm-up of each side, then `repeats` rounds of transformers and every litllm variant in turn, so that
+    all see the same machine load: transformers' warm-up result, its timed results, and litllm's by variant."""
+    warm = run_hf()
+    for _, m in variants:
+        run_lit(m)  # warm-up (and compilation)
+    hf_runs: list[H] = []
+    lit_runs: dict[str, list[L]] = {label: [] for label, _ in variants}
+    for _ in range(repeats):
+        hf_runs.append(run_hf())
+        for label, m in variants:
+            lit_runs[label].append(run_lit(m))
+    return warm, hf_runs, lit_runs
+
+
+@torch.inference_mode()
+def bench_dtype(
+    name: str, ckpt_dir: str, dtype_name: str, prompt: list[int], prompts: list[list[int]], args: argparse.Namespace
+) -> tuple[list[Row], list[BatchRow]]:
+    """Both tables' rows for one model in one dtype; transformers and litllm runs alternate, so both see the same
+    load. Batch B of the batching table runs the first B of `prompts`."""
+    dtype, n = DTYPES[dtype_name], args.new_tokens
+    hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt_dir, dtype=dtype).eval()
+    # no stopping on eos: both sides produce exactly new_tokens greedy tokens
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+    model = load_checkpoint(ckpt_dir, dtype=dtype)
+    variants: list[tuple[str, GPT]] = [(dtype_name, model)]
+    if args.compile:
+        variants.append((dtype_name + " +compile", compiled(model)))
+
+    warm, hf_runs, lit_runs = alternate(
+        lambda: time_hf(hf, [prompt], n), lambda m: time_litllm(m, prompt, n), variants, args.repeats
+    )
+    hf_tokens, hf_tps = warm[1][0], n / pick([t for t, _ in hf_runs], args.stat)
+    read, weights = weight_bytes_per_token(model), weight_bytes(model)
+    rows = []
+    for label, runs in lit_runs.items():
+        lit_tps = n / pick([t for t, _, _ in runs], args.stat)
+        ttft = pick([f for _, f, _ in runs], args.stat)
+        matching = leading_matches(runs[0][2], hf_tokens)
+        rows.append(Row(name, label, hf_tps, lit_tps, read, ttft * 1e3, matching, n, weights))
+        print(f"  {name} {label} batch 1: transformers {hf_tps:.1f} tok/s, litllm {lit_tps:.1f}", file=sys.stderr)
+    for row in rows[1:]:
+        row.eager_tps = rows[0].lit_tps
+    if args.memory:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows[0].peak = weights + pool.submit(peak_memory, ckpt_dir, dtype_name, prompt, n, args.threads).result()
+
+    batch_rows = [row for b in args.batches for row in bench_batch(name, hf, variants, prompts[:b], args)]
+    base = {r.dtype: r.lit_tps for r in batch_rows if r.batch == 1}
+    for r in batch_rows:
+        r.base_tps = base.get(r.dtype)
+    return rows, batch_rows
+
+
+def bench_batch(
+    name: str,
+    hf: transformers.PreTrainedModel,
+    variants: list[tuple[str, GPT]],
+    prompts: list[list[int]],
+    args: argparse.Namespace,
+) -> list[BatchRow]:
+    """Batching-table rows for one batch of prompts: generated tokens / wall seconds, after one warm-up."""
+    n = args.new_tokens
+    warm, hf_runs, lit_runs = alternate(
+        lambda: time_hf(hf, prompts, n), lambda m: time_scheduler(m, prompts, n), variants, args.repeats
+    )
+    hf_tokens, hf_tps, rows = warm[1], len(prompts) * n / pick([t for t, _ in hf_runs], args.stat), []
+    for label, runs in lit_runs.items():
+        tokens = runs[0][1]
+        lit_tps = sum(map(len, tokens)) / pick([t for t, _ in runs], args.stat)
+        equal = sum(a == b for a, b in zip(tokens, hf_tokens, strict=True))
+        rows.append(BatchRow(name, label, len(prompts), lit_tps, hf_tps, equal))
+        print(
+            f"  {name} {label} batch {len(prompts)}: transformers {hf_tps:.1f} tok/s, litllm {lit_tps:.1f}",
+            file=sys.stderr,
+        )
+    for row in rows[1:]:
+        row.eager_tps = rows[0].lit_tps
+    return rows
+
+
+def mixed_prompts(vocab_size: int, count: int, seed: int) -> list[list[int]]:
+    """`count` random prompts with lengths drawn uniformly from PROMPT_LENGTHS; the i-th does not depend on count."""
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = PROMPT_LENGTHS
+    prompts = []
+    for _ in range(count):
+        length = int(torch.randint(lo, hi + 1, (), generator=gen))
+        prompts.append(torch.randint(vocab_size, (length,), generator=gen).tolist())
+    return prompts
+
+
+def verdict(checks: list[tuple[bool, str]]) -> str:
+    return "PASS" if all(ok for ok, _ in checks) else "FAIL"
+
+
 HEADER = (
     f"{'model':<12} | {'dtype':<18} | {'transformers tok/s':>18} | {'litllm tok/s':>12} | {'ratio':>5} | "
-    f"{'ceiling tok/s':>13} | {'litllm % of ceiling':>19} | {'TTFT ms':>7} | tokens equal"
+    f"{'ceiling tok/s':>13} | {'litllm % of ceiling':>19} | {'TTFT ms':>7} | {'peak MiB':>8} | "
+    f"{'x weights':>9} | {'targets':<7} | tokens equal"
+)
+BATCH_HEADER = (
+    f"{'model':<12} | {'dtype':<18} | {'batch':>5} | {'litllm tok/s':>12} | {'x batch 1':>9} | "
+    f"{'transformers tok/s':>18} | {'ratio':>5} | {'targets':<7} | sequences equal"
 )
 
 
 def format_row(r: Row, bandwidth: float) -> str:
-    ceiling = bandwidth / r.weight_bytes
+    ceiling = bandwidth / r.read_bytes
     equal = "yes" if r.matching == r.new_tokens else f"first {r.matching}/{r.new_tokens}"
+    peak = f"{r.peak / 2**20:>8.0f} | {r.peak / r.weights:>9.2f}" if r.peak is not None else f"{'-':>8} | {'-':>9}"
     return (
         f"{r.model:<12} | {r.dtype:<18} | {r.hf_tps:>18.1f} | {r.lit_tps:>12.1f} | {r.ratio:>5.2f} | "
-        f"{ceiling:>13.1f} | {100 * r.lit_tps / ceiling:>18.0f}% | {r.ttft_ms:>7.0f} | {equal}"
+        f"{ceiling:>13.1f} | {100 * r.lit_tps / ceiling:>18.0f}% | {r.ttft_ms:>7.0f} | {peak} | "
+        f"{verdict(r.checks()):<7} | {equal}"
+    )
+
+
+def format_batch_row(r: BatchRow) -> str:
+    speedup = f"{r.speedup:>9.1f}" if r.speedup is not None else f"{'-':>9}"
+    return (
+        f"{r.model:<12} | {r.dtype:<18} | {r.batch:>5} | {r.lit_tps:>12.1f} | {speedup} | {r.hf_tps:>18.1f} | "
+        f"{r.ratio:>5.2f} | {verdict(r.checks()):<7} | {r.equal}/{r.batch}"
     )
 
 
@@ -196,16 +381,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
-    p.add_argument("--new-tokens", type=int, default=256)
-    p.add_argument("--prompt-tokens", type=int, default=32)
+    p.add_argument("--batches", nargs="*", type=int, default=[1, 4, 16], help="batching table's sizes (none: skip it)")
+    p.add_argument("--new-tokens", type=int, default=256, help="tokens generated per sequence")
+    p.add_argument("--prompt-tokens", type=int, default=32, help="prompt length of the batch-1 table")
     p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
     p.add_argument("--stat", choices=("best", "median"), default="best", help="which of the timed runs to report")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--compile", action="store_true", help="add a row with litllm's forward under torch.compile")
+    p.add_argument("--compile", action="store_true", help="add rows with litllm's forward under torch.compile")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True, help="measure batch-1 peak memory")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    if args.new_tokens < 1 or args.prompt_tokens < 1 or args.repeats < 1:
-        p.error("--new-tokens, --prompt-tokens and --repeats must be >= 1")
+    if min(args.new_tokens, args.prompt_tokens, args.repeats, *args.batches) < 1:
+        p.error("--new-tokens, --prompt-tokens, --repeats and --batches must be >= 1")
 
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
@@ -213,6 +400,7 @@ def main() -> None:
     # other processes on the machine lower the measured bandwidth: measure before every pair, keep the best
     bandwidth = 0.0
     rows: list[Row] = []
+    batch_rows: list[BatchRow] = []
     for name in args.models:
         torch.manual_seed(args.seed)
         hf_config = MODELS[name]()
@@ -221,24 +409,36 @@ def main() -> None:
             gc.collect()
             gen = torch.Generator().manual_seed(args.seed)
             prompt = torch.randint(hf_config.vocab_size, (args.prompt_tokens,), generator=gen).tolist()
+            prompts = mixed_prompts(hf_config.vocab_size, max(args.batches, default=0), args.seed)
             for dtype_name in args.dtypes:
                 bandwidth = max(bandwidth, read_bandwidth())
-                rows.extend(bench_dtype(name, ckpt_dir, dtype_name, prompt, args))
+                new_rows, new_batch_rows = bench_dtype(name, ckpt_dir, dtype_name, prompt, prompts, args)
+                rows.extend(new_rows)
+                batch_rows.extend(new_batch_rows)
                 gc.collect()
     bandwidth = max(bandwidth, read_bandwidth())
 
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads, "
-        f"read bandwidth {bandwidth / 1e9:.1f} GB/s; batch 1, greedy, {args.prompt_tokens}-token prompt, "
-        f"{args.new_tokens} new tokens, {args.stat} of {args.repeats} runs after one warm-up\n"
+        f"read bandwidth {bandwidth / 1e9:.1f} GB/s; greedy, {args.new_tokens} new tokens per sequence, "
+        f"{args.stat} of {args.repeats} runs after one warm-up\n"
     )
+    print(f"Batch 1, {args.prompt_tokens}-token prompt")
     print(HEADER)
     for r in rows:
         print(format_row(r, bandwidth))
+    if batch_rows:
+        lo, hi = PROMPT_LENGTHS
+        print(f"\nBatching: Scheduler vs left-padded generate, prompts of {lo}-{hi} tokens (seed {args.seed})")
+        print(BATCH_HEADER)
+        for r in batch_rows:
+            print(format_batch_row(r))
     print()
-    for r in rows:
-        verdict = "PASS" if r.ratio >= TARGET else "FAIL"
-        print(f"{verdict} {r.model} {r.dtype}: litllm {r.ratio:.2f}x transformers (target >= {TARGET}x)")
+    for r in [*rows, *batch_rows]:
+        table = f"batching table, batch {r.batch}" if isinstance(r, BatchRow) else "batch-1 table"
+        where = f"{r.model} {r.dtype}, {table}"
+        for ok, what in r.checks():
+            print(f"{'PASS' if ok else 'FAIL'} {where}: litllm {what}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from litllm.api import LLM
-    from litllm.config import Config
+    from litllm.config import Config, UnknownModelError
+    from litllm.schema import schema_dsl
 
 
 def __getattr__(name: str) -> Any:
@@ -17,11 +18,30 @@ def __getattr__(name: str) -> Any:
         from litllm.api import LLM
 
         return LLM
-    if name == "Config":
-        from litllm.config import Config
+    if name in ("Config", "UnknownModelError"):
+        import litllm.config
 
-        return Config
+        return getattr(litllm.config, name)
+    if name in MODEL_API:
+        import litllm.model_api
+
+        return getattr(litllm.model_api, name)
+    if name == "schema_dsl":
+        from litllm.schema import schema_dsl
+
+        return schema_dsl
     raise AttributeError(f"module 'litllm' has no attribute {name!r}")
 
 
-__all__ = ["LLM", "Config", "__version__"]
+# the llm-style API over the local model registry (litllm/model_api.py)
+MODEL_API = (
+    "get_model",
+    "get_async_model",
+    "get_models",
+    "set_alias",
+    "remove_alias",
+    "set_default_model",
+    "get_default_model",
+)
+
+__all__ = ["LLM", "Config", "UnknownModelError", "__version__", "schema_dsl", *MODEL_API]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterator
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -18,8 +21,9 @@ from litllm.checkpoint import (
     save_checkpoint,
 )
 from litllm.config import Config, UnknownModelError, named_configs
-from litllm.engine import SamplingParams, generate_tokens
+from litllm.engine import Completion, Request, SamplingParams, Scheduler, TextStream
 from litllm.model import GPT
+from litllm.prompts import ChatFormat, PromptStyle, load_prompt_style, render_for_completion, stop_sequences
 from litllm.tokenizer import Tokenizer
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -28,10 +32,15 @@ REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 class LLM:
     """A `GPT`, its `Tokenizer` and its `Config`, ready to generate."""
 
+    max_batch_size = 64  # rows decoded together; longer lists of prompts join as rows finish
+
     def __init__(self, model: GPT, tokenizer: Tokenizer, checkpoint_dir: Path | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.checkpoint_dir = checkpoint_dir
+        self._chat_format: ChatFormat | None = None
+        self._on_first_token: Any = None
+        self._last_run_tokens = 0
         check_vocab_fits(tokenizer, model.config)
 
     @property
@@ -83,48 +92,339 @@ class LLM:
 
     def generate(
         self,
-        prompt: str,
+        prompt: str | list[str],
+        sys_prompt: str | None = None,
         max_new_tokens: int = 50,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float = 1.0,
-        stream: bool = False,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
         seed: int | None = None,
-    ) -> str | Iterator[str]:
-        """The continuation of `prompt`; with stream=True an iterator of text pieces as they are decoded."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        if not prompt:
-            raise ValueError("prompt is empty")
-        params = SamplingParams(temperature, top_k, top_p)
-        ids = self.tokenizer.encode(prompt)
-        limit = self.config.block_size
-        if len(ids) >= limit:
-            raise ValueError(f"prompt is {len(ids)} tokens long; the model's context is {limit} tokens")
-        max_new_tokens = min(max_new_tokens, limit - len(ids)) if max_new_tokens >= 1 else max_new_tokens
-        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-        tokens = generate_tokens(self.model, ids, max_new_tokens, params, self.tokenizer.stop_ids, generator)
-        pieces = self.stream_text(tokens)
-        return pieces if stream else "".join(pieces)
+        stop: str | list[str] | None = None,
+        stream: bool = False,
+        return_as_token_ids: bool = False,
+        num_samples: int = 1,
+        logprobs: bool = False,
+        schema: dict | type | str | None = None,
+    ) -> Any:
+        """Continue `prompt`; a list of prompts is generated as one batch and gives a list back.
 
-    def stream_text(self, tokens: Iterator[int]) -> Iterator[str]:
-        """Text pieces for a stream of token ids: whole UTF-8 characters only, stop tokens left out."""
-        decoder = self.tokenizer.stream_decoder()
-        stop = set(self.tokenizer.stop_ids)
-        for token in tokens:
-            if token in stop:
-                break
-            piece = decoder.push(token)
-            if piece:
-                yield piece
-        tail = decoder.flush()
-        if tail:
-            yield tail
+        sys_prompt: treat the prompt as a user message in a chat with this system message.
+        stream=True (one prompt): a `TextStream` of text pieces as they are decoded.
+        return_as_token_ids: the generated token ids instead of text.
+        num_samples > 1: a list of that many samples of each prompt, which share one prefill.
+        logprobs=True: a `Generation` (text, token ids, their log-probabilities, finish reason) per sample.
+        schema: a JSON schema (dict), a pydantic model class or an `llm` schema DSL string; the output is JSON
+        that validates against it.
+        Sampling: temperature 0 is greedy; seed makes a request repeatable whatever else runs in its batch.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise TypeError(f"prompt must be a string or a non-empty list of strings, got {_describe(prompt)}")
+        if sys_prompt is not None:
+            messages = [[{"role": "system", "content": sys_prompt}, {"role": "user", "content": p}] for p in prompts]
+            ids = [self._chat_ids(m) for m in messages]
+            stop_ids, stop_strings = self._chat_stops()
+        else:
+            ids = [self._encode_prompt(p) for p in prompts]
+            stop_ids, stop_strings = self._completion_stops()
+        options = dict(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+            stop=stop,
+            num_samples=num_samples,
+            logprobs=logprobs,
+            schema=schema,
+        )
+        requests = [self.make_request(i, stop_ids, stop_strings, **options) for i in ids]
+        if stream:
+            return self._stream(requests, prompt)
+        results = [self._results(group, return_as_token_ids, logprobs) for group in self._run(requests)]
+        if num_samples == 1:
+            results = [r[0] for r in results]
+        return results[0] if isinstance(prompt, str) else results
+
+    def chat(self, messages: str | list[dict[str, str]], stream: bool = False, **options: Any) -> Any:
+        """The assistant's reply to a conversation, rendered with the checkpoint's chat format.
+
+        messages: [{"role": "system" | "user" | "assistant", "content": str}, ...], or one user message as a string.
+        Takes `generate`'s sampling options; stream=True gives a `TextStream`.
+        """
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        if "sys_prompt" in options:
+            raise TypeError("chat() takes the system prompt as the first message, not sys_prompt=")
+        request = self.chat_request(messages, **options)
+        if stream:
+            return self._stream([request], "")
+        results = self._results(self._run([request])[0], options.get("return_as_token_ids", False), request.logprobs)
+        return results if request.num_samples > 1 else results[0]
+
+    def chat_request(self, messages: list[dict[str, str]], **options: Any) -> Request:
+        """The engine request for the assistant's reply to `messages` (what `chat` runs)."""
+        stop_ids, stop_strings = self._chat_stops()
+        return self.make_request(self._chat_ids(messages), stop_ids, stop_strings, **options)
+
+    def completion_request(self, prompt: str, **options: Any) -> Request:
+        """The engine request for a plain continuation of `prompt` (what `generate` runs)."""
+        stop_ids, stop_strings = self._completion_stops()
+        return self.make_request(self._encode_prompt(prompt), stop_ids, stop_strings, **options)
+
+    def conversation(self, system: str | None = None) -> Conversation:
+        """A chat that keeps its history: `conversation.send("...")` returns the reply and remembers both."""
+        return Conversation(self, system)
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens `text` encodes to (with BOS when the tokenizer adds one)."""
+        return len(self.tokenizer.encode(text))
+
+    def benchmark(self, num_iterations: int = 1, **generate_kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
+        """Run `generate` num_iterations times: the outputs and, per iteration, seconds, time to first token,
+        tokens/s, and the peak memory in GB (the GPU's allocator, or the process's peak resident size on CPU)."""
+        if not isinstance(num_iterations, int) or num_iterations < 1:
+            raise ValueError(f"num_iterations must be an integer >= 1, got {num_iterations!r}")
+        if generate_kwargs.get("stream"):
+            raise ValueError("benchmark() measures whole generations: leave out stream=True")
+        outputs, stats = [], {"seconds": [], "time_to_first_token": [], "tokens_per_sec": []}
+        for _ in range(num_iterations):
+            first: list[float] = []
+            start = time.perf_counter()
+            self._on_first_token = lambda first=first: first.append(time.perf_counter())
+            output = self.generate(**generate_kwargs)
+            seconds = time.perf_counter() - start
+            outputs.append(output)
+            stats["seconds"].append(seconds)
+            stats["time_to_first_token"].append(first[0] - start if first else float("nan"))
+            stats["tokens_per_sec"].append(self._last_run_tokens / seconds)
+        stats["peak_memory_gb"] = peak_memory_bytes(self.device) / 1e9
+        return outputs, stats
+
+    def distribute(
+        self,
+        accelerator: str = "auto",
+        devices: int = 1,
+        precision: str | None = None,
+        quantize: str | None = None,
+        compile: bool = False,
+    ) -> LLM:
+        """Move the model to a device, cast it (precision "32-true", "bf16-true", "16-true" or a dtype name),
+        quantize its transformer layers with bitsandbytes ("bnb.nf4", "bnb.int8"), and optionally compile it."""
+        if accelerator not in ("auto", "cpu", "cuda", "gpu"):
+            raise ValueError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu', got {accelerator!r}")
+        if devices != 1:
+            raise ValueError(f"devices={devices!r}: LLM generates on one device; `litllm serve` runs a copy per device")
+        if accelerator == "auto":
+            device = default_device()
+        else:
+            device = torch.device("cpu" if accelerator == "cpu" else "cuda")
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"accelerator={accelerator!r} but no CUDA device is available")
+        dtype = precision_dtype(precision) if precision is not None else None
+        self.model.to(device=device, dtype=dtype)
+        if quantize is not None:
+            from litllm.quantize import quantize_model
+
+            quantize_model(self.model, quantize)
+        if compile:
+            self.model.forward = torch.compile(self.model.forward, dynamic=True)
+        return self
 
     def save(self, out_dir: str | Path) -> Path:
         """Write a litllm checkpoint directory that `LLM.load` reads back identically."""
+        from litllm.quantize import is_quantized
+
+        if is_quantized(self.model):
+            raise ValueError("a quantized model cannot be saved; save before distribute(quantize=...)")
         out = save_checkpoint(self.model, out_dir, tokenizer_dir=self.tokenizer.checkpoint_dir)
+        if isinstance(self.chat_format, PromptStyle) and self.chat_format.name != "plain":
+            self.chat_format.save(out / "prompt_style.yaml")
         return out
+
+    @property
+    def chat_format(self) -> ChatFormat:
+        """The checkpoint's chat format: its prompt_style.yaml, else its Jinja chat template, else plain text."""
+        if self._chat_format is None:
+            source = self.checkpoint_dir or self.tokenizer.checkpoint_dir
+            self._chat_format = load_prompt_style(source) if source is not None else PromptStyle.from_name("plain")
+        return self._chat_format
+
+    @chat_format.setter
+    def chat_format(self, style: ChatFormat | str) -> None:
+        self._chat_format = PromptStyle.from_name(style) if isinstance(style, str) else style
+
+    # -- the pieces under generate and chat --
+
+    def _encode_prompt(self, prompt: str) -> list[int]:
+        if not prompt:
+            raise ValueError("prompt is empty")
+        return self.tokenizer.encode(prompt)
+
+    def _chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        return render_for_completion(messages, self.tokenizer, self.chat_format)
+
+    def _completion_stops(self) -> tuple[list[int], list[str]]:
+        ids = list(self.tokenizer.stop_ids)
+        if self.tokenizer.eos_id is not None and self.tokenizer.eos_id not in ids:
+            ids.append(self.tokenizer.eos_id)
+        return ids, []
+
+    def _chat_stops(self) -> tuple[list[int], list[str]]:
+        return stop_sequences(self.chat_format, self.tokenizer)
+
+    def make_request(
+        self,
+        ids: list[int],
+        stop_ids: list[int],
+        stop_strings: list[str],
+        max_new_tokens: int = 50,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
+        seed: int | None = None,
+        stop: str | list[str] | None = None,
+        num_samples: int = 1,
+        logprobs: bool = False,
+        schema: dict | type | str | None = None,
+        return_as_token_ids: bool = False,
+    ) -> Request:
+        """A validated engine request for prompt token ids; max_new_tokens shrinks to the room left in the context."""
+        params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
+        limit = self.config.block_size
+        if len(ids) >= limit:
+            raise ValueError(f"prompt is {len(ids)} tokens long; the model's context is {limit} tokens")
+        if isinstance(max_new_tokens, int) and not isinstance(max_new_tokens, bool) and max_new_tokens >= 1:
+            max_new_tokens = min(max_new_tokens, limit - len(ids))
+        if stop is None:
+            stop = []
+        elif isinstance(stop, str):
+            stop = [stop]
+        elif not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+            raise TypeError(f"stop must be a string or a list of strings, got {stop!r}")
+        constraint = None
+        if schema is not None:
+            from litllm.schema import JSONConstraint, resolve_schema
+
+            resolved = resolve_schema(schema)
+            tokenizer, vocab, ends = self.tokenizer, self.config.vocab_size, stop_ids
+
+            def constraint() -> JSONConstraint:
+                return JSONConstraint(resolved, tokenizer, ends, vocab_size=vocab)
+
+        return Request(
+            ids,
+            max_new_tokens,
+            params,
+            seed=seed,
+            stop=[*stop_strings, *stop],
+            stop_ids=stop_ids,
+            num_samples=num_samples,
+            logprobs=logprobs,
+            constraint=constraint,
+        )
+
+    def _scheduler(self, rows: int) -> Scheduler:
+        return Scheduler(self.model, self.tokenizer, max_batch_size=max(1, min(rows, self.max_batch_size)))
+
+    def _run(self, requests: list[Request]) -> list[list[Completion]]:
+        """Generate every request to its end, in one continuously refilled batch."""
+        scheduler = self._scheduler(sum(r.num_samples for r in requests))
+        groups = [scheduler.submit(r) for r in requests]
+        on_first, self._on_first_token = self._on_first_token, None
+        while scheduler.busy:
+            scheduler.step()
+            if on_first is not None and any(c.token_ids for g in groups for c in g):
+                on_first()
+                on_first = None
+        self._last_run_tokens = sum(len(c.token_ids) for g in groups for c in g)
+        return groups
+
+    def _stream(self, requests: list[Request], prompt: Any) -> TextStream:
+        if len(requests) != 1 or requests[0].num_samples != 1:
+            raise ValueError("stream=True takes one prompt and num_samples=1; pass a list without stream=True")
+        scheduler = self._scheduler(1)
+        (completion,) = scheduler.submit(requests[0])
+        return TextStream(scheduler, completion)
+
+    @staticmethod
+    def _results(completions: list[Completion], token_ids: bool, logprobs: bool) -> list[Any]:
+        if logprobs:
+            return [Generation.of(c) for c in completions]
+        return [list(c.token_ids) if token_ids else c.text for c in completions]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated sample with its details."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str | None
+    prompt_tokens: int
+
+    @classmethod
+    def of(cls, c: Completion) -> Generation:
+        return cls(c.text, list(c.token_ids), list(c.logprobs), c.finish_reason, c.prompt_tokens)
+
+
+class Conversation:
+    """A chat with an `LLM` that remembers what was said."""
+
+    def __init__(self, llm: LLM, system: str | None = None) -> None:
+        self.llm = llm
+        self.messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+
+    def send(self, text: str, stream: bool = False, **options: Any) -> Any:
+        """Add a user message and return the assistant's reply (a `TextStream` with stream=True)."""
+        messages = [*self.messages, {"role": "user", "content": text}]
+        if not stream:
+            reply = self.llm.chat(messages, **options)
+            self.messages = [*messages, {"role": "assistant", "content": reply}]
+            return reply
+        pieces = self.llm.chat(messages, stream=True, **options)
+
+        def remember(done: TextStream) -> None:
+            self.messages = [*messages, {"role": "assistant", "content": done.text}]
+
+        pieces.on_finish = remember
+        return pieces
+
+    def reset(self) -> None:
+        """Forget everything but the system message."""
+        self.messages = [m for m in self.messages if m["role"] == "system"]
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this process: the CUDA allocator's peak, or on CPU the peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss * (1 if sys.platform == "darwin" else 1024)  # macOS reports bytes, Linux KiB
+
+
+PRECISIONS = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16}
+
+
+def precision_dtype(precision: str) -> torch.dtype:
+    if precision in PRECISIONS:
+        return PRECISIONS[precision]
+    if precision in DTYPES:
+        return DTYPES[precision]
+    raise ValueError(f"unknown precision {precision!r}; accepted: {', '.join([*PRECISIONS, *DTYPES])}")
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"[:120]
 
 
 def default_device() -> torch.device:
@@ -155,6 +455,10 @@ def resolve_checkpoint(source: str) -> Path:
     if path.exists():
         detect_format(path)
         return path
+    from litllm.registry import lookup
+
+    with contextlib.suppress(UnknownModelError):  # a name or alias of the local model registry
+        return lookup(source).path
     repo_id = source
     if not REPO_ID.match(source):
         try:
@@ -185,4 +489,4 @@ def check_vocab_fits(tokenizer: Tokenizer, config: Config) -> None:
         )
 
 
-__all__ = ["LLM", "named_configs"]
+__all__ = ["LLM", "Conversation", "Generation", "named_configs"]

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from litllm.config import Config
+from litllm.registry import litllm_home
 
 WEIGHTS = "model.safetensors"
 CONFIG = "model_config.yaml"
@@ -1087,11 +1088,6 @@ def deinterleave_litgpt_qkv(t: torch.Tensor, config: Config) -> torch.Tensor:
 
 class HubError(RuntimeError):
     """The Hub could not be reached, or the repository is missing or gated."""
-
-
-def litllm_home() -> Path:
-    """Where litllm keeps downloaded and converted checkpoints: $LITLLM_HOME, default ~/.cache/litllm."""
-    return Path(os.environ.get("LITLLM_HOME") or Path.home() / ".cache" / "litllm")
 
 
 def cached_checkpoint_dir(repo_id: str) -> Path:

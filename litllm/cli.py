@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 from litllm.config import UnknownModelError
+from litllm.serve.client import ClientCLI
 
 
 def download(
@@ -77,41 +78,204 @@ def generate(
     temperature: float = 0.8,
     top_k: Optional[int] = None,
     top_p: float = 1.0,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
     seed: Optional[int] = None,
+    stop: Optional[list[str]] = None,
+    num_samples: int = 1,
+    system: Optional[str] = None,
     stream: bool = False,
     init: Literal["pretrained", "random"] = "pretrained",
     tokenizer_dir: Optional[Path] = None,
     device: Optional[str] = None,
     dtype: Optional[str] = None,
+    quantize: Optional[str] = None,
 ) -> None:
     """Generate a continuation of a prompt.
 
     Args:
-        source: Checkpoint directory, Hub repo id, or model name (with --init random).
+        source: Checkpoint directory, Hub repo id, registered model name, or model name (with --init random).
         prompt: Text to continue.
         max_new_tokens: Most tokens to generate.
         temperature: Sampling temperature; 0 is greedy.
         top_k: Sample among the k most likely tokens only.
         top_p: Sample among the most likely tokens whose probabilities add up to top_p.
+        min_p: Drop tokens less likely than min_p times the most likely one.
+        repetition_penalty: Above 1 makes tokens already in the text less likely.
         seed: Random seed for reproducible sampling.
+        stop: Strings that end the generation (--stop '["\\n\\n", "###"]').
+        num_samples: Samples of the prompt to draw (they share one prefill); printed one after another.
+        system: Treat the prompt as a user message in a chat with this system message.
         stream: Print text as it is generated.
         init: `pretrained` loads weights; `random` builds a named config with fresh weights.
         tokenizer_dir: Tokenizer folder (needed with --init random).
         device: cpu, cuda, cuda:1, ... (default: cuda if available).
         dtype: float32, bfloat16 or float16 (default: the checkpoint's).
+        quantize: bnb.nf4 or bnb.int8: quantize the transformer layers with bitsandbytes.
     """
-    from litllm.api import LLM
-
     if prompt is None:
         raise ValueError("--prompt is required: the text to continue")
-    llm = LLM.load(source, init=init, tokenizer_dir=tokenizer_dir, device=device, dtype=dtype)
-    kwargs = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    if stream:
+    llm = load_for_inference(source, init, tokenizer_dir, device, dtype, quantize)
+    kwargs = {**sampling_options(locals()), "stop": stop, "sys_prompt": system}
+    if stream and num_samples == 1:
         for piece in llm.generate(prompt, stream=True, **kwargs):
             print(piece, end="", flush=True)
         print()
-    else:
-        print(llm.generate(prompt, **kwargs))
+        return
+    samples = llm.generate(prompt, num_samples=num_samples, **kwargs)
+    for i, text in enumerate(samples if num_samples > 1 else [samples]):
+        if num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        print(text)
+
+
+def chat(
+    source: str,
+    system: Optional[str] = None,
+    max_new_tokens: int = 512,
+    temperature: float = 0.7,
+    top_k: Optional[int] = 50,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
+    seed: Optional[int] = None,
+    init: Literal["pretrained", "random"] = "pretrained",
+    tokenizer_dir: Optional[Path] = None,
+    device: Optional[str] = None,
+    dtype: Optional[str] = None,
+    quantize: Optional[str] = None,
+) -> None:
+    """Chat with a model in the terminal: replies stream, the conversation is remembered.
+
+    End a line with \\ to continue on the next one, or wrap a block in triple quotes (\"\"\").
+    /reset forgets the conversation, /exit (or Ctrl-D) leaves.
+
+    Args:
+        source: Checkpoint directory, Hub repo id, registered model name, or model name (with --init random).
+        system: System message that opens the conversation.
+        max_new_tokens: Most tokens per reply.
+        temperature: Sampling temperature; 0 is greedy.
+        top_k: Sample among the k most likely tokens only.
+        top_p: Sample among the most likely tokens whose probabilities add up to top_p.
+        min_p: Drop tokens less likely than min_p times the most likely one.
+        repetition_penalty: Above 1 makes tokens already in the text less likely.
+        seed: Random seed for reproducible sampling.
+        init: `pretrained` loads weights; `random` builds a named config with fresh weights.
+        tokenizer_dir: Tokenizer folder (needed with --init random).
+        device: cpu, cuda, cuda:1, ... (default: cuda if available).
+        dtype: float32, bfloat16 or float16 (default: the checkpoint's).
+        quantize: bnb.nf4 or bnb.int8: quantize the transformer layers with bitsandbytes.
+    """
+    from litllm.terminal_chat import run_chat
+
+    llm = load_for_inference(source, init, tokenizer_dir, device, dtype, quantize)
+    run_chat(llm, system, sampling_options(locals()))
+
+
+SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
+
+
+def sampling_options(arguments: dict) -> dict:
+    """The sampling flags among a command's arguments, as `LLM.generate` keywords."""
+    return {name: arguments[name] for name in SAMPLING}
+
+
+def serve(
+    source: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: Optional[str] = None,
+    max_batch_size: int = 16,
+    accelerator: str = "auto",
+    devices: int = 1,
+    precision: Optional[str] = None,
+    quantize: Optional[str] = None,
+    init: Literal["pretrained", "random"] = "pretrained",
+    tokenizer_dir: Optional[Path] = None,
+    max_seq_length: Optional[int] = None,
+    max_tokens: int = 256,
+    models_root: Optional[Path] = None,
+    runs_root: Optional[Path] = None,
+    log_level: str = "warning",
+) -> None:
+    """Serve a model over HTTP: OpenAI-compatible routes, a web chat page, and a control API (LitServe).
+
+    Routes: POST /v1/chat/completions, /v1/completions, GET /v1/models; POST /chat/completions (nanochat);
+    GET /health, /stats, /metrics; /api/status, /api/models, /api/load_model, /api/generate, /api/train;
+    GET / (chat page). Stop it with Ctrl-C or SIGTERM.
+
+    Args:
+        source: Checkpoint directory, Hub repo id, registered model name, or model name (with --init random).
+        host: Address to listen on: 127.0.0.1 (this machine only), 0.0.0.0 or :: (every interface).
+        port: Port to listen on (1024-65535).
+        api_key: Require `Authorization: Bearer KEY` on every route but /health (default: $LITLLM_API_KEY).
+        max_batch_size: Generations decoded together; more wait for a free row.
+        accelerator: auto, cpu or cuda.
+        devices: Number of devices, one model copy each.
+        precision: 32-true, bf16-true or 16-true (default: the checkpoint's dtype).
+        quantize: bnb.nf4 or bnb.int8: quantize the transformer layers with bitsandbytes.
+        init: `pretrained` loads weights; `random` builds a named config with fresh weights.
+        tokenizer_dir: Tokenizer folder (needed with --init random).
+        max_seq_length: Longest prompt + reply a row holds (default: the model's context).
+        max_tokens: Reply length when a request does not say.
+        models_root: Folder whose checkpoints /api/load_model may load (default: $LITLLM_HOME).
+        runs_root: Folder for training runs started by /api/train (default: ./runs).
+        log_level: debug, info, warning or error.
+    """
+    import os
+
+    from litllm.serve.server import build_server, run
+
+    check_serve_source(source, init, tokenizer_dir)
+    api_key = api_key or os.environ.get("LITLLM_API_KEY") or None
+    server, _ = build_server(
+        source,
+        api_key=api_key,
+        max_batch_size=max_batch_size,
+        accelerator=accelerator,
+        devices=devices,
+        precision=precision,
+        quantize=quantize,
+        init=init,
+        tokenizer_dir=None if tokenizer_dir is None else str(tokenizer_dir),
+        max_seq_length=max_seq_length,
+        models_root=models_root,
+        runs_root=runs_root,
+        default_max_tokens=max_tokens,
+    )
+    where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    print(f"litllm serve: {source} at {where} (chat page: {where}/, API: {where}/v1)", file=sys.stderr, flush=True)
+    run(server, host=host, port=port, log_level=log_level)
+
+
+def check_serve_source(source: str, init: str, tokenizer_dir: Optional[Path]) -> None:
+    """Fail before any process starts when the model cannot be found (a Hub id is downloaded here, once)."""
+    if init == "random":
+        from litllm.config import Config
+
+        Config.from_name(source)
+        if tokenizer_dir is None:
+            raise ValueError("--init random needs --tokenizer_dir: a folder with tokenizer.json or tokenizer.model")
+        return
+    from litllm.api import resolve_checkpoint
+
+    resolve_checkpoint(source)
+
+
+def load_for_inference(
+    source: str,
+    init: str,
+    tokenizer_dir: Optional[Path],
+    device: Optional[str],
+    dtype: Optional[str],
+    quantize: Optional[str],
+):
+    from litllm.api import LLM
+
+    llm = LLM.load(source, init=init, tokenizer_dir=tokenizer_dir, device=device, dtype=dtype)
+    if quantize is not None:
+        llm.distribute(accelerator=llm.device.type, quantize=quantize)
+    return llm
 
 
 def export(checkpoint: Path, out_dir: Path) -> None:
@@ -154,12 +318,100 @@ def tokenizer_train(
     print(f"saved to {path}")
 
 
+def models_list() -> None:
+    """List the local models: checkpoints downloaded to $LITLLM_HOME and directories registered by name."""
+    from litllm.registry import get_default_model, list_models
+
+    entries = list_models()
+    if not entries:
+        print("no models yet: `litllm download ORG/NAME` fetches one, `litllm models add NAME PATH` registers one")
+        return
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        aliases = f"  (aliases: {', '.join(e.aliases)})" if e.aliases else ""
+        print(f"{e.name:<{width}}  {e.source:<10}  {e.path}{aliases}")
+    if get_default_model():
+        print(f"default: {get_default_model()}")
+
+
+def models_add(name: str, path: Path) -> None:
+    """Register a checkpoint directory (a training run's final/, a converted model) under a name.
+
+    Args:
+        name: The name to use it by, like `tiny` or `me/tiny`.
+        path: The checkpoint directory (litllm, Hugging Face or LitGPT layout).
+    """
+    from litllm.registry import add
+
+    entry = add(name, path)
+    print(f"registered {entry.name} -> {entry.path}")
+
+
+def models_remove(name: str) -> None:
+    """Forget a registered model and its aliases; its files stay where they are.
+
+    Args:
+        name: A name given with `litllm models add`.
+    """
+    from litllm.registry import remove
+
+    remove(name)
+    print(f"removed {name}")
+
+
+def models_alias_set(alias: str, name: str) -> None:
+    """Give a model another name.
+
+    Args:
+        alias: The new name.
+        name: The model it stands for.
+    """
+    from litllm.registry import set_alias
+
+    set_alias(alias, name)
+    print(f"{alias} -> {name}")
+
+
+def models_alias_remove(alias: str) -> None:
+    """Forget an alias.
+
+    Args:
+        alias: An alias made with `litllm models alias set`.
+    """
+    from litllm.registry import remove_alias
+
+    remove_alias(alias)
+    print(f"removed alias {alias}")
+
+
+def models_default(name: str) -> None:
+    """Set the model used when none is named (`litllm models list` shows it).
+
+    Args:
+        name: A model name or alias.
+    """
+    from litllm.registry import set_default_model
+
+    set_default_model(name)
+    print(f"default model: {name}")
+
+
 COMMANDS = {
     "download": download,
     "convert": {"to_litllm": to_litllm, "to_hf": to_hf},
     "generate": generate,
+    "chat": chat,
+    "serve": serve,
+    "client": ClientCLI,
     "export": export,
     "tokenizer": {"train": tokenizer_train},
+    "models": {
+        "list": models_list,
+        "add": models_add,
+        "remove": models_remove,
+        "alias": {"set": models_alias_set, "remove": models_alias_remove},
+        "default": models_default,
+    },
 }
 TRAINING_COMMANDS = {
     "pretrain": "train a model from scratch (LightningCLI: --config recipe.yaml, --model.*, --data.*, --trainer.*)",

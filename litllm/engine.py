@@ -1,89 +1,539 @@
-"""Generation: sampling, and the decode loop over the model's KV cache."""
+"""Generation: sampling, stop conditions, and a continuous-batching decode loop over the model's KV cache.
+
+A `Scheduler` owns a KV cache of a few rows ("slots"). A request is prefilled on its own into a free slot, so its
+prompt meets the same arithmetic as when it runs alone, then decodes one token per step together with every other
+active row, each row at its own position. Rows finish independently and free their slot for the next waiting
+request: one loop serves `LLM.generate` over a list of prompts, streams, and the server's continuous batching.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from litllm.model import GPT
+from litllm.model import GPT, KVCache
+
+if TYPE_CHECKING:
+    from litllm.tokenizer import StreamDecoder, Tokenizer
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How the next token is chosen. temperature 0 is greedy."""
+    """How the next token is chosen. temperature 0 is greedy; top_k 0 or None and top_p 1 mean no limit."""
 
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+        if not _is_number(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature must be a number >= 0, got {self.temperature!r}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 0):
+        if self.top_k is not None and (not _is_number(self.top_k) or not isinstance(self.top_k, int) or self.top_k < 0):
             raise ValueError(f"top_k must be None or an integer >= 0 (0 = no limit), got {self.top_k!r}")
-        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not _is_number(self.min_p) or not 0 <= self.min_p < 1:
+            raise ValueError(f"min_p must be in [0, 1), got {self.min_p!r}")
+        if not _is_number(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be a number > 0 (1 = off), got {self.repetition_penalty!r}")
 
 
-def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Next token ids (B,) from last-position logits (B, V)."""
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None) -> torch.Tensor:
+    """Float32 logits (n, V) after the repetition penalty, temperature and the top-k / top-p / min-p filters."""
+    if params.repetition_penalty != 1.0 and seen is not None:
+        # tokens already in the text get less likely: positive logits are divided, negative ones multiplied
+        penalised = torch.where(logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
     if params.temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / params.temperature
+        return logits
+    logits = logits / params.temperature
     if params.top_k:
         k = min(params.top_k, logits.shape[-1])
-        kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (n, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if params.top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        probs = sorted_logits.softmax(dim=-1)
         # drop a token when the tokens ranked above it already cover top_p; the first always stays
-        drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= params.top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+        drop_sorted = probs.cumsum(dim=-1) - probs >= params.top_p
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    if params.min_p > 0:
+        probs = logits.softmax(dim=-1)
+        logits = logits.masked_fill(probs < params.min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
+    return logits
 
 
-@torch.inference_mode()
-def generate_tokens(
-    model: GPT,
-    prompt: Sequence[int] | torch.Tensor,
-    max_new_tokens: int,
-    params: SamplingParams = SamplingParams(),
-    stop_ids: Sequence[int] = (),
-    generator: torch.Generator | None = None,
-) -> Iterator[int]:
-    """Yield new token ids one at a time for a single prompt, decoding one token per step from the KV cache.
+def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Next token ids (n,) from processed logits (n, V)."""
+    if params.temperature == 0:
+        return logits.argmax(dim=-1)
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator).squeeze(-1)
 
-    A stop token is yielded and ends the generation.
+
+class Constraint(Protocol):
+    """Limits which tokens may come next (schema-constrained JSON, for one)."""
+
+    done: bool
+
+    def allowed(self, budget: int) -> torch.Tensor:
+        """Bool (V,) of the tokens that may come next, when at most `budget` more tokens may be generated."""
+
+    def advance(self, token_id: int) -> None: ...
+
+    def min_tokens(self) -> int: ...
+
+
+@dataclass
+class Request:
+    """One prompt to continue: its tokens, how to sample, when to stop, and how many samples to draw."""
+
+    prompt: Sequence[int]
+    max_new_tokens: int = 50
+    params: SamplingParams = SamplingParams()
+    seed: int | None = None
+    stop: Sequence[str] = ()
+    stop_ids: Sequence[int] = ()
+    num_samples: int = 1
+    logprobs: bool = False
+    constraint: Callable[[], Constraint] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prompt, torch.Tensor):
+            self.prompt = self.prompt.flatten().tolist()
+        self.prompt = [int(t) for t in self.prompt]
+        if not self.prompt:
+            raise ValueError("the prompt is empty: give at least one token")
+        if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if not isinstance(self.stop, (list, tuple)) or not all(isinstance(s, str) and s for s in self.stop):
+            raise TypeError(f"stop must be a string or a list of non-empty strings, got {self.stop!r}")
+        if not isinstance(self.num_samples, int) or self.num_samples < 1:
+            raise ValueError(f"num_samples must be an integer >= 1, got {self.num_samples!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise TypeError(f"seed must be an integer or None, got {self.seed!r}")
+
+
+@dataclass(eq=False)
+class Completion:
+    """One sample of a request as it is generated: its tokens, its text so far, and why it ended."""
+
+    request: Request
+    index: int
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None  # "stop", "length" or "cancelled"
+    pending: deque[str] = field(default_factory=deque)  # text pieces not yet taken by a reader
+    slot: int = -1
+    length: int = 0  # tokens in this row's cache
+    decoder: StreamDecoder | None = None
+    constraint: Constraint | None = None
+    held: str = ""  # text that may be the start of a stop string
+    seen: torch.Tensor | None = None  # (V,) bool: tokens of the prompt and the output, for the repetition penalty
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.request.prompt)
+
+    def emit(self, piece: str) -> bool:
+        """Adds decoded text; returns True when a stop string has appeared (the text ends before it)."""
+        held = self.held + piece
+        stops = self.request.stop
+        hits = [i for i in (held.find(s) for s in stops) if i >= 0]
+        if hits:
+            self._publish(held[: min(hits)])
+            self.held = ""
+            return True
+        # hold back the longest tail that could still grow into a stop string
+        keep = max((n for s in stops for n in range(1, min(len(s), len(held) + 1)) if held.endswith(s[:n])), default=0)
+        self._publish(held[: len(held) - keep])
+        self.held = held[len(held) - keep :]
+        return False
+
+    def _publish(self, text: str) -> None:
+        if text:
+            self.text += text
+            self.pending.append(text)
+
+
+class _Group:
+    """The completions of one request and the random generator they share."""
+
+    def __init__(self, request: Request, completions: list[Completion], device: torch.device) -> None:
+        self.request = request
+        self.completions = completions
+        self.generator = torch.Generator(device=device).manual_seed(request.seed) if request.seed is not None else None
+
+    def active(self) -> list[Completion]:
+        return [c for c in self.completions if not c.finished]
+
+
+class Scheduler:
+    """Continuous batching: requests wait for a free cache row, join the running batch, and leave when done.
+
+    Call `submit` to queue a request and `step` to advance every active row by one token.
     """
-    device = model.wte.weight.device
-    idx = torch.as_tensor(prompt, dtype=torch.long, device=device).view(1, -1)  # (1, T)
-    T = idx.shape[1]
-    if T == 0:
-        raise ValueError("the prompt is empty: give at least one token")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if T + max_new_tokens > model.config.block_size:
-        raise ValueError(
-            f"prompt of {T} tokens + max_new_tokens={max_new_tokens} exceeds the model's context of "
-            f"{model.config.block_size} tokens"
-        )
-    stop = set(stop_ids)
-    model.set_kv_cache(1, T + max_new_tokens)
-    try:
-        logits = model(idx, 0, last_only=True)  # (1, 1, V)
-        pos = T
-        for _ in range(max_new_tokens):
-            token = sample(logits[:, -1], params, generator)  # (1,)
-            token_id = int(token)
-            yield token_id
-            if token_id in stop or pos >= T + max_new_tokens - 1:
+
+    def __init__(
+        self,
+        model: GPT,
+        tokenizer: Tokenizer | None = None,
+        max_batch_size: int = 16,
+        max_seq_length: int | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.max_seq_length = min(max_seq_length or model.config.block_size, model.config.block_size)
+        self.device = model.wte.weight.device
+        self.vocab_size = model.config.vocab_size
+        self.waiting: deque[_Group] = deque()
+        self.groups: list[_Group] = []  # admitted requests with rows in the cache
+        self.slots: list[Completion | None] = []
+        self.caches: list[KVCache] = []
+
+    def submit(self, request: Request) -> list[Completion]:
+        """Queue a request; its completions fill in as `step` runs."""
+        n = len(request.prompt)
+        if n >= self.max_seq_length:
+            raise ValueError(f"prompt is {n} tokens long; the model's context is {self.max_seq_length} tokens")
+        if request.num_samples > self.max_batch_size:
+            raise ValueError(f"num_samples={request.num_samples} exceeds max_batch_size={self.max_batch_size}")
+        completions = [Completion(request, i) for i in range(request.num_samples)]
+        for c in completions:
+            if self.tokenizer is not None:
+                c.decoder = self.tokenizer.stream_decoder()
+            if request.constraint is not None:
+                c.constraint = request.constraint()
+                if c.constraint.min_tokens() > request.max_new_tokens:
+                    raise ValueError(
+                        f"max_new_tokens={request.max_new_tokens} is too small for the schema: its shortest valid "
+                        f"output takes {c.constraint.min_tokens()} tokens"
+                    )
+        self.waiting.append(_Group(request, completions, self.device))
+        return completions
+
+    def cancel(self, request: Request) -> None:
+        """Stop a request now, queued or running, and free its rows."""
+        for group in [*self.waiting, *self.groups]:
+            if group.request is request:
+                for c in group.active():
+                    self._finish(c, "cancelled")
+        self.waiting = deque(g for g in self.waiting if g.request is not request)
+        self.groups = [g for g in self.groups if g.active()]
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.groups)
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """Admit waiting requests into free rows (prefill), then decode one token for every active row."""
+        self._admit()
+        rows = [c for c in self.slots if c is not None and not c.finished]
+        if rows:
+            self._decode(rows)
+        self.groups = [g for g in self.groups if g.active()]
+        if not self.busy:
+            self.caches = []  # give the memory back between bursts of work
+            self.slots = []
+
+    def run(self) -> None:
+        """Step until every submitted request is done."""
+        while self.busy:
+            self.step()
+
+    def _admit(self) -> None:
+        while self.waiting:
+            group = self.waiting[0]
+            free = [i for i in range(self.max_batch_size) if i >= len(self.slots) or self.slots[i] is None]
+            if len(free) < len(group.completions):
                 return
-            logits = model(token.view(1, 1), pos)
-            pos += 1
-    finally:
-        model.clear_kv_cache()
+            self.waiting.popleft()
+            for c, slot in zip(group.completions, free, strict=False):
+                c.slot = slot
+            self._reserve(max(c.slot for c in group.completions) + 1, self._length_needed(group.request))
+            for c in group.completions:
+                self.slots[c.slot] = c
+            self.groups.append(group)
+            self._prefill(group)
+
+    def _length_needed(self, request: Request) -> int:
+        return min(len(request.prompt) + request.max_new_tokens, self.max_seq_length)
+
+    def _reserve(self, rows: int, length: int) -> None:
+        """Grow the cache (copying what it holds) to at least `rows` rows of `length` slots."""
+        self.slots += [None] * (rows - len(self.slots))
+        have_rows, have_len = (self.caches[0].k.shape[0], self.caches[0].k.shape[2]) if self.caches else (0, 0)
+        if rows <= have_rows and length <= have_len:
+            return
+        # grow geometrically so that a stream of requests reallocates a few times, not every time
+        new_rows = min(self.max_batch_size, max(rows, 2 * have_rows))
+        new_len = min(self.max_seq_length, max(length, 2 * have_len))
+        c, dtype = self.model.config, self.model.wte.weight.dtype
+        grown = []
+        for old in self.caches or [None] * c.n_layer:
+            new = KVCache.empty(new_rows, c.n_query_groups, new_len, c.head_size, self.device, dtype)
+            if old is not None:
+                new.k[:have_rows, :, :have_len] = old.k
+                new.v[:have_rows, :, :have_len] = old.v
+            grown.append(new)
+        self.caches = grown
+
+    def _prefill(self, group: _Group) -> None:
+        """Run the prompt once into the first row of the request, copy its cache to the others, sample each."""
+        request, completions = group.request, group.completions
+        first, n = completions[0].slot, len(request.prompt)
+        idx = torch.tensor([request.prompt], dtype=torch.long, device=self.device)  # (1, T)
+        self.model.kv_caches = [cache.rows(first, first + 1) for cache in self.caches]
+        try:
+            logits = self.model(idx, 0, last_only=True)[:, -1]  # (1, V)
+        finally:
+            self.model.kv_caches = None
+        for c in completions:
+            if c.slot != first:
+                for cache in self.caches:
+                    cache.k[c.slot, :, :n] = cache.k[first, :, :n]
+                    cache.v[c.slot, :, :n] = cache.v[first, :, :n]
+            c.length = n
+            if request.params.repetition_penalty != 1.0:
+                c.seen = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
+                c.seen[idx[0]] = True
+        self._choose(group, completions, logits.expand(len(completions), -1))
+
+    def _decode(self, rows: list[Completion]) -> None:
+        """One forward pass over the cache rows in use: each active row feeds its last token at its own position."""
+        R = max(c.slot for c in rows) + 1
+        tokens = torch.zeros(R, 1, dtype=torch.long)
+        positions = torch.zeros(R, dtype=torch.long)
+        for c in rows:
+            tokens[c.slot, 0] = c.token_ids[-1]
+            positions[c.slot] = c.length
+        longest = max(c.length for c in rows)
+        if len(rows) == R and all(c.length == longest for c in rows):
+            input_pos: int | torch.Tensor = longest  # every row at one position: no mask needed
+        else:
+            input_pos = positions.to(self.device)  # idle rows write to their slot 0 and are ignored
+        self.model.kv_caches = [cache.rows(0, R) for cache in self.caches]
+        try:
+            logits = self.model(tokens.to(self.device), input_pos, length=longest + 1)[:, -1]  # (R, V)
+        finally:
+            self.model.kv_caches = None
+        for c in rows:
+            c.length += 1
+        for group in self.groups:
+            active = [c for c in group.completions if not c.finished and self.slots[c.slot] is c]
+            if active:
+                self._choose(group, active, logits[[c.slot for c in active]])
+
+    def _choose(self, group: _Group, completions: list[Completion], logits: torch.Tensor) -> None:
+        """Sample the next token of each completion of one request from its logits (n, V)."""
+        request = group.request
+        logits = logits.float()
+        raw = logits
+        if completions[0].seen is not None:
+            seen = torch.stack([c.seen for c in completions])
+        else:
+            seen = None
+        logits = process_logits(logits, request.params, seen)
+        constrained = [c for c in completions if c.constraint is not None]
+        if constrained:
+            budgets = [
+                min(request.max_new_tokens - len(c.token_ids), self.max_seq_length - c.length) for c in completions
+            ]
+            allowed = torch.stack([c.constraint.allowed(b) for c, b in zip(completions, budgets, strict=True)])
+            allowed = allowed.to(self.device)
+            logits = logits[:, : allowed.shape[1]].masked_fill(~allowed, float("-inf"))
+        tokens = sample(logits, request.params, group.generator)
+        logprobs = raw.log_softmax(dim=-1).gather(1, tokens[:, None])[:, 0].tolist() if request.logprobs else None
+        for i, (c, token) in enumerate(zip(completions, tokens.tolist(), strict=True)):
+            self._accept(c, token, logprobs[i] if logprobs else None)
+
+    def _accept(self, c: Completion, token: int, logprob: float | None) -> None:
+        request = c.request
+        c.token_ids.append(token)
+        if logprob is not None:
+            c.logprobs.append(logprob)
+        if c.seen is not None:
+            c.seen[token] = True
+        if token in request.stop_ids:
+            return self._finish(c, "stop")
+        if c.constraint is not None:
+            c.constraint.advance(token)
+        if c.decoder is not None and c.emit(c.decoder.push(token)):
+            return self._finish(c, "stop", flush=False)
+        if c.constraint is not None and c.constraint.done:
+            return self._finish(c, "stop")
+        if len(c.token_ids) >= request.max_new_tokens or c.length + 1 > self.max_seq_length:
+            return self._finish(c, "length")
+
+    def _finish(self, c: Completion, reason: str, flush: bool = True) -> None:
+        if flush and c.decoder is not None and reason != "cancelled":
+            if c.emit(c.decoder.flush()):
+                reason = "stop"
+            c._publish(c.held)
+            c.held = ""
+        c.finish_reason = reason
+        if 0 <= c.slot < len(self.slots) and self.slots[c.slot] is c:
+            self.slots[c.slot] = None
+
+
+class TextStream(Iterator[str]):
+    """Text pieces of one completion as they are decoded (never a broken character); `close()` cancels it.
+
+    prompt_tokens, completion_tokens, finish_reason, token_ids and logprobs describe the generation so far.
+    """
+
+    def __init__(self, scheduler: Scheduler, completion: Completion) -> None:
+        self.scheduler = scheduler
+        self.completion = completion
+        self.on_finish: Callable[[TextStream], None] | None = None  # called once, when the last piece was read
+
+    def __next__(self) -> str:
+        c = self.completion
+        while not c.pending:
+            if c.finished:
+                self._done()
+                raise StopIteration
+            self.scheduler.step()
+        return c.pending.popleft()
+
+    def close(self) -> None:
+        """Stop generating; `text` keeps what was generated up to here."""
+        if not self.completion.finished:
+            self.scheduler.cancel(self.completion.request)
+            self.completion.pending.clear()
+        self._done()
+
+    def _done(self) -> None:
+        if self.on_finish is not None:
+            on_finish, self.on_finish = self.on_finish, None
+            on_finish(self)
+
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def text(self) -> str:
+        return self.completion.text
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.completion.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.completion.token_ids)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.completion.token_ids
+
+    @property
+    def logprobs(self) -> list[float]:
+        return self.completion.logprobs
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.completion.finish_reason
+
+
+def generate_tokens(model: GPT, request: Request) -> Iterator[int]:
+    """Token ids of a single-sample request, one per decode step (a stop token is yielded and ends it)."""
+    scheduler = Scheduler(model, max_batch_size=1)
+    (completion,) = scheduler.submit(request)
+    sent = 0
+    while True:
+        while sent < len(completion.token_ids):
+            yield completion.token_ids[sent]
+            sent += 1
+        if completion.finished:
+            return
+        scheduler.step()
+
+
+class Engine:
+    """nanochat-style generation over token ids: several samples of one prompt share a single prefill."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, max_batch_size: int = 64) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+
+    def generate(
+        self,
+        tokens: Sequence[int],
+        num_samples: int = 1,
+        max_tokens: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 42,
+    ) -> Iterator[tuple[list[int], list[int]]]:
+        """Yield per step a column of one token per sample and its mask: 1 sampled, 0 after the sample ended."""
+        block = self.model.config.block_size
+        request = Request(
+            list(tokens),
+            max_tokens or max(block - len(tokens), 1),
+            SamplingParams(temperature, top_k),
+            seed=seed,
+            stop_ids=self.stop_ids,
+            num_samples=num_samples,
+        )
+        scheduler = Scheduler(self.model, max_batch_size=max(num_samples, 1))
+        completions = scheduler.submit(request)
+        end = self.stop_ids[0] if self.stop_ids else 0
+        sent = 0  # tokens of each sample already yielded
+        while True:
+            while any(len(c.token_ids) > sent for c in completions):
+                yield (
+                    [c.token_ids[sent] if len(c.token_ids) > sent else end for c in completions],
+                    [1 if len(c.token_ids) > sent else 0 for c in completions],
+                )
+                sent += 1
+            if all(c.finished for c in completions):
+                return
+            scheduler.step()
+
+    def generate_batch(
+        self, tokens: Sequence[int], num_samples: int = 1, **kwargs: object
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """Each sample's prompt + generated tokens (stop tokens left out), and masks: 0 prompt, 1 generated."""
+        results = [list(tokens) for _ in range(num_samples)]
+        masks = [[0] * len(tokens) for _ in range(num_samples)]
+        done = [False] * num_samples
+        for column, column_masks in self.generate(tokens, num_samples, **kwargs):
+            for i, (token, mask) in enumerate(zip(column, column_masks, strict=True)):
+                if done[i] or not mask or token in self.stop_ids:
+                    done[i] = True
+                    continue
+                results[i].append(token)
+                masks[i].append(mask)
+        return results, masks
+
+    @property
+    def stop_ids(self) -> list[int]:
+        ids = list(self.tokenizer.stop_ids)
+        if self.tokenizer.eos_id is not None and self.tokenizer.eos_id not in ids:
+            ids.append(self.tokenizer.eos_id)
+        return ids

@@ -54,29 +54,38 @@ class GPT(nn.Module):
     def forward(
         self,
         idx: torch.Tensor,
-        input_pos: int | None = None,
+        input_pos: int | torch.Tensor | None = None,
         *,
         position_ids: torch.Tensor | None = None,
         key_mask: torch.Tensor | None = None,
         last_only: bool = False,
+        length: int | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) for tokens `idx` (B, T).
 
-        input_pos: cache slot of idx[:, 0]; None runs without the KV cache from position 0.
+        input_pos: cache slot of idx[:, 0]; None runs without the KV cache from position 0. A (B,) tensor gives
+            each row its own slot (and position) when T == 1: rows of a batch that are at different lengths.
         position_ids: (B, T) positions when they differ from the cache slots (left-padded batches).
         key_mask: (B, S) True where a cache slot holds a real token, S = input_pos + T.
         last_only: compute logits for the last position only (B, 1, V).
+        length: with per-row input_pos, the keys the furthest row sees (max(input_pos) + 1), when the caller knows
+            it: reading it off the tensor syncs with the device and breaks a torch.compile graph.
         """
         B, T = idx.shape
         start = 0 if input_pos is None else input_pos
         if input_pos is not None and self.kv_caches is None:
             raise RuntimeError("input_pos was given but no KV cache is set; call set_kv_cache() first")
-        if start + T > self.config.block_size:
-            raise ValueError(
-                f"sequence of {start + T} tokens is longer than the model's block_size={self.config.block_size}"
-            )
+        if isinstance(start, torch.Tensor):
+            if T != 1 or start.shape != (B,):
+                raise ValueError(f"per-row input_pos must have shape ({B},) with one token per row, got {idx.shape}")
+            S = length if length is not None else int(start.max()) + 1  # keys visible to the furthest row
+            position_ids = start.view(B, 1) if position_ids is None else position_ids
+        else:
+            S = start + T
+        if self.config.block_size < S:  # S: keys visible after this call
+            raise ValueError(f"sequence of {S} tokens is longer than the model's block_size={self.config.block_size}")
         if position_ids is None:
-            position_ids = torch.arange(start, start + T, device=idx.device).unsqueeze(0)  # (1, T)
+            position_ids = torch.arange(start, S, device=idx.device).unsqueeze(0)  # (1, T)
 
         x = self.wte(idx)  # (B, T, C)
         if self.config.scale_embeddings:
@@ -87,16 +96,16 @@ class GPT(nn.Module):
             x = self.emb_norm(x)
 
         # positions never exceed the last cache slot, start + T - 1
-        rope = self.rope.cos_sin(position_ids, start + T, x.dtype) if self.rope is not None else None
+        rope = self.rope.cos_sin(position_ids, S, x.dtype) if self.rope is not None else None
         if self.local_rope is not self.rope:
-            local_rope = self.local_rope.cos_sin(position_ids, start + T, x.dtype)
+            local_rope = self.local_rope.cos_sin(position_ids, S, x.dtype)
         else:
             local_rope = rope
-        masks = AttentionMasks(self.config, start, T, key_mask, idx.device)
+        masks = AttentionMasks(self.config, start, T, S, key_mask, idx.device)
         for i, block in enumerate(self.h):
             sliding = self.config.is_sliding(i)
             cache = self.kv_caches[i] if input_pos is not None else None
-            x = block(x, local_rope if sliding else rope, masks.get(sliding), start, cache)
+            x = block(x, local_rope if sliding else rope, masks.get(sliding), start, cache, S)
 
         if last_only:
             x = x[:, -1:]
@@ -122,7 +131,7 @@ class GPT(nn.Module):
         dtype = dtype or param.dtype
         c = self.config
         self.kv_caches = [
-            KVCache(batch_size, c.n_query_groups, max_seq_length, c.head_size, device, dtype) for _ in self.h
+            KVCache.empty(batch_size, c.n_query_groups, max_seq_length, c.head_size, device, dtype) for _ in self.h
         ]
 
     def clear_kv_cache(self) -> None:
@@ -162,11 +171,12 @@ class Block(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         mask: Mask,
-        input_pos: int,
+        input_pos: int | torch.Tensor,
         cache: KVCache | None,
+        length: int,
     ) -> torch.Tensor:
         h = self.norm_1(x) if self.norm_1 is not None else x
-        a = self.attn(h, rope, mask, input_pos, cache)
+        a = self.attn(h, rope, mask, input_pos, cache, length)
         if self.post_attn_norm is not None:
             a = self.post_attn_norm(a)
         if self.config.parallel_residual:
@@ -204,9 +214,11 @@ class CausalSelfAttention(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         mask: Mask,
-        input_pos: int,
+        input_pos: int | torch.Tensor,
         cache: KVCache | None,
+        length: int,
     ) -> torch.Tensor:
+        """length: how many cache slots the queries may look at (S)."""
         B, T, _ = x.shape
         nh, nkv, hs = self.n_head, self.n_kv, self.hs
         q, k, v = self.qkv(x).split((nh * hs, nkv * hs, nkv * hs), dim=-1)
@@ -223,7 +235,7 @@ class CausalSelfAttention(nn.Module):
         if per_head_norm and self.config.qk_norm_after_rope:
             q, k = self.q_norm(q), self.k_norm(k)
         if cache is not None:
-            k, v = cache.update(input_pos, k, v)  # (B, nkv, S, hs)
+            k, v = cache.update(input_pos, k, v, length)  # (B, nkv, S, hs)
 
         y = self.attend(q, k, v, mask)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, nh * hs)
@@ -284,8 +296,16 @@ Mask = Union[torch.Tensor, Causal, Tail, None]
 class AttentionMasks:
     """The attention mask of one forward call, built once and shared by all layers of a kind."""
 
-    def __init__(self, config: Config, start: int, T: int, key_mask: torch.Tensor | None, device: torch.device):
-        self.config, self.start, self.T, self.key_mask, self.device = config, start, T, key_mask, device
+    def __init__(
+        self,
+        config: Config,
+        start: int | torch.Tensor,
+        T: int,
+        S: int,
+        key_mask: torch.Tensor | None,
+        device: torch.device,
+    ) -> None:
+        self.config, self.start, self.T, self.S, self.key_mask, self.device = config, start, T, S, key_mask, device
         self.cache: dict[bool, Mask] = {}
 
     def get(self, sliding: bool) -> Mask:
@@ -294,24 +314,26 @@ class AttentionMasks:
         return self.cache[sliding]
 
     def build(self, sliding: bool) -> Mask:
-        start, T = self.start, self.T
-        S = start + T
+        start, T, S = self.start, self.T, self.S
         window = self.config.sliding_window_size if sliding else None
         if window is not None and window >= S:
             window = None
-        if self.key_mask is None and window is None:
-            if T == 1:
+        per_row = isinstance(start, torch.Tensor)
+        if self.key_mask is None and not per_row:
+            if window is None and T == 1:
                 return None
-            if start == 0:
+            if window is None and start == 0:
                 return Causal()
-        if self.key_mask is None and T == 1 and window is not None:
-            return Tail(window)
-        q_pos = torch.arange(start, S, device=self.device).unsqueeze(1)  # (T, 1)
-        k_pos = torch.arange(S, device=self.device).unsqueeze(0)  # (1, S)
-        mask = k_pos <= q_pos  # (T, S)
+            if T == 1:
+                return Tail(window)
+        if per_row:
+            q_pos = start.view(-1, 1, 1, 1)  # (B, 1, 1, 1): each row's one query
+        else:
+            q_pos = torch.arange(start, S, device=self.device).view(1, 1, T, 1)
+        k_pos = torch.arange(S, device=self.device).view(1, 1, 1, S)
+        mask = k_pos <= q_pos  # (B|1, 1, T, S)
         if window is not None:
             mask = mask & (q_pos - k_pos < window)
-        mask = mask.unsqueeze(0).unsqueeze(0)  # (1, 1, T, S)
         if self.key_mask is not None:
             mask = mask & self.key_mask[:, None, None, :S].to(torch.bool)  # (B, 1, T, S)
         return mask
@@ -439,23 +461,38 @@ def softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
     return torch.tanh(x / cap) * cap
 
 
-class KVCache(nn.Module):
+class KVCache:
     """Preallocated keys and values of one layer: (B, nkv, max_seq_length, hs) each."""
 
-    def __init__(
-        self, batch_size: int, n_kv: int, max_seq_length: int, head_size: int, device, dtype: torch.dtype
-    ) -> None:
-        super().__init__()
-        shape = (batch_size, n_kv, max_seq_length, head_size)
-        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+    def __init__(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.k, self.v = k, v
 
-    def update(self, input_pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, nkv, T, hs) at slots input_pos.., return the keys and values of slots 0..input_pos+T."""
+    @classmethod
+    def empty(
+        cls, batch_size: int, n_kv: int, max_seq_length: int, head_size: int, device, dtype: torch.dtype
+    ) -> KVCache:
+        shape = (batch_size, n_kv, max_seq_length, head_size)
+        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+
+    def rows(self, start: int, stop: int) -> KVCache:
+        """The cache of batch rows start..stop, sharing this one's memory."""
+        return KVCache(self.k[start:stop], self.v[start:stop])
+
+    def update(
+        self, input_pos: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nkv, T, hs) at slots input_pos.. and return the keys and values of slots 0..length.
+
+        input_pos: one start slot for every row, or a (B,) tensor of per-row slots when T == 1.
+        """
         B, _, T, _ = k.shape
-        end = input_pos + T
-        if end > self.k.shape[2]:
-            raise ValueError(f"KV cache holds {self.k.shape[2]} positions, {end} were asked for")
-        self.k[:B, :, input_pos:end] = k
-        self.v[:B, :, input_pos:end] = v
-        return self.k[:B, :, :end], self.v[:B, :, :end]
+        if length > self.k.shape[2]:
+            raise ValueError(f"KV cache holds {self.k.shape[2]} positions, {length} were asked for")
+        if isinstance(input_pos, torch.Tensor):
+            rows = torch.arange(B, device=k.device)
+            self.k[rows, :, input_pos] = k[:, :, 0]  # (B, nkv, hs) into each row's own slot
+            self.v[rows, :, input_pos] = v[:, :, 0]
+        else:
+            self.k[:B, :, input_pos : input_pos + T] = k
+            self.v[:B, :, input_pos : input_pos + T] = v
+        return self.k[:B, :, :length], self.v[:B, :, :length]

@@ -21,6 +21,7 @@ holds every EOS id found in these files.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -170,6 +171,28 @@ class Tokenizer:
                 lengths[i] = len(piece.replace("\u2581", " ").encode("utf-8"))
         return lengths
 
+    def token_bytes(self) -> list[bytes | None]:
+        """The bytes each token id stands for; None for special and added tokens, which no text contains."""
+        cached = getattr(self, "_token_bytes", None)
+        if cached is None:
+            cached = self._token_bytes = self._read_token_bytes()
+        return cached
+
+    def _read_token_bytes(self) -> list[bytes | None]:
+        if self._sp is not None:
+            sp = self._sp
+            return [
+                None
+                if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i)
+                else _piece_bytes(sp.id_to_piece(i), byte_level=False)
+                for i in range(self.vocab_size)
+            ]
+        added = set(self._hf.get_added_tokens_decoder())
+        decoder = json.loads(self._hf.to_str()).get("decoder") or {}
+        byte_level = "ByteLevel" in json.dumps(decoder)
+        pieces = [None if i in added else self._hf.id_to_token(i) for i in range(self.vocab_size)]
+        return [None if p is None else _piece_bytes(p, byte_level) for p in pieces]
+
     def save(self, out_dir: str | os.PathLike) -> None:
         """Copies this tokenizer's files into `out_dir`, so that `Tokenizer(out_dir)` behaves the same."""
         out_dir = Path(out_dir)
@@ -316,6 +339,29 @@ def train_bpe(
     _write_atomic(out_dir / "tokenizer.json", tokenizer.to_str(pretty=True).encode())
     _write_atomic(out_dir / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False).encode())
     return Tokenizer(out_dir)
+
+
+def _piece_bytes(piece: str, byte_level: bool) -> bytes | None:
+    """The bytes a vocabulary piece decodes to: byte-level BPE spells each byte as one character (GPT-2's table);
+    SentencePiece-style pieces spell a space as "▁" and a raw byte as "<0xNN>"."""
+    if byte_level:
+        table = _byte_level_table()
+        return bytes(table[c] for c in piece) if all(c in table for c in piece) else None
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        try:
+            return bytes((int(piece[3:5], 16),))
+        except ValueError:
+            pass
+    return piece.replace("\u2581", " ").encode("utf-8")
+
+
+@functools.cache
+def _byte_level_table() -> dict[str, int]:
+    """Character -> byte of GPT-2's byte-level alphabet: printable bytes stand for themselves, the other bytes
+    for the characters from U+0100 on, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(others)}
 
 
 def _load_hf(path: Path) -> HFTokenizer:

@@ -238,7 +238,8 @@ def make_loggers(kind: str, run_dir: Path) -> list:
     for name in (k.strip() for k in kind.split(",")):
         # logs/version_N: a resumed run starts a new version instead of rewriting the earlier metrics
         if name == "csv":
-            loggers.append(CSVLogger(save_dir=run_dir, name="logs"))
+            # written every 10 steps (Lightning's default is 100), so that progress shows while a run goes
+            loggers.append(CSVLogger(save_dir=run_dir, name="logs", flush_logs_every_n_steps=10))
         elif name == "tensorboard":
             loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard"))
         else:

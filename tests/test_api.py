@@ -12,7 +12,7 @@ import torch
 from litllm import LLM
 from litllm.checkpoint import HubError, cached_checkpoint_dir
 from litllm.config import Config
-from litllm.engine import SamplingParams, generate_tokens
+from litllm.engine import Request, SamplingParams, generate_tokens
 
 
 def hf_greedy(hf_dir: Path, ids: list[int], n: int) -> list[int]:
@@ -26,14 +26,14 @@ def hf_greedy(hf_dir: Path, ids: list[int], n: int) -> list[int]:
 def test_greedy_generation_matches_transformers(hf_llama_dir: Path) -> None:
     llm = LLM.load(hf_llama_dir)
     ids = llm.tokenizer.encode("def add(a, b):")
-    ours = list(generate_tokens(llm.model, ids, 20, SamplingParams(temperature=0)))
+    ours = list(generate_tokens(llm.model, Request(ids, 20, SamplingParams(temperature=0))))
     assert ours == hf_greedy(hf_llama_dir, ids, 20)
 
 
 def test_kv_cache_decoding_equals_recomputing_the_whole_sequence(litllm_dir: Path) -> None:
     llm = LLM.load(litllm_dir)
     ids = llm.tokenizer.encode("class Point:")
-    cached = list(generate_tokens(llm.model, ids, 15, SamplingParams(temperature=0)))
+    cached = list(generate_tokens(llm.model, Request(ids, 15, SamplingParams(temperature=0))))
     seq = list(ids)
     with torch.no_grad():
         for _ in range(15):
@@ -151,3 +151,90 @@ def test_prompt_longer_than_the_context_states_both_lengths(litllm_dir: Path) ->
     llm = LLM.load(litllm_dir)
     with pytest.raises(ValueError, match=r"\d+ tokens long; the model's context is 256 tokens"):
         llm.generate("x = 1\n" * 400)
+
+
+def test_a_list_of_prompts_gives_a_list_of_texts(litllm_dir: Path) -> None:
+    llm = LLM.load(litllm_dir)
+    texts = llm.generate(["def", "class"], max_new_tokens=5, temperature=0)
+    assert texts == [llm.generate(p, max_new_tokens=5, temperature=0) for p in ["def", "class"]]
+
+
+def test_chat_renders_with_the_chat_format_and_stops_at_the_end_of_turn(litllm_dir: Path) -> None:
+    from litllm.prompts import render_for_completion
+
+    llm = LLM.load(litllm_dir)
+    llm.chat_format = "chatml"
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    ids = render_for_completion(messages, llm.tokenizer, llm.chat_format)
+    stream = llm.chat(messages, max_new_tokens=20, temperature=0, stream=True)
+    reply = "".join(stream)
+    assert stream.prompt_tokens == len(ids)
+    assert reply == llm.tokenizer.decode(stream.token_ids) or stream.finish_reason == "stop"
+    assert llm.chat(messages, max_new_tokens=20, temperature=0) == reply
+    assert llm.generate("hi", sys_prompt="Be brief.", max_new_tokens=20, temperature=0) == reply
+
+
+def test_conversation_keeps_the_history(litllm_dir: Path) -> None:
+    llm = LLM.load(litllm_dir)
+    llm.chat_format = "chatml"
+    chat = llm.conversation(system="You write Python.")
+    first = chat.send("def add", max_new_tokens=5, temperature=0)
+    second = "".join(chat.send("and sub?", max_new_tokens=5, temperature=0, stream=True))
+    assert [m["role"] for m in chat.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert [chat.messages[2]["content"], chat.messages[4]["content"]] == [first, second]
+    assert second == llm.chat(chat.messages[:4], max_new_tokens=5, temperature=0)
+    chat.reset()
+    assert chat.messages == [{"role": "system", "content": "You write Python."}]
+
+
+def test_benchmark_reports_speed_and_memory(litllm_dir: Path) -> None:
+    llm = LLM.load(litllm_dir)
+    outputs, stats = llm.benchmark(num_iterations=2, prompt="def", max_new_tokens=8, temperature=0)
+    assert len(outputs) == 2 and outputs[0] == outputs[1]
+    assert len(stats["seconds"]) == len(stats["time_to_first_token"]) == len(stats["tokens_per_sec"]) == 2
+    assert all(0 < t < s for t, s in zip(stats["time_to_first_token"], stats["seconds"], strict=True))
+    assert stats["peak_memory_gb"] > 0
+
+
+@pytest.mark.parametrize("mode", ["bnb.nf4", "bnb.int8"])
+def test_distribute_quantizes_the_blocks_with_bitsandbytes(litllm_dir: Path, mode: str) -> None:
+    from litllm.quantize import is_quantized, weight_bytes
+
+    llm = LLM.load(litllm_dir)
+    full_bytes = weight_bytes(llm.model)
+    reference = llm.generate("def add", max_new_tokens=6, temperature=0)
+    llm.distribute(accelerator="cpu", quantize=mode)
+    assert is_quantized(llm.model) and weight_bytes(llm.model) < full_bytes
+    text = llm.generate("def add", max_new_tokens=6, temperature=0)
+    assert isinstance(text, str) and len(llm.tokenizer.encode(text, bos=False)) <= 6
+    assert reference  # the quantized model still generates; its text may differ from full precision
+    with pytest.raises(ValueError, match="quantized"):
+        llm.save(litllm_dir.parent / "never")
+
+
+def test_distribute_casts_to_the_precision(litllm_dir: Path) -> None:
+    llm = LLM.load(litllm_dir).distribute(accelerator="cpu", precision="bf16-true")
+    assert llm.model.wte.weight.dtype == torch.bfloat16
+    assert llm.generate("def", max_new_tokens=3, temperature=0) is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(quantize="int3"), "bnb.nf4"),
+        (dict(precision="fp8"), "precision"),
+        (dict(accelerator="tpu"), "accelerator"),
+        (dict(devices=2), "devices"),
+    ],
+)
+def test_distribute_bad_arguments_are_named(litllm_dir: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LLM.load(litllm_dir).distribute(**kwargs)
+
+
+def test_save_keeps_the_chat_format(litllm_dir: Path, tmp_path: Path) -> None:
+    llm = LLM.load(litllm_dir)
+    llm.chat_format = "chatml"
+    again = LLM.load(llm.save(tmp_path / "saved"))
+    assert again.chat_format.name == "chatml"
+    assert again.chat("hi", max_new_tokens=5, temperature=0) == llm.chat("hi", max_new_tokens=5, temperature=0)

@@ -108,3 +108,42 @@ def test_generate_checkpoint_without_weights(litllm_dir: Path, tmp_path: Path, m
     shutil.copytree(litllm_dir, broken)
     (broken / missing).unlink()
     assert_clean_failure(litllm("generate", str(broken), "--prompt", "hi"), missing)
+
+
+def test_generate_draws_several_samples_and_honours_stop(litllm_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from litllm.cli import main
+
+    main(["generate", str(litllm_dir), "--prompt", "def", "--max_new_tokens", "6", "--num_samples", "3", "--seed", "1"])
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("---")] == [f"--- sample {i} ---" for i in (1, 2, 3)]
+    full_args = ["generate", str(litllm_dir), "--prompt", "def", "--max_new_tokens", "30", "--temperature", "0"]
+    main(full_args)
+    full = capsys.readouterr().out.rstrip("\n")
+    main([*full_args, "--stop", f"[{full[5:9]!r}]"])
+    assert capsys.readouterr().out.rstrip("\n") == full[: full.index(full[5:9])]
+
+
+def test_chat_streams_replies_keeps_history_and_understands_commands(
+    litllm_dir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from litllm.api import Conversation
+    from litllm.cli import main
+
+    sent: list[list[dict]] = []
+    real_send = Conversation.send
+
+    def spy(self: Conversation, text: str, **kwargs: object) -> object:
+        sent.append([*self.messages, {"role": "user", "content": text}])
+        return real_send(self, text, **kwargs)
+
+    monkeypatch.setattr(Conversation, "send", spy)
+    session = 'hello\nsecond line \\\ncontinued\n/reset\n"""\nblock one\nblock two\n"""\n/exit\nnever read\n'
+    monkeypatch.setattr("sys.stdin", io.StringIO(session))
+    main(["chat", str(litllm_dir), "--system", "Be brief.", "--max_new_tokens", "4", "--temperature", "0"])
+    out = capsys.readouterr().out
+    assert "(conversation reset)" in out
+    assert [m[-1]["content"] for m in sent] == ["hello", "second line \ncontinued", "block one\nblock two"]
+    assert [len(m) for m in sent] == [2, 4, 2]  # history grows, /reset keeps only the system message
+    assert all(m[0] == {"role": "system", "content": "Be brief."} for m in sent)

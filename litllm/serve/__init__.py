@@ -1,0 +1,6 @@
+"""`litllm serve`: one model behind OpenAI-compatible, nanochat-style and control routes, on LitServe.
+
+server.py assembles the server, routes.py holds the HTTP side, worker.py the inference side, jobs.py the training
+jobs of the control API, client.py the `litllm client` command. This package's import stays light (no torch, no
+LitServe): the command line imports what it needs when it needs it.
+"""

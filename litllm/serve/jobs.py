@@ -1,0 +1,309 @@
+"""Training jobs of the control API: `litllm pretrain | finetune` run as a subprocess, one at a time.
+
+Each job has its own run directory, `<runs_root>/<job id>`, which holds, besides the run's own files
+(checkpoints/, logs/version_N/metrics.csv, final/, see litllm/training.py):
+    job_config.yaml   the resolved recipe the job runs (written before the process starts)
+    job.log           the process's stdout and stderr
+
+A job's status reports the last step and training loss of logs/version_N/metrics.csv (Lightning counts steps
+from 0, and its CSVLogger writes the file every 100 steps and when the run ends).
+
+This module runs in the HTTP process, so it imports neither torch nor lightning.
+A request can name any importable class in its config (that is what a recipe is): whoever may start jobs may
+run code on the server. The path checks here keep a job's files inside its roots; the API key guards the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COMMANDS = ("pretrain", "finetune")
+CONFIG_FILE = "job_config.yaml"
+LOG_FILE = "job.log"
+LOG_TAIL_LINES = 20
+LOG_TAIL_BYTES = 64 * 1024
+
+
+class JobConflict(Exception):
+    """A job is already running; the server runs one at a time."""
+
+
+class JobNotFound(KeyError):
+    """No job has this id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "job not found"  # KeyError's own str() adds quotes
+
+
+@dataclass
+class Job:
+    """A started training process and what has been read of its progress."""
+
+    id: str
+    command: str
+    run_dir: Path
+    config_path: Path
+    process: subprocess.Popen
+    started: float
+    ended: float | None = None
+    stop_requested: bool = False
+    progress: dict[str, Any] = field(default_factory=lambda: {"step": None, "loss": None})
+
+    def state(self) -> str:
+        returncode = self.process.poll()
+        if returncode is None:
+            return "running"
+        if self.ended is None:
+            self.ended = time.time()
+        if self.stop_requested:
+            return "stopped"
+        return "succeeded" if returncode == 0 else "failed"
+
+
+class TrainingJobs:
+    """Starts, watches and stops training jobs; at most one runs at a time."""
+
+    def __init__(self, runs_root: Path, recipes_root: Path, python: str = sys.executable, grace_s: float = 10.0):
+        self.runs_root, self.recipes_root = Path(runs_root).resolve(), Path(recipes_root).resolve()
+        self.python, self.grace_s = python, grace_s
+        self.jobs: dict[str, Job] = {}
+        self.lock = threading.Lock()  # the server may call from several threads
+
+    def start(
+        self,
+        command: str,
+        recipe: str | None = None,
+        config: dict | None = None,
+        overrides: dict | None = None,
+    ) -> dict[str, Any]:
+        """Start `litllm <command>` on a recipe name or an inline config, plus dotted-key overrides.
+
+        The job always writes into its own run directory: an `out_dir` in the config or overrides is replaced.
+        """
+        if command not in COMMANDS:
+            raise ValueError(f"unknown training command {command!r}; accepted: {', '.join(COMMANDS)}")
+        resolved = self.resolve_config(recipe, config, overrides)
+        with self.lock:
+            running = [j.id for j in self.jobs.values() if j.state() == "running"]
+            if running:
+                raise JobConflict(f"job {running[0]!r} is still running; stop it first or wait for it to end")
+            job_id, run_dir = self.new_run_dir(command)
+            resolved["out_dir"] = str(run_dir)
+            config_path = run_dir / CONFIG_FILE
+            atomic_write_yaml(config_path, resolved)
+            process = self.launch(command, config_path, run_dir / LOG_FILE)
+            job = Job(job_id, command, run_dir, config_path, process, started=time.time())
+            self.jobs[job_id] = job
+        return {**summary(job), "state": job.state()}
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The job's state, latest step and training loss, and the last lines of its log."""
+        job = self.get(job_id)
+        state = job.state()
+        progress = read_progress(job.run_dir)
+        # a read that caught Lightning rewriting the file may show fewer rows: never report a step going back
+        if progress["step"] is not None and progress["step"] >= (job.progress["step"] or 0):
+            job.progress = progress
+        return {
+            **summary(job),
+            "state": state,
+            "returncode": job.process.returncode,
+            **job.progress,
+            "last_lines": tail_lines(job.run_dir / LOG_FILE),
+            "ended": job.ended,
+        }
+
+    def stop(self, job_id: str) -> dict[str, Any]:
+        """Interrupt the job (Lightning stops at the end of a step), then kill its process group if it lingers."""
+        job = self.get(job_id)
+        if job.state() == "running":
+            job.stop_requested = True
+            terminate_group(job.process, self.grace_s)
+        return self.status(job_id)
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every job started since the server started, oldest first."""
+        return [self.status(job_id) for job_id in list(self.jobs)]
+
+    def shutdown(self) -> None:
+        """Stop every running job (the server calls this as it exits)."""
+        for job in list(self.jobs.values()):
+            if job.state() == "running":
+                self.stop(job.id)
+
+    def get(self, job_id: str) -> Job:
+        if job_id not in self.jobs:
+            raise JobNotFound(f"no training job {job_id!r}; known jobs: {', '.join(self.jobs) or 'none'}")
+        return self.jobs[job_id]
+
+    def resolve_config(self, recipe: str | None, config: dict | None, overrides: dict | None) -> dict[str, Any]:
+        """The recipe's (or the inline config's) content with the overrides applied."""
+        if (recipe is None) == (config is None):
+            raise ValueError("give exactly one of recipe (a name under the recipes folder) or config (a dict)")
+        if config is not None and not isinstance(config, dict):
+            raise ValueError(f"config must be a mapping of recipe keys, not {type(config).__name__}")
+        resolved = load_recipe(self.find_recipe(recipe)) if recipe is not None else copy.deepcopy(config)
+        for key, value in (overrides or {}).items():
+            set_dotted(resolved, key, value)
+        if resolved.get("resume") not in (None, "auto"):
+            resolved["resume"] = str(self.find_resume(resolved["resume"]))
+        return resolved
+
+    def find_recipe(self, name: str) -> Path:
+        """The recipe file `name` (like `pretrain/debug`) stands for, inside the recipes folder."""
+        relative = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+        path = (self.recipes_root / relative).resolve()
+        if relative.is_absolute() or ".." in relative.parts or not path.is_relative_to(self.recipes_root):
+            raise ValueError(f"recipe {name!r} is outside the recipes folder; name one like pretrain/debug")
+        if not path.is_file():
+            known = sorted(
+                str(p.relative_to(self.recipes_root).with_suffix("")) for p in self.recipes_root.rglob("*.yaml")
+            )
+            raise ValueError(f"unknown recipe {name!r}; available: {', '.join(known) or 'none'}")
+        return path
+
+    def find_resume(self, resume: Any) -> Path:
+        """The checkpoint a job continues from: another job's, inside the runs folder (relative paths start there)."""
+        path = (self.runs_root / str(resume)).resolve()
+        if not path.is_relative_to(self.runs_root):
+            raise ValueError(f"resume {resume!r} is outside the runs folder {str(self.runs_root)!r}")
+        return path
+
+    def new_run_dir(self, command: str) -> tuple[str, Path]:
+        self.runs_root.mkdir(parents=True, exist_ok=True)
+        while True:
+            job_id = f"{command}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+            try:
+                (self.runs_root / job_id).mkdir()
+                return job_id, self.runs_root / job_id
+            except FileExistsError:
+                continue
+
+    def launch(self, command: str, config_path: Path, log_path: Path) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("LITLLM_RUN_DIR", None)  # a run directory pinned for another run's ranks must not leak in
+        with open(log_path, "wb") as log:
+            return subprocess.Popen(
+                [self.python, "-m", "litllm.cli", command, "--config", str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group: stop() reaches the data-loader workers too
+            )
+
+
+def summary(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "command": job.command,
+        "pid": job.process.pid,
+        "run_dir": str(job.run_dir),
+        "config_path": str(job.config_path),
+        "started": job.started,
+    }
+
+
+def load_recipe(path: Path) -> dict[str, Any]:
+    content = yaml.safe_load(path.read_text())
+    if not isinstance(content, dict):
+        raise ValueError(f"recipe {str(path)!r} is not a mapping of recipe keys")
+    return content
+
+
+def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set `trainer.max_steps`-style keys inside the nested config."""
+    *parents, last = str(key).split(".")
+    node = config
+    for i, part in enumerate(parents):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {key!r}: {'.'.join(parents[: i + 1])!r} is a value, not a section")
+    node[last] = value
+
+
+def atomic_write_yaml(path: Path, content: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(content, f, sort_keys=False)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def terminate_group(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGINT the job, then SIGTERM and SIGKILL its process group, each after a wait; return once it has ended."""
+    # SIGINT to the main process alone: Lightning stops its workers itself, which would each print a traceback
+    steps = ((os.kill, signal.SIGINT, grace_s), (os.killpg, signal.SIGTERM, 5.0), (os.killpg, signal.SIGKILL, 5.0))
+    for send, sig, wait_s in steps:
+        try:
+            send(process.pid, sig)
+            process.wait(wait_s)
+            break
+        except ProcessLookupError:
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):  # workers that outlived the main process
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def read_progress(run_dir: Path) -> dict[str, Any]:
+    """The last logged step and training loss in the newest metrics.csv (which Lightning may be rewriting)."""
+    files = sorted(run_dir.glob("logs/version_*/metrics.csv"), key=version_number)
+    if not files:
+        return {"step": None, "loss": None}
+    try:
+        text = files[-1].read_text()
+    except OSError:
+        return {"step": None, "loss": None}
+    complete = text[: text.rfind("\n") + 1]  # a row still being written is left out
+    step, loss = None, None
+    for row in csv.DictReader(io.StringIO(complete)):
+        try:
+            loss, step = float(row["train_loss"]), int(float(row["step"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return {"step": step, "loss": loss}
+
+
+def version_number(path: Path) -> int:
+    match = re.fullmatch(r"version_(\d+)", path.parent.name)
+    return int(match.group(1)) if match else -1
+
+
+def tail_lines(path: Path, n: int = LOG_TAIL_LINES) -> list[str]:
+    """The last `n` lines of a log as a terminal shows them (a progress bar's `\\r` redraws collapsed)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - LOG_TAIL_BYTES))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    lines = text.split("\n")
+    if size > LOG_TAIL_BYTES:
+        lines = lines[1:]  # the first one is cut
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [next((s for s in reversed(line.split("\r")) if s.strip()), "") for line in lines[-n:]]

@@ -1,0 +1,395 @@
+"""The HTTP side of `litllm serve`: a LitServe spec that adds OpenAI-compatible, nanochat-style and control routes.
+
+Handlers run in LitServe's API-server process. They validate a request, put one operation on LitServe's request
+queue for the inference worker (worker.py) and turn its replies into JSON or server-sent events. A client that
+disconnects mid-stream cancels its generation, which frees its row in the running batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from litserve.specs.base import LitSpec
+from litserve.utils import LitAPIStatus, ResponseBufferItem
+
+from litllm.serve.metrics import Metrics
+from litllm.serve.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    GenerateRequest,
+    LoadModelRequest,
+    NanochatRequest,
+    TrainRequest,
+)
+
+STATIC = Path(__file__).parent / "static"
+
+
+class APIError(Exception):
+    """An error a client caused or must know about; answered with an OpenAI-shaped JSON body."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.param, self.code)
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    if status == 401:
+        kind = "authentication_error"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+class LitLLMSpec(LitSpec):
+    """All of litllm's routes on one LitServe API: generation goes to the worker, control stays here."""
+
+    def __init__(
+        self,
+        model_id: str,
+        models_root: Path,
+        runs_root: Path,
+        recipes_root: Path,
+        ready: Any,
+        default_max_tokens: int = 256,
+    ) -> None:
+        super().__init__()
+        self.api_path = "/v1/chat/completions"
+        self.model_id, self.created = model_id, int(time.time())
+        self.models_root, self.runs_root, self.recipes_root = models_root, runs_root, recipes_root
+        self.ready = ready  # a multiprocessing Event the worker sets once its model is loaded
+        self.default_max_tokens = default_max_tokens
+        self.metrics = Metrics()
+        self.jobs: Any = None  # TrainingJobs, made in the API process on first use
+        self.loading = False
+        routes = [
+            ("/v1/chat/completions", self.chat_completions, ["POST"]),
+            ("/v1/completions", self.completions, ["POST"]),
+            ("/v1/models", self.list_models, ["GET"]),
+            ("/chat/completions", self.nanochat, ["POST"]),
+            ("/health", self.health, ["GET"]),
+            ("/stats", self.stats, ["GET"]),
+            ("/metrics", self.prometheus, ["GET"]),
+            ("/api/status", self.status, ["GET"]),
+            ("/api/models", self.models, ["GET"]),
+            ("/api/load_model", self.load_model, ["POST"]),
+            ("/api/generate", self.generate, ["POST"]),
+            ("/api/train", self.train, ["POST"]),
+            ("/api/train/{job_id}", self.job, ["GET"]),
+            ("/api/train/{job_id}", self.stop_job, ["DELETE"]),
+            ("/", self.chat_page, ["GET"]),
+        ]
+        for path, endpoint, methods in routes:
+            self.add_endpoint(path, endpoint, methods)
+
+    @property
+    def stream(self) -> bool:
+        return True
+
+    def decode_request(self, request: Any, context_kwargs: Any = None) -> Any:
+        return request  # the worker reads the operation dicts this spec sends
+
+    def encode_response(self, output: Any, context_kwargs: Any = None) -> Any:
+        return output
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["jobs"] = None  # the worker process has no use for (unpicklable) job handles
+        return state
+
+    # -- talking to the worker --
+
+    async def call(self, operation: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Send one operation to the worker and yield its replies; leaving early cancels it there."""
+        uid = str(uuid.uuid4())
+        replies: deque = deque()
+        event = asyncio.Event()
+        self.response_buffer[uid] = ResponseBufferItem(event=event, response_queue=replies)
+        self.request_queue.put((self.response_queue_id, uid, time.monotonic(), operation))
+        finished = False
+        try:
+            while True:
+                await event.wait()
+                while replies:
+                    data, status = replies.popleft()
+                    if status == LitAPIStatus.FINISH_STREAMING:
+                        finished = True
+                        return
+                    if status == LitAPIStatus.ERROR:
+                        finished = True
+                        raise APIError(500, "the inference worker failed; see the server log")
+                    yield json.loads(data)
+                event.clear()
+        finally:
+            self.response_buffer.pop(uid, None)
+            if not finished and operation.get("op") == "generate":
+                self.request_queue.put(
+                    (self.response_queue_id, str(uuid.uuid4()), time.monotonic(), {"op": "cancel", "target": uid})
+                )
+
+    async def ask(self, operation: dict[str, Any]) -> dict[str, Any]:
+        """The single result of an operation (model info, a model swap)."""
+        result: dict[str, Any] = {}
+        async for reply in self.call(operation):
+            result = reply
+        raise_if_error(result)
+        return result
+
+    async def generation(self, operation: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The replies of a generation, the first one awaited before any response starts (so errors are 4xx)."""
+        if not self.ready.is_set():
+            raise APIError(503, "the model is loading; try again when /health says ready", code="model_loading")
+        replies = self.call(operation)
+        first = await anext(replies)
+        raise_if_error(first)
+        self.metrics.started()
+        return chain_first(first, replies, self.metrics)
+
+    def check_model(self, model: str | None) -> None:
+        if model not in (None, "", self.model_id):
+            raise APIError(
+                400,
+                f"model {model!r} is not served here; this server serves {self.model_id!r}",
+                param="model",
+                code="model_not_found",
+            )
+
+    # -- OpenAI-compatible routes --
+
+    async def chat_completions(self, body: ChatCompletionRequest) -> Response:
+        self.check_model(body.model)
+        messages = [{"role": m.role, "content": m.text} for m in body.messages]
+        operation = {"op": "generate", "messages": messages, "options": body.options(self.default_max_tokens)}
+        replies = await self.generation(operation)
+        answer = OpenAIAnswer("chat.completion", self.model_id, body.n)
+        if body.stream:
+            return sse(answer.chunks(replies, body.include_usage))
+        return JSONResponse(await answer.whole(replies))
+
+    async def completions(self, body: CompletionRequest) -> Response:
+        self.check_model(body.model)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if len(prompts) > 1 and body.stream:
+            raise APIError(400, "stream=true takes a single prompt", param="prompt")
+        options = body.options(16 if body.max_tokens is None else body.max_tokens)  # OpenAI's default is 16
+        answers = []
+        for i, prompt in enumerate(prompts):
+            replies = await self.generation({"op": "generate", "prompt": prompt, "options": options})
+            answers.append((OpenAIAnswer("text_completion", self.model_id, body.n, offset=i * body.n), replies))
+        if body.stream:
+            answer, replies = answers[0]
+            return sse(answer.chunks(replies, body.include_usage))
+        wholes = [await answer.whole(replies) for answer, replies in answers]
+        merged = wholes[0]
+        merged["choices"] = [c for w in wholes for c in w["choices"]]
+        for key in merged["usage"]:
+            merged["usage"][key] = sum(w["usage"][key] for w in wholes)
+        return JSONResponse(merged)
+
+    async def list_models(self) -> JSONResponse:
+        card = {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "litllm"}
+        return JSONResponse({"object": "list", "data": [card]})
+
+    # -- nanochat-style route, health and statistics --
+
+    async def nanochat(self, body: NanochatRequest) -> Response:
+        messages = [{"role": m.role, "content": m.text} for m in body.messages]
+        options = {"max_new_tokens": body.max_tokens, "temperature": body.temperature, "top_k": body.top_k or None}
+        replies = await self.generation({"op": "generate", "messages": messages, "options": options})
+
+        async def events() -> AsyncIterator[str]:
+            async for reply in replies:
+                if reply["type"] == "delta":
+                    yield f"data: {json.dumps({'token': reply['text'], 'gpu': 0})}\n\n"
+            yield f"data: {json.dumps({'done': True})}\n\n"
+
+        return sse(events())
+
+    async def health(self) -> JSONResponse:
+        ready = self.ready.is_set() and not self.loading
+        body = {"status": "ok" if ready else "loading", "ready": ready, "model": self.model_id}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def stats(self) -> JSONResponse:
+        return JSONResponse(self.metrics.stats(workers=1))
+
+    async def prometheus(self) -> PlainTextResponse:
+        return PlainTextResponse(self.metrics.prometheus(), media_type="text/plain; version=0.0.4")
+
+    # -- control API (after nanoGPT's API server) --
+
+    async def status(self) -> JSONResponse:
+        info = await self.ask({"op": "info"}) if self.ready.is_set() and not self.loading else {}
+        return JSONResponse(
+            {
+                "status": "ready" if info else "loading",
+                "model_loaded": bool(info),
+                "model": self.model_id,
+                "device": info.get("device"),
+                "dtype": info.get("dtype"),
+                "busy": info.get("busy", 0),
+                "queued": info.get("queued", 0),
+                "timestamp": datetime.now(timezone.utc).isoformat(),
+            }
+        )
+
+    async def models(self) -> JSONResponse:
+        from litllm.serve.control import list_models
+
+        return JSONResponse(list_models(self.models_root))
+
+    async def load_model(self, body: LoadModelRequest) -> JSONResponse:
+        from litllm.serve.control import resolve_model_source
+
+        source = resolve_model_source(body.model_path, body.model_name, self.models_root)
+        if self.loading:
+            raise APIError(409, "a model is already being loaded", code="model_loading")
+        self.loading = True
+        try:
+            result = await self.ask({"op": "load_model", "source": source})
+        finally:
+            self.loading = False
+        self.model_id = result["model"]
+        return JSONResponse({"status": "loaded", **{k: v for k, v in result.items() if k != "type"}})
+
+    async def generate(self, body: GenerateRequest) -> JSONResponse:
+        parameters = body.model_dump(exclude={"prompt"})
+        options = {"max_new_tokens": body.max_new_tokens, "temperature": body.temperature, "top_k": body.top_k or None}
+        replies = await self.generation({"op": "generate", "prompt": body.prompt, "options": options})
+        text = "".join([r["text"] async for r in replies if r["type"] == "delta"])
+        return JSONResponse(
+            {"generated_text": text, "prompt": body.prompt, "model": self.model_id, "parameters": parameters}
+        )
+
+    async def train(self, body: TrainRequest) -> JSONResponse:
+        job = self.training_jobs().start(body.command, recipe=body.recipe, config=body.config, overrides=body.overrides)
+        return JSONResponse(job, status_code=201)
+
+    async def job(self, job_id: str) -> JSONResponse:
+        return JSONResponse(self.training_jobs().status(job_id))
+
+    async def stop_job(self, job_id: str) -> JSONResponse:
+        # stopping waits for the run to shut down: off the event loop, so other requests go on meanwhile
+        return JSONResponse(await asyncio.to_thread(self.training_jobs().stop, job_id))
+
+    def training_jobs(self) -> Any:
+        if self.jobs is None:
+            from litllm.serve.jobs import TrainingJobs
+
+            self.jobs = TrainingJobs(self.runs_root, self.recipes_root)
+        return self.jobs
+
+    async def chat_page(self) -> HTMLResponse:
+        return HTMLResponse((STATIC / "chat.html").read_text(encoding="utf-8"))
+
+
+class OpenAIAnswer:
+    """Builds OpenAI response bodies, whole or as stream chunks, from the worker's replies."""
+
+    def __init__(self, kind: str, model: str, n: int, offset: int = 0) -> None:
+        self.kind, self.model, self.n, self.offset = kind, model, n, offset
+        self.id = ("chatcmpl-" if kind == "chat.completion" else "cmpl-") + uuid.uuid4().hex[:24]
+        self.created = int(time.time())
+
+    @property
+    def chat(self) -> bool:
+        return self.kind == "chat.completion"
+
+    def choice(self, index: int, text: str, finish_reason: str | None, stream: bool) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": self.offset + index, "finish_reason": finish_reason, "logprobs": None}
+        if not self.chat:
+            choice["text"] = text
+        elif stream:
+            choice["delta"] = {"content": text} if text or finish_reason is None else {}
+        else:
+            choice["message"] = {"role": "assistant", "content": text}
+        return choice
+
+    def envelope(self, choices: list[dict[str, Any]], stream: bool) -> dict[str, Any]:
+        kind = f"{self.kind}.chunk" if stream and self.chat else self.kind
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
+
+    async def whole(self, replies: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+        texts, reasons, usage = [""] * self.n, ["stop"] * self.n, {}
+        async for reply in replies:
+            if reply["type"] == "delta":
+                texts[reply["index"]] += reply["text"]
+            elif reply["type"] == "done":
+                reasons[reply["index"]] = openai_reason(reply["finish_reason"])
+            elif reply["type"] == "end":
+                usage = {k: reply[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+        body = self.envelope([self.choice(i, texts[i], reasons[i], False) for i in range(self.n)], False)
+        body["usage"] = usage
+        return body
+
+    async def chunks(self, replies: AsyncIterator[dict[str, Any]], include_usage: bool) -> AsyncIterator[str]:
+        if self.chat:
+            opening = [
+                {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None, "logprobs": None}
+                for i in range(self.n)
+            ]
+            yield data_line(self.envelope(opening, True))
+        async for reply in replies:
+            if reply["type"] == "delta":
+                yield data_line(self.envelope([self.choice(reply["index"], reply["text"], None, True)], True))
+            elif reply["type"] == "done":
+                reason = openai_reason(reply["finish_reason"])
+                yield data_line(self.envelope([self.choice(reply["index"], "", reason, True)], True))
+            elif reply["type"] == "end" and include_usage:
+                chunk = self.envelope([], True)
+                chunk["usage"] = {k: reply[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+                yield data_line(chunk)
+        yield "data: [DONE]\n\n"
+
+
+def openai_reason(reason: str | None) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+def data_line(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def sse(events: AsyncIterator[str]) -> StreamingResponse:
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
+def raise_if_error(reply: dict[str, Any]) -> None:
+    if reply.get("type") == "error":
+        raise APIError(reply["status"], reply["message"], reply.get("param"), reply.get("code"))
+
+
+async def chain_first(
+    first: dict[str, Any], rest: AsyncIterator[dict[str, Any]], metrics: Metrics
+) -> AsyncIterator[dict[str, Any]]:
+    """`first` then `rest`, recording tokens and latencies as the replies pass by; closing it cancels `rest`."""
+    started, last, reply = time.perf_counter(), None, first
+    try:
+        while True:
+            if reply["type"] == "delta":
+                now = time.perf_counter()
+                metrics.token_gap(now - last if last is not None else None, now - started)
+                last = now
+            elif reply["type"] == "end":
+                metrics.finished(reply["prompt_tokens"], reply["completion_tokens"], time.perf_counter() - started)
+            yield reply
+            try:
+                reply = await anext(rest)
+            except StopAsyncIteration:
+                return
+    finally:
+        metrics.left()
+        await rest.aclose()  # a client gone mid-stream: the worker stops its generation

@@ -1,0 +1,200 @@
+"""Request bodies of `litllm serve`, with the limits every request is checked against before it reaches the model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Limits(BaseModel):
+    """What one request may ask for (like nanochat's server); `litllm serve` flags can change them."""
+
+    max_messages: int = 500
+    max_message_chars: int = 8000
+    max_total_chars: int = 32000
+    max_tokens: int = 4096
+    max_top_k: int = 200
+    max_n: int = 16
+    max_stop: int = 8
+
+
+LIMITS = Limits()
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: Union[str, list[TextPart]]
+
+    @property
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+Temperature = Annotated[float, Field(ge=0, le=2)]
+TopP = Annotated[float, Field(gt=0, le=1)]
+Stop = Union[str, list[str], None]
+
+
+class SamplingFields(BaseModel):
+    """Sampling options shared by the OpenAI-style routes."""
+
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (user, metadata, ...)
+
+    model: Optional[str] = None
+    max_tokens: Optional[int] = Field(None, ge=1)
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0
+    top_k: int = Field(0, ge=0)
+    min_p: float = Field(0.0, ge=0, lt=1)
+    repetition_penalty: float = Field(1.0, gt=0, le=10)
+    seed: Optional[int] = None
+    stop: Stop = None
+    n: int = Field(1, ge=1)
+    stream: bool = False
+    stream_options: Optional[dict[str, Any]] = None
+    logprobs: Optional[bool] = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings(cls, stop: Stop) -> Stop:
+        stops = [stop] if isinstance(stop, str) else stop or []
+        if len(stops) > LIMITS.max_stop or any(not s for s in stops):
+            raise ValueError(f"stop takes at most {LIMITS.max_stop} non-empty strings")
+        return stop
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> SamplingFields:
+        if self.top_k > LIMITS.max_top_k:
+            raise ValueError(f"top_k must be between 0 and {LIMITS.max_top_k}, got {self.top_k}")
+        if self.max_tokens is not None and self.max_tokens > LIMITS.max_tokens:
+            raise ValueError(f"max_tokens must be between 1 and {LIMITS.max_tokens}, got {self.max_tokens}")
+        if self.n > LIMITS.max_n:
+            raise ValueError(f"n must be between 1 and {LIMITS.max_n}, got {self.n}")
+        return self
+
+    def options(self, default_max_tokens: int) -> dict[str, Any]:
+        """Keyword arguments for `LLM.chat_request` / `LLM.completion_request`."""
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        return {
+            "max_new_tokens": self.max_tokens or default_max_tokens,
+            "temperature": self.temperature,
+            "top_k": self.top_k or None,
+            "top_p": self.top_p,
+            "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+            "seed": self.seed,
+            "stop": stop,
+            "num_samples": self.n,
+            "logprobs": bool(self.logprobs),
+        }
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.get("include_usage"))
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _messages_within_limits(self) -> ChatCompletionRequest:
+        check_messages(self.messages)
+        if self.max_completion_tokens is not None:
+            if self.max_completion_tokens > LIMITS.max_tokens:
+                raise ValueError(f"max_completion_tokens must be between 1 and {LIMITS.max_tokens}")
+            self.max_tokens = self.max_completion_tokens
+        return self
+
+
+class CompletionRequest(SamplingFields):
+    prompt: Union[str, list[str]]
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_within_limits(cls, prompt: Union[str, list[str]]) -> Union[str, list[str]]:
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not prompts or len(prompts) > LIMITS.max_n:
+            raise ValueError(f"prompt must be a string or a list of 1 to {LIMITS.max_n} strings")
+        if any(not p for p in prompts):
+            raise ValueError("prompt must not be empty")
+        if sum(len(p) for p in prompts) > LIMITS.max_total_chars:
+            raise ValueError(f"prompt is longer than {LIMITS.max_total_chars} characters")
+        return prompt
+
+
+class NanochatRequest(BaseModel):
+    """nanochat's `/chat/completions` body: messages and a few sampling knobs; the reply streams token by token."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    messages: list[Message] = Field(min_length=1)
+    temperature: Temperature = 0.8
+    max_tokens: int = Field(512, ge=1)
+    top_k: int = Field(50, ge=0)
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> NanochatRequest:
+        check_messages(self.messages)
+        if self.max_tokens > LIMITS.max_tokens:
+            raise ValueError(f"max_tokens must be between 1 and {LIMITS.max_tokens}, got {self.max_tokens}")
+        if self.top_k > LIMITS.max_top_k:
+            raise ValueError(f"top_k must be between 0 and {LIMITS.max_top_k}, got {self.top_k}")
+        return self
+
+
+class GenerateRequest(BaseModel):
+    """The control API's `/api/generate` (nanoGPT's API server): a prompt to continue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=LIMITS.max_total_chars)
+    max_new_tokens: int = Field(100, ge=1, le=LIMITS.max_tokens)
+    temperature: Temperature = 0.8
+    top_k: Optional[int] = Field(200, ge=0, le=LIMITS.max_top_k)
+
+
+class LoadModelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: Optional[str] = None
+    model_name: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LoadModelRequest:
+        if (self.model_path is None) == (self.model_name is None):
+            raise ValueError("give exactly one of model_path (under the models root) or model_name")
+        return self
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    command: Literal["pretrain", "finetune"] = "pretrain"
+    recipe: Optional[str] = None
+    config: Optional[dict[str, Any]] = None
+    overrides: Optional[dict[str, Any]] = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrainRequest:
+        if (self.recipe is None) == (self.config is None):
+            raise ValueError("give exactly one of recipe (a name under config_hub) or config (an inline recipe)")
+        return self
+
+
+def check_messages(messages: list[Message]) -> None:
+    """Raise ValueError unless the conversation fits the limits."""
+    if len(messages) > LIMITS.max_messages:
+        raise ValueError(f"at most {LIMITS.max_messages} messages, got {len(messages)}")
+    for i, m in enumerate(messages):
+        if len(m.text) > LIMITS.max_message_chars:
+            raise ValueError(f"message {i} has {len(m.text)} characters; at most {LIMITS.max_message_chars}")
+    total = sum(len(m.text) for m in messages)
+    if total > LIMITS.max_total_chars:
+        raise ValueError(f"the messages have {total} characters in all; at most {LIMITS.max_total_chars}")

@@ -1,0 +1,237 @@
+"""The inference side of `litllm serve`: a LitServe `LitAPI` whose continuous-batching loop drives litllm's Scheduler.
+
+The HTTP side (routes.py) puts one message per operation on LitServe's request queue: a generation, the
+cancellation of one, a model swap, or a question about the model. Each step of the loop admits what arrived,
+advances every running generation by one token, and sends each request the text it gained. Every reply is a dict:
+{"type": "delta" | "done" | "end" | "result" | "error", ...}; "end", "result" and "error" close the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import litserve as ls
+from litserve.loops.continuous_batching_loop import ContinuousBatchingLoop, Output
+from litserve.utils import LitAPIStatus
+
+from litllm.api import LLM
+from litllm.engine import Completion, Scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class BatchingLoop(ContinuousBatchingLoop):
+    """LitServe's continuous-batching loop, resting between requests instead of spinning on an idle CPU."""
+
+    async def run(self, lit_api: ls.LitAPI, *args: Any) -> None:
+        if not lit_api.has_active_requests():
+            await asyncio.sleep(0.002)
+            return
+        await super().run(lit_api, *args)
+
+
+@dataclass
+class Running:
+    """A generation in flight: its completions (one per choice) and how much of each was sent."""
+
+    completions: list[Completion]
+    reported: set[int] = field(default_factory=set)  # indices whose "done" was sent
+
+
+class GenerationAPI(ls.LitAPI):
+    """Loads a model in `setup` and serves generations, cancellations, model swaps and model questions."""
+
+    def __init__(
+        self,
+        source: str,
+        spec: ls.LitSpec,
+        max_batch_size: int = 16,
+        precision: str | None = None,
+        quantize: str | None = None,
+        init: str = "pretrained",
+        tokenizer_dir: str | None = None,
+        max_seq_length: int | None = None,
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, stream=True, spec=spec, loop=BatchingLoop())
+        self.source, self.precision, self.quantize = source, precision, quantize
+        self.init, self.tokenizer_dir, self.max_seq_length = init, tokenizer_dir, max_seq_length
+        self.ready: Any = None  # a multiprocessing Event shared with the HTTP side: set while a model is loaded
+
+    def setup(self, device: str) -> None:
+        # the server's SIGTERM handler (forked into this process) would turn LitServe's terminate() into a traceback
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server process shuts workers down itself
+        self.device = device
+        self.inbox: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self.running: dict[str, Running] = {}
+        self.replies: list[Output] = []
+        self.loaded = threading.Event()
+        # load in the background: the HTTP server starts at once and /health answers 503 until the model is in
+        threading.Thread(target=self.first_load, name="litllm-load", daemon=True).start()
+
+    def first_load(self) -> None:
+        try:
+            self.load(self.source, self.init, self.tokenizer_dir)
+        except Exception:
+            logger.exception("litllm serve: could not load %r", self.source)
+            os._exit(1)  # nothing to serve; LitServe's monitor sees the worker die
+        self.loaded.set()
+        if self.ready is not None:
+            self.ready.set()
+
+    def load(self, source: str, init: str = "pretrained", tokenizer_dir: str | None = None) -> None:
+        """Load a model (replacing the current one) and make a scheduler for it."""
+        llm = LLM.load(source, init=init, tokenizer_dir=tokenizer_dir, device=self.device)
+        llm.distribute(accelerator=llm.device.type, precision=self.precision, quantize=self.quantize)
+        self.llm, self.source = llm, source
+        self.model_id = model_id(source)
+        self.scheduler = Scheduler(llm.model, llm.tokenizer, self.max_batch_size, self.max_seq_length)
+
+    # -- LitServe's continuous-batching hooks --
+
+    def add_request(self, uid: str, request: dict[str, Any]) -> None:
+        self.inbox.put((uid, request))  # called from the loop's event-loop thread; `step` runs in another
+
+    def has_capacity(self) -> bool:
+        return True  # the scheduler queues what does not fit and admits it as rows free up
+
+    def has_active_requests(self) -> bool:
+        if not self.loaded.is_set():
+            return False  # requests wait in the inbox until the model is in
+        return bool(self.running) or bool(self.replies) or not self.inbox.empty()
+
+    def step(self, prev_outputs: list[Output] | None) -> list[Output]:
+        # a step whose tokens are all held back (part of a character, or maybe a stop string) has nothing to send;
+        # LitServe's loop would then sleep 10 ms, so decode on until something is to be sent
+        while not self.replies and self.has_active_requests():
+            while not self.inbox.empty():
+                self.handle(*self.inbox.get())
+            if self.scheduler.busy:
+                self.scheduler.step()
+            for uid in list(self.running):
+                self.report(uid)
+        replies, self.replies = self.replies, []
+        return replies
+
+    def encode_response(self, output: Any) -> Any:
+        return output
+
+    # -- operations --
+
+    def handle(self, uid: str, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        try:
+            if op == "generate":
+                self.start(uid, message)
+            elif op == "cancel":
+                self.cancel(message["target"])
+                self.close(uid, {"type": "result", "cancelled": message["target"]})
+            elif op == "load_model":
+                self.swap(uid, message)
+            elif op == "info":
+                self.close(uid, {"type": "result", **self.info()})
+            else:
+                self.close(uid, error(400, f"unknown operation {op!r}"))
+        except (ValueError, TypeError, OSError, KeyError) as e:
+            self.close(uid, error(400, message_of(e)))
+
+    def start(self, uid: str, message: dict[str, Any]) -> None:
+        options = dict(message.get("options", {}))
+        if message.get("messages") is not None:
+            request = self.llm.chat_request(message["messages"], **options)
+        else:
+            request = self.llm.completion_request(message["prompt"], **options)
+        self.running[uid] = Running(self.scheduler.submit(request))
+
+    def cancel(self, target: str) -> None:
+        running = self.running.pop(target, None)
+        if running is not None:
+            self.scheduler.cancel(running.completions[0].request)
+            self.close(target, {"type": "end", "cancelled": True, **usage(running.completions)})
+
+    def swap(self, uid: str, message: dict[str, Any]) -> None:
+        if self.running or self.scheduler.busy:
+            self.close(uid, error(409, "generations are running: load the model again when they are done"))
+            return
+        started = time.perf_counter()
+        if self.ready is not None:
+            self.ready.clear()
+        try:
+            self.load(message["source"], message.get("init", "pretrained"), message.get("tokenizer_dir"))
+        finally:
+            if self.ready is not None:
+                self.ready.set()
+        self.close(uid, {"type": "result", "seconds": round(time.perf_counter() - started, 3), **self.info()})
+
+    def info(self) -> dict[str, Any]:
+        config = self.llm.config
+        return {
+            "model": self.model_id,
+            "source": str(self.source),
+            "device": str(self.llm.device),
+            "dtype": str(self.llm.model.wte.weight.dtype).removeprefix("torch."),
+            "quantize": self.quantize,
+            "context_length": config.block_size,
+            "parameters": sum(p.numel() for p in self.llm.model.parameters()),
+            "max_batch_size": self.max_batch_size,
+            "busy": sum(1 for s in self.scheduler.slots if s is not None),
+            "queued": len(self.scheduler.waiting),
+            "pid": os.getpid(),
+        }
+
+    def report(self, uid: str) -> None:
+        """Send a request the text its completions gained; close it when all of them are done."""
+        running = self.running[uid]
+        for c in running.completions:
+            while c.pending:
+                self.send(uid, {"type": "delta", "index": c.index, "text": c.pending.popleft()})
+            if c.finished and c.index not in running.reported:
+                running.reported.add(c.index)
+                self.send(
+                    uid,
+                    {
+                        "type": "done",
+                        "index": c.index,
+                        "finish_reason": c.finish_reason,
+                        "completion_tokens": len(c.token_ids),
+                    },
+                )
+        if len(running.reported) == len(running.completions):
+            del self.running[uid]
+            self.close(uid, {"type": "end", **usage(running.completions)})
+
+    def send(self, uid: str, data: dict[str, Any]) -> None:
+        self.replies.append(Output(uid, data, LitAPIStatus.OK))
+
+    def close(self, uid: str, data: dict[str, Any]) -> None:
+        self.send(uid, data)
+        self.replies.append(Output(uid, "", LitAPIStatus.FINISH_STREAMING))
+
+
+def usage(completions: list[Completion]) -> dict[str, int]:
+    prompt = completions[0].prompt_tokens
+    generated = sum(len(c.token_ids) for c in completions)
+    return {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated}
+
+
+def error(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"type": "error", "status": status, "message": message, "param": param, "code": code}
+
+
+def model_id(source: str) -> str:
+    """The name clients use for a model: a Hub id or registry name as given, a directory by its own name."""
+    path = os.path.normpath(str(source))
+    return os.path.basename(path) if os.path.isdir(path) else str(source)
+
+
+def message_of(exception: Exception) -> str:
+    """An exception's message; a KeyError's str() would wrap it in quotes."""
+    return str(exception.args[0]) if isinstance(exception, KeyError) and exception.args else str(exception)

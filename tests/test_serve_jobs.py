@@ -1,0 +1,183 @@
+"""Training jobs of the control API: real `litllm pretrain` processes started, watched and stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from litllm.serve.jobs import JobConflict, JobNotFound, TrainingJobs
+
+TESTS = Path(__file__).parent
+HUB = TESTS.parent / "config_hub"
+
+
+def tiny_config(tokenizer_dir: Path, max_steps: int) -> dict:
+    """A 33K-parameter model on the toy tokens: the job's time is mostly Python importing torch and Lightning."""
+    return {
+        "model": {
+            "model_config": {"name": "pythia-14m", "n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 320},
+            "tokenizer_dir": str(tokenizer_dir),
+            "max_seq_length": 16,
+        },
+        "data": {"class_path": "toy_data.ToyTokens", "init_args": {"vocab": 256, "batch_size": 4, "n": 16}},
+        "trainer": {
+            "max_steps": max_steps,
+            "precision": "32-true",
+            "accelerator": "cpu",
+            "log_every_n_steps": 1,
+            "limit_val_batches": 0,
+        },
+    }
+
+
+def start(jobs: TrainingJobs, config: dict, **overrides) -> dict:
+    """Start a job that can import the toy data module (the child inherits the environment at start)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTHONPATH", str(TESTS))
+        env.setenv("OMP_NUM_THREADS", "1")
+        return jobs.start("pretrain", config=config, overrides=overrides or None)
+
+
+def wait_for(jobs: TrainingJobs, job_id: str, done, timeout_s: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while not done(status := jobs.status(job_id)):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    return status
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+    return members
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> TrainingJobs:
+    jobs = TrainingJobs(tmp_path / "runs", HUB, grace_s=20.0)
+    yield jobs
+    jobs.shutdown()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> tuple[TrainingJobs, dict]:
+    """A 5-step job (the inline config says 100000 and another out_dir; the overrides and the job win)."""
+    jobs = TrainingJobs(tmp_path_factory.mktemp("jobs") / "runs", HUB)
+    config = {**tiny_config(tokenizer_dir, max_steps=100_000), "out_dir": "/elsewhere"}
+    job = start(jobs, config, **{"trainer.max_steps": 5})
+    return jobs, wait_for(jobs, job["id"], lambda s: s["state"] != "running")
+
+
+def test_a_job_runs_to_success_in_its_own_run_directory(finished: tuple[TrainingJobs, dict]) -> None:
+    jobs, status = finished
+    assert status["state"] == "succeeded" and status["returncode"] == 0, status["last_lines"]
+    run_dir = Path(status["run_dir"])
+    assert run_dir.parent == jobs.runs_root and run_dir.name == status["id"]
+    assert (run_dir / "final" / "model.safetensors").is_file()
+    assert status["ended"] >= status["started"]
+
+
+def test_the_resolved_config_is_written_with_overrides_and_the_run_directory(
+    finished: tuple[TrainingJobs, dict],
+) -> None:
+    _, status = finished
+    written = yaml.safe_load(Path(status["config_path"]).read_text())
+    assert Path(status["config_path"]).parent == Path(status["run_dir"])
+    assert written["out_dir"] == status["run_dir"]
+    assert written["trainer"]["max_steps"] == 5 and written["trainer"]["accelerator"] == "cpu"
+
+
+def test_status_reports_the_last_step_loss_and_log_lines(finished: tuple[TrainingJobs, dict]) -> None:
+    jobs, status = finished
+    assert status["step"] == 4  # Lightning numbers steps from 0
+    assert 0 < status["loss"] < 10
+    assert any("max_steps=5" in line for line in status["last_lines"])
+    assert [s["id"] for s in jobs.list()] == [status["id"]]
+
+
+def test_a_second_job_while_one_runs_is_refused(jobs: TrainingJobs, tokenizer_dir: Path) -> None:
+    first = start(jobs, tiny_config(tokenizer_dir, max_steps=100_000))
+    with pytest.raises(JobConflict, match=first["id"]):
+        start(jobs, tiny_config(tokenizer_dir, max_steps=5))
+    assert len(jobs.list()) == 1
+
+
+def test_stop_interrupts_training_and_ends_the_process_group(jobs: TrainingJobs, tokenizer_dir: Path) -> None:
+    job = start(jobs, tiny_config(tokenizer_dir, max_steps=100_000))
+    wait_for(jobs, job["id"], lambda s: s["step"] is not None)  # training is under way
+    status = jobs.stop(job["id"])
+    assert status["state"] == "stopped" and status["returncode"] != 0
+    assert any("KeyboardInterrupt" in line for line in status["last_lines"]), status["last_lines"]
+    assert group_members(job["pid"]) == []
+
+
+def test_shutdown_stops_running_jobs(jobs: TrainingJobs, tokenizer_dir: Path) -> None:
+    job = start(jobs, tiny_config(tokenizer_dir, max_steps=100_000))
+    jobs.shutdown()
+    assert jobs.status(job["id"])["state"] == "stopped"
+    assert group_members(job["pid"]) == []
+
+
+def test_a_recipe_name_resolves_inside_the_recipes_folder_with_overrides(tmp_path: Path) -> None:
+    jobs = TrainingJobs(tmp_path, HUB)
+    config = jobs.resolve_config("pretrain/debug", None, {"trainer.max_steps": 5, "data.init_args.max_bytes": 10})
+    assert config["trainer"]["max_steps"] == 5 and config["data"]["init_args"]["max_bytes"] == 10
+    assert config["model"]["model_config"]["name"] == "debug"
+    assert jobs.resolve_config("pretrain/debug.yaml", None, None)["trainer"]["max_steps"] == 150
+
+
+@pytest.mark.parametrize("name", ["../pyproject.toml", "pretrain/../../pyproject.toml", "/etc/hostname"])
+def test_a_recipe_outside_the_recipes_folder_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="outside"):
+        TrainingJobs(tmp_path, HUB).start("pretrain", recipe=name)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_recipe_symlink_out_of_the_recipes_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "secret.yaml").write_text("a: 1\n")
+    (tmp_path / "recipes" / "link.yaml").symlink_to(tmp_path / "secret.yaml")
+    with pytest.raises(ValueError, match="outside"):
+        TrainingJobs(tmp_path / "runs", tmp_path / "recipes").start("pretrain", recipe="link")
+
+
+def test_an_unknown_recipe_names_the_available_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown recipe 'pretrain/nope'.*pretrain/debug"):
+        TrainingJobs(tmp_path, HUB).start("pretrain", recipe="pretrain/nope")
+
+
+def test_an_unknown_command_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'evaluate'.*pretrain, finetune"):
+        TrainingJobs(tmp_path, HUB).start("evaluate", recipe="pretrain/debug")
+
+
+@pytest.mark.parametrize("source", [{}, {"recipe": "pretrain/debug", "config": {"trainer": {}}}])
+def test_exactly_one_of_recipe_and_config_is_needed(tmp_path: Path, source: dict) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        TrainingJobs(tmp_path, HUB).start("pretrain", **source)
+
+
+def test_an_override_below_a_value_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'trainer.max_steps' is a value"):
+        TrainingJobs(tmp_path, HUB).start("pretrain", recipe="pretrain/debug", overrides={"trainer.max_steps.x": 1})
+
+
+def test_resume_from_outside_the_runs_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="outside the runs folder"):
+        TrainingJobs(tmp_path, HUB).start("pretrain", recipe="pretrain/debug", overrides={"resume": "/tmp/x.ckpt"})
+
+
+def test_an_unknown_job_id_is_not_found(tmp_path: Path) -> None:
+    jobs = TrainingJobs(tmp_path, HUB)
+    for call in (jobs.status, jobs.stop):
+        with pytest.raises(JobNotFound, match="no training job 'nope'"):
+            call("nope")
