@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.litllm-setup
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup browser demo test bench lint clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,12 @@ $(STAMP): pyproject.toml Makefile extensions/llm-litllm/pyproject.toml
 	$(PIP) install -q --no-deps --no-build-isolation -e extensions/llm-litllm
 	touch $(STAMP)
 
+# Debian's Chromium, for the chat page tests (tests/test_chat_page.py skips without it); .ci/run calls this
+browser:
+	command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+
 # the main job on the built-in default: pretrain debug.yaml on the Python standard library, then sample from it
 DEMO_RUN ?= out/demo/$(shell date +%Y%m%d-%H%M%S)
 demo: setup
@@ -40,7 +46,8 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	# two workers (a test file stays on one, see tests/conftest.py): much of the suite waits on subprocesses
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: setup
 	$(PY) benchmarks/decode.py

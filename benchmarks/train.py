@@ -93,7 +93,7 @@ def time_transformers(config: Config, precision: str, data: list[dict]) -> list[
     return times
 
 
-def time_litllm(config: Config, precision: str, data: list[dict]) -> list[float]:
+def time_litllm(config: Config, precision: str, data: list[dict], compile: bool = False) -> list[float]:
     import lightning as L
     from torch.utils.data import DataLoader
 
@@ -110,7 +110,7 @@ def time_litllm(config: Config, precision: str, data: list[dict]) -> list[float]
             self.times.append(time.perf_counter() - self.start)
 
     fields = config.to_dict()
-    module = GPTModule(model_config=fields, warmup_steps=0)
+    module = GPTModule(model_config=fields, warmup_steps=0, compile=compile)
     timer = StepTimer()
     trainer = L.Trainer(
         accelerator="cpu",
@@ -150,6 +150,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps (after --warmup)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="litllm with GPTModule(compile=True) (compiled blocks)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -157,7 +158,8 @@ def main() -> None:
 
     peaks = {"bf16-mixed": matmul_peak(torch.bfloat16), "32-true": matmul_peak(torch.float32)}
     print(
-        f"torch {torch.__version__}, {args.threads} threads, batch {args.batch} x {args.seq}; matmul peak "
+        f"torch {torch.__version__}, {args.threads} threads, batch {args.batch} x {args.seq}, litllm "
+        f"{'compiled blocks' if args.compile else 'eager'}; matmul peak "
         f"bf16 {peaks['bf16-mixed'] / 1e9:.0f} GFLOP/s, fp32 {peaks['32-true'] / 1e9:.0f} GFLOP/s\n"
     )
     header = (
@@ -174,7 +176,7 @@ def main() -> None:
         tokens = args.batch * args.seq
         for precision in args.precisions:
             hf = statistics.median(time_transformers(config, precision, data)[args.warmup :])
-            ours = statistics.median(time_litllm(config, precision, data)[args.warmup :])
+            ours = statistics.median(time_litllm(config, precision, data, args.compile)[args.warmup :])
             ratio = hf / ours
             mfu_ours, mfu_hf = flops / ours / peaks[precision], flops / hf / peaks[precision]
             print(

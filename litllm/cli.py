@@ -196,6 +196,7 @@ def serve(
     max_tokens: int = 256,
     models_root: Optional[Path] = None,
     runs_root: Optional[Path] = None,
+    limits: Optional[dict[str, int]] = None,
     log_level: str = "warning",
 ) -> None:
     """Serve a model over HTTP: OpenAI-compatible routes, a web chat page, and a control API (LitServe).
@@ -220,6 +221,8 @@ def serve(
         max_tokens: Reply length when a request does not say.
         models_root: Folder whose checkpoints /api/load_model may load (default: $LITLLM_HOME).
         runs_root: Folder for training runs started by /api/train (default: ./runs).
+        limits: Request limits to change, e.g. '{"max_messages": 100, "max_tokens": 1024}'. Defaults: 500 messages,
+            8000 characters a message, 32000 in all, max_tokens 4096, top_k 200, n 16, 8 stop strings.
         log_level: debug, info, warning or error.
     """
     import os
@@ -227,6 +230,10 @@ def serve(
     from litllm.serve.server import build_server, run
 
     check_serve_source(source, init, tokenizer_dir)
+    if limits:
+        from litllm.serve.schemas import set_limits
+
+        set_limits(limits)
     api_key = api_key or os.environ.get("LITLLM_API_KEY") or None
     server, _ = build_server(
         source,

@@ -223,10 +223,11 @@ class Scheduler:
                 c.decoder = self.tokenizer.stream_decoder()
             if request.constraint is not None:
                 c.constraint = request.constraint()
-                if c.constraint.min_tokens() > request.max_new_tokens:
+                room = min(request.max_new_tokens, self.max_seq_length - n)
+                if c.constraint.min_tokens() > room:
                     raise ValueError(
-                        f"max_new_tokens={request.max_new_tokens} is too small for the schema: its shortest valid "
-                        f"output takes {c.constraint.min_tokens()} tokens"
+                        f"max_new_tokens={room} (what the context leaves after the prompt, or what was asked) is "
+                        f"too small for the schema: its shortest valid output takes {c.constraint.min_tokens()} tokens"
                     )
         self.waiting.append(_Group(request, completions, self.device))
         return completions
@@ -353,15 +354,17 @@ class Scheduler:
             seen = torch.stack([c.seen for c in completions])
         else:
             seen = None
-        logits = process_logits(logits, request.params, seen)
-        constrained = [c for c in completions if c.constraint is not None]
-        if constrained:
+        if completions[0].constraint is not None:
+            # the schema's mask first: top-k / top-p then choose among tokens that keep the output valid
             budgets = [
                 min(request.max_new_tokens - len(c.token_ids), self.max_seq_length - c.length) for c in completions
             ]
             allowed = torch.stack([c.constraint.allowed(b) for c, b in zip(completions, budgets, strict=True)])
             allowed = allowed.to(self.device)
             logits = logits[:, : allowed.shape[1]].masked_fill(~allowed, float("-inf"))
+            if seen is not None:
+                seen = seen[:, : allowed.shape[1]]
+        logits = process_logits(logits, request.params, seen)
         tokens = sample(logits, request.params, group.generator)
         logprobs = raw.log_softmax(dim=-1).gather(1, tokens[:, None])[:, 0].tolist() if request.logprobs else None
         for i, (c, token) in enumerate(zip(completions, tokens.tolist(), strict=True)):

@@ -133,6 +133,17 @@ class _Model:
         """A conversation: each prompt sees the earlier prompts and replies."""
         return Conversation(self)
 
+    def prompt(
+        self,
+        text: str,
+        system: str | None = None,
+        schema: dict | type | str | None = None,
+        attachments: list | None = None,
+        **options: Any,
+    ) -> Response | AsyncResponse:
+        """A lazy response to `text`; options are sampling settings (temperature, max_tokens, seed, stop, ...)."""
+        return self._prompt(text, system, schema, attachments, options, None)
+
     def _prompt(
         self,
         text: str,
@@ -158,31 +169,10 @@ class _Model:
 class Model(_Model):
     """A registry model whose `prompt()` returns a lazy `Response`."""
 
-    def prompt(
-        self,
-        text: str,
-        system: str | None = None,
-        schema: dict | type | str | None = None,
-        attachments: list | None = None,
-        **options: Any,
-    ) -> Response:
-        """A lazy response to `text`; options are sampling settings (temperature, max_tokens, seed, stop, ...)."""
-        return self._prompt(text, system, schema, attachments, options, None)
-
 
 class AsyncModel(_Model):
-    """A registry model whose `prompt()` returns an `AsyncResponse`; generation runs in a worker thread."""
-
-    def prompt(
-        self,
-        text: str,
-        system: str | None = None,
-        schema: dict | type | str | None = None,
-        attachments: list | None = None,
-        **options: Any,
-    ) -> AsyncResponse:
-        """A lazy response to `text` to await or iterate with `async for`; options as for `Model.prompt`."""
-        return self._prompt(text, system, schema, attachments, options, None)
+    """A registry model whose `prompt()` returns an `AsyncResponse` to await or iterate with `async for`;
+    generation runs in a worker thread."""
 
 
 class Conversation:

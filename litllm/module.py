@@ -42,6 +42,7 @@ class GPTModule(L.LightningModule):
         init_std: float = 0.02,
         activation_checkpointing: bool = False,
         max_seq_length: Optional[int] = None,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -56,6 +57,8 @@ class GPTModule(L.LightningModule):
             init_std: Standard deviation of the from-scratch initialisation (see `GPT.reset_parameters`).
             activation_checkpointing: Recompute each block's activations in the backward pass to save memory.
             max_seq_length: Longest training sequence (default: the model's block_size).
+            compile: torch.compile each block (once: the blocks share one graph), fusing its elementwise work;
+                the first steps take a minute or more to compile.
         """
         super().__init__()
         if model_config is None and init_from is None:
@@ -74,6 +77,7 @@ class GPTModule(L.LightningModule):
         self.min_lr_ratio = min_lr_ratio
         self.init_std = init_std
         self.activation_checkpointing = activation_checkpointing
+        self.compile_blocks = compile
         self.config = resolve_config(model_config, init_from)
         if max_seq_length is not None and not 1 <= max_seq_length <= self.config.block_size:
             raise ValueError(
@@ -105,6 +109,9 @@ class GPTModule(L.LightningModule):
         self.load_initial_weights()
         if self.activation_checkpointing:
             self.apply_activation_checkpointing()
+        if self.compile_blocks:
+            for block in self.gpt.h:
+                block.compile()
 
     def load_initial_weights(self) -> None:
         """From scratch (`GPT.reset_parameters`), or the weights of `init_from`."""

@@ -153,7 +153,10 @@ class JSONConstraint:
         self._data = bytearray()
         self._stopped = False
         if self._automaton.costs[self._state] >= INF:
-            raise ValueError("the tokenizer cannot spell any document of this schema with single-byte tokens")
+            raise ValueError(
+                "no document valid against this schema can be written: numbers take at most 18 digits, and each "
+                "byte of the shortest document must be a token by itself in this tokenizer"
+            )
 
     @property
     def done(self) -> bool:
@@ -356,7 +359,8 @@ class _Integer:
 
     def __init__(self, low: float, high: float) -> None:
         self.low, self.high = low, high
-        self._reach: dict[bytes, int] = {}
+        self._reach: dict[Any, int] = {}
+        self._representatives: dict[Any, bytes] = {}
 
     def starts(self) -> list[tuple]:
         return [(self, b"")]
@@ -365,7 +369,7 @@ class _Integer:
         text = frame[1] + bytes((byte,))
         out: list[tuple] = []
         if _INT_PREFIX.fullmatch(text) and self.reach(text) < INF:
-            out.append((_STAY, (self, text)))
+            out.append((_STAY, (self, self._representatives.setdefault(self._kind(text), text))))
         if self.complete(frame):
             out.append((_PASS,))
         return out
@@ -378,14 +382,28 @@ class _Integer:
 
     def reach(self, text: bytes) -> int:
         """Fewest bytes to append to `text` for an integer within the bounds (INF when there is none)."""
-        found = self._reach.get(text)
+        kind = self._kind(text)
+        found = self._reach.get(kind)
         if found is None:
             if text:
                 found = self._extend(text[:1] == b"-", text.lstrip(b"-"))
             else:
                 found = min(self._extend(False, b""), 1 + self._extend(True, b""))
-            self._reach[text] = found
+            self._reach[kind] = found
         return found
+
+    def _kind(self, text: bytes) -> Any:
+        """What decides the future of a prefix: its sign, its length, and how it compares with each bound's
+        leading digits. Prefixes of one kind share one frame, which keeps the states few."""
+        negative, digits = text[:1] == b"-", text.lstrip(b"-")
+        if digits in (b"", b"0"):
+            return text
+        return (
+            negative,
+            len(digits),
+            _compare_prefix(digits, negative, self.low),
+            _compare_prefix(digits, negative, self.high),
+        )
 
     def _extend(self, negative: bool, digits: bytes) -> int:
         if digits == b"0":
@@ -401,6 +419,18 @@ class _Integer:
             if max(low, self.low) <= min(high, self.high):
                 return k
         return INF
+
+
+def _compare_prefix(digits: bytes, negative: bool, bound: float) -> Any:
+    """How a number starting with `digits` (no leading zero) compares with `bound`, as far as it is known."""
+    magnitude = -bound if negative else bound  # the bound in the direction of the number's sign
+    if magnitude in (math.inf, -math.inf) or magnitude < 0:
+        return None  # the same for every such number
+    spelled = str(magnitude).encode()
+    if len(digits) > len(spelled):
+        return "longer"
+    head = spelled[: len(digits)]
+    return (digits > head) - (digits < head)  # digit strings of one length compare as numbers
 
 
 class _Array:

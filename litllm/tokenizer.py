@@ -143,33 +143,12 @@ class Tokenizer:
         return token
 
     def token_byte_lengths(self, size: int | None = None) -> list[int]:
-        """UTF-8 bytes each token id stands for (0 for special tokens), padded with 0 to `size` ids.
+        """UTF-8 bytes each token id stands for (0 for special and added tokens), padded with 0 to `size` ids.
 
-        Used for bits per byte: byte-level BPE pieces are one character per byte; SentencePiece-style pieces
-        spell a space as "▁" and raw bytes as "<0xNN>".
+        Used for bits per byte.
         """
-        n = max(size or 0, self.vocab_size)
-        lengths = [0] * n
-        if self._hf is not None:
-            special = {i for i, t in self._hf.get_added_tokens_decoder().items() if t.special}
-            decoder = json.loads(self._hf.to_str()).get("decoder") or {}
-            byte_level = "ByteLevel" in json.dumps(decoder)
-        else:
-            special = {i for i in range(self.vocab_size) if self._sp.is_control(i) or self._sp.is_unknown(i)}
-            byte_level = False
-        for i in range(self.vocab_size):
-            if i in special:
-                continue
-            piece = self._hf.id_to_token(i) if self._hf is not None else self._sp.id_to_piece(i)
-            if piece is None:
-                continue
-            if byte_level:
-                lengths[i] = len(piece)
-            elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-                lengths[i] = 1
-            else:
-                lengths[i] = len(piece.replace("\u2581", " ").encode("utf-8"))
-        return lengths
+        lengths = [0 if b is None else len(b) for b in self.token_bytes()]
+        return lengths + [0] * (max(size or 0, self.vocab_size) - len(lengths))
 
     def token_bytes(self) -> list[bytes | None]:
         """The bytes each token id stands for; None for special and added tokens, which no text contains."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +112,15 @@ class Server:
             p.kill()
         assert not alive, f"left behind after {signal.Signals(sig).name}: {[p.pid for p in alive]}"
         return code
+
+
+@contextlib.contextmanager
+def running_server(source: Path | str, tmp: Path, *extra: str, api_key: str | None = API_KEY) -> Iterator[Server]:
+    """A ready server for the duration of the block, stopped with SIGINT after it (unless a test stopped it)."""
+    server = Server(source, tmp, *extra, api_key=api_key)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.stop(signal.SIGINT)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from litllm import LLM
-from tests.serve_helpers import API_KEY, Server
+from tests.serve_helpers import API_KEY, Server, running_server
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "def add(a, b):"}]
 
@@ -24,13 +24,9 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 def server(litllm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("serve")
     shutil.copytree(litllm_dir, tmp / "models" / "other-model")
-    server = Server(litllm_dir, tmp, "--max_batch_size", "4")
-    try:
-        server.wait_ready()
+    shutil.copytree(litllm_dir, tmp / "models" / litllm_dir.name)  # to swap back to
+    with running_server(litllm_dir, tmp, "--max_batch_size", "4") as server:
         yield server
-    finally:
-        if server.process.poll() is None:
-            server.stop(signal.SIGINT)
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +187,13 @@ def test_prompt_longer_than_the_context_is_400(server: Server) -> None:
     assert status == 400 and "context" in answer["error"]["message"]
 
 
-def test_every_route_but_health_needs_the_key(server: Server) -> None:
-    for method, path in [("GET", "/v1/models"), ("GET", "/api/status"), ("GET", "/metrics"), ("GET", "/")]:
+def test_every_route_but_health_and_the_page_needs_the_key(server: Server) -> None:
+    for method, path in [
+        ("GET", "/v1/models"),
+        ("GET", "/api/status"),
+        ("GET", "/metrics"),
+        ("POST", "/v1/completions"),
+    ]:
         status, answer = server.request(method, path, auth=False)
         assert status == 401 and answer["error"]["type"] == "authentication_error"
     server.api_key, real = "wrong-key", server.api_key
@@ -201,6 +202,7 @@ def test_every_route_but_health_needs_the_key(server: Server) -> None:
     finally:
         server.api_key = real
     assert server.request("GET", "/health", auth=False)[0] == 200
+    assert server.request("GET", "/", auth=False)[0] == 200  # the page asks for the key for its API calls
 
 
 def test_chat_page_is_served_at_the_root(server: Server) -> None:
@@ -212,7 +214,7 @@ def test_control_status_models_and_generate(server: Server, llm: LLM) -> None:
     status, body = server.request("GET", "/api/status")
     assert status == 200 and body["model_loaded"] and body["device"] == "cpu" and body["timestamp"]
     status, body = server.request("GET", "/api/models")
-    assert "pythia-160m" in body["named"] and [m["name"] for m in body["local"]] == ["other-model"]
+    assert "pythia-160m" in body["named"] and sorted(m["name"] for m in body["local"]) == ["other-model", "tiny-llama"]
     assert body["local"][0]["config"]["n_layer"] == 2
     status, body = server.request("POST", "/api/generate", {"prompt": "def", "max_new_tokens": 8, "temperature": 0})
     assert status == 200 and body["generated_text"] == llm.generate("def", max_new_tokens=8, temperature=0)
@@ -232,6 +234,7 @@ def test_load_model_swaps_the_model_without_restart(server: Server, litllm_dir: 
     assert chat(server, model="other-model", max_tokens=3)[0] == 200
     status, body = server.request("POST", "/api/load_model", {"model_path": str(litllm_dir)})
     assert status == 400  # an absolute path elsewhere is outside the root too
+    assert server.request("POST", "/api/load_model", {"model_path": litllm_dir.name})[1]["model"] == litllm_dir.name
 
 
 def test_train_refuses_recipes_outside_config_hub(server: Server) -> None:
@@ -248,11 +251,6 @@ def test_metrics_count_requests_and_tokens(server: Server) -> None:
     assert "litllm_generated_tokens_total" in text and "litllm_time_to_first_token_seconds_bucket" in text
     stats = server.request("GET", "/stats")[1]
     assert stats["workers"] == 1 and stats["completion_tokens"] > 0
-
-
-def test_sigterm_stops_every_process(server: Server) -> None:
-    assert len(server.processes()) >= 3  # the server, its HTTP process and its inference worker
-    assert server.stop(signal.SIGTERM) == 0
 
 
 def test_the_openai_package_works_against_the_server(server: Server, llm: LLM, litllm_dir: Path) -> None:
@@ -354,3 +352,37 @@ def resolve_refs(schema: object, document: dict) -> object:
     if isinstance(schema, list):
         return [resolve_refs(v, document) for v in schema]
     return schema
+
+
+def test_limits_are_configurable() -> None:
+    from litllm.serve.schemas import LIMITS, ChatCompletionRequest, set_limits
+
+    before = LIMITS.max_messages
+    set_limits({"max_messages": 2})
+    try:
+        with pytest.raises(ValueError, match="at most 2 messages"):
+            ChatCompletionRequest(messages=[{"role": "user", "content": "a"}] * 3)
+    finally:
+        set_limits({"max_messages": before})
+    with pytest.raises(ValueError, match="max_mesages"):
+        set_limits({"max_mesages": 2})
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [(["does-not-exist"], "does-not-exist"), (["{model}", "--limits", '{"max_messages": 0}'], "max_messages")],
+)
+def test_serve_refuses_bad_arguments_in_one_line(litllm_dir: Path, args: list[str], fragment: str) -> None:
+    import subprocess
+    import sys
+
+    args = [a.replace("{model}", str(litllm_dir)) for a in args]
+    result = subprocess.run([sys.executable, "-m", "litllm.cli", "serve", *args], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# last: it stops the module's server
+def test_sigterm_stops_every_process(server: Server) -> None:
+    assert len(server.processes()) >= 3  # the server, its HTTP process and its inference worker
+    assert server.stop(signal.SIGTERM) == 0

@@ -64,6 +64,7 @@ class LitLLMSpec(LitSpec):
         recipes_root: Path,
         ready: Any,
         default_max_tokens: int = 256,
+        workers: int = 1,
     ) -> None:
         super().__init__()
         self.api_path = "/v1/chat/completions"
@@ -71,6 +72,7 @@ class LitLLMSpec(LitSpec):
         self.models_root, self.runs_root, self.recipes_root = models_root, runs_root, recipes_root
         self.ready = ready  # a multiprocessing Event the worker sets once its model is loaded
         self.default_max_tokens = default_max_tokens
+        self.workers = workers
         self.metrics = Metrics()
         self.jobs: Any = None  # TrainingJobs, made in the API process on first use
         self.loading = False
@@ -223,7 +225,7 @@ class LitLLMSpec(LitSpec):
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def stats(self) -> JSONResponse:
-        return JSONResponse(self.metrics.stats(workers=1))
+        return JSONResponse(self.metrics.stats(workers=self.workers))
 
     async def prometheus(self) -> PlainTextResponse:
         return PlainTextResponse(self.metrics.prometheus(), media_type="text/plain; version=0.0.4")
@@ -254,6 +256,8 @@ class LitLLMSpec(LitSpec):
         from litllm.serve.control import resolve_model_source
 
         source = resolve_model_source(body.model_path, body.model_name, self.models_root)
+        if self.workers > 1:  # a swap message reaches one worker of the queue, not all of them
+            raise APIError(409, "load_model needs a server with one worker (--devices 1); restart it with the model")
         if self.loading:
             raise APIError(409, "a model is already being loaded", code="model_loading")
         self.loading = True

@@ -22,6 +22,19 @@ class Limits(BaseModel):
 LIMITS = Limits()
 
 
+def set_limits(changes: dict[str, Any]) -> None:
+    """Change the request limits of this process (before the server starts, so its HTTP process inherits them)."""
+    unknown = set(changes) - set(Limits.model_fields)
+    if unknown:
+        raise ValueError(f"unknown limit {sorted(unknown)[0]!r}; accepted: {', '.join(Limits.model_fields)}")
+    bad = {k: v for k, v in changes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
+    if bad:
+        name, value = next(iter(bad.items()))
+        raise ValueError(f"limit {name} must be an integer >= 1, got {value!r}")
+    for name, value in changes.items():
+        setattr(LIMITS, name, value)
+
+
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str
@@ -154,10 +167,20 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=LIMITS.max_total_chars)
-    max_new_tokens: int = Field(100, ge=1, le=LIMITS.max_tokens)
+    prompt: str = Field(min_length=1)
+    max_new_tokens: int = Field(100, ge=1)
     temperature: Temperature = 0.8
-    top_k: Optional[int] = Field(200, ge=0, le=LIMITS.max_top_k)
+    top_k: Optional[int] = Field(200, ge=0)
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> GenerateRequest:
+        if len(self.prompt) > LIMITS.max_total_chars:
+            raise ValueError(f"prompt is longer than {LIMITS.max_total_chars} characters")
+        if self.max_new_tokens > LIMITS.max_tokens:
+            raise ValueError(f"max_new_tokens must be between 1 and {LIMITS.max_tokens}, got {self.max_new_tokens}")
+        if (self.top_k or 0) > LIMITS.max_top_k:
+            raise ValueError(f"top_k must be between 0 and {LIMITS.max_top_k}, got {self.top_k}")
+        return self
 
 
 class LoadModelRequest(BaseModel):

@@ -30,7 +30,7 @@ CONFIG_HUB = Path(__file__).resolve().parent.parent.parent / "config_hub"
 
 
 class Gate:
-    """ASGI middleware: the API key check (every route but /health) and the request counters."""
+    """ASGI middleware: the API key check (every route but /health and the chat page) and the request counters."""
 
     def __init__(self, app: Any, api_key: str | None, metrics: Metrics) -> None:
         self.app, self.api_key, self.metrics = app, api_key, metrics
@@ -39,7 +39,7 @@ class Gate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         route = route_label(scope["path"])
-        if self.api_key and scope["path"] != "/health" and not self.authorized(scope):
+        if self.api_key and scope["path"] not in OPEN_ROUTES and not self.authorized(scope):
             self.metrics.request(route, 401)
             response = error_response(401, "missing or wrong API key: send the header 'Authorization: Bearer KEY'")
             return await response(scope, receive, send)
@@ -59,6 +59,9 @@ class Gate:
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
 
 
+# a browser sends no Authorization header when it opens a page: the (static) chat page is open, and asks for the
+# key for its own API calls; /health is for load balancers
+OPEN_ROUTES = ("/health", "/")
 KNOWN_ROUTES = (
     "/v1/chat/completions",
     "/v1/completions",
@@ -141,6 +144,7 @@ def build_server(
         recipes_root=CONFIG_HUB,
         ready=ready,
         default_max_tokens=default_max_tokens,
+        workers=devices if isinstance(devices, int) else 1,
     )
     spec.metrics.max_batch_size = max_batch_size
     api = GenerationAPI(source, spec, max_batch_size, precision, quantize, init, tokenizer_dir, max_seq_length)
