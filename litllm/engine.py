@@ -183,6 +183,12 @@ class _Group:
     def active(self) -> list[Completion]:
         return [c for c in self.completions if not c.finished]
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Argmax of the raw logits: no penalty, no constraint, no log-probabilities to report."""
+        r = self.request
+        return r.params.temperature == 0 and r.params.repetition_penalty == 1 and not r.logprobs and not r.constraint
+
 
 class Scheduler:
     """Continuous batching: requests wait for a free cache row, join the running batch, and leave when done.
@@ -340,10 +346,16 @@ class Scheduler:
             self.model.kv_caches = None
         for c in rows:
             c.length += 1
+        plain: list[Completion] = []  # greedy rows with nothing to adjust: one argmax for all of them
         for group in self.groups:
             active = [c for c in group.completions if not c.finished and self.slots[c.slot] is c]
-            if active:
+            if active and group.plain_greedy:
+                plain += active
+            elif active:
                 self._choose(group, active, logits[[c.slot for c in active]])
+        if plain:
+            for c, token in zip(plain, logits[[c.slot for c in plain]].argmax(dim=-1).tolist(), strict=True):
+                self._accept(c, token, None)
 
     def _choose(self, group: _Group, completions: list[Completion], logits: torch.Tensor) -> None:
         """Sample the next token of each completion of one request from its logits (n, V)."""
