@@ -160,10 +160,11 @@ class LLM:
             messages = [{"role": "user", "content": messages}]
         if "sys_prompt" in options:
             raise TypeError("chat() takes the system prompt as the first message, not sys_prompt=")
+        as_token_ids = options.pop("return_as_token_ids", False)
         request = self.chat_request(messages, **options)
         if stream:
             return self._stream([request], "")
-        results = self._results(self._run([request])[0], options.get("return_as_token_ids", False), request.logprobs)
+        results = self._results(self._run([request])[0], as_token_ids, request.logprobs)
         return results if request.num_samples > 1 else results[0]
 
     def chat_request(self, messages: list[dict[str, str]], **options: Any) -> Request:
@@ -293,7 +294,6 @@ class LLM:
         num_samples: int = 1,
         logprobs: bool = False,
         schema: dict | type | str | None = None,
-        return_as_token_ids: bool = False,
     ) -> Request:
         """A validated engine request for prompt token ids; max_new_tokens shrinks to the room left in the context."""
         params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from litllm.config import Config
-from litllm.registry import litllm_home
+from litllm.registry import checkpoint_kind, litllm_home
 
 WEIGHTS = "model.safetensors"
 CONFIG = "model_config.yaml"
@@ -158,12 +158,9 @@ def detect_format(path: Path) -> str:
         raise FileNotFoundError(f"checkpoint directory {str(path)!r} does not exist")
     if not path.is_dir():
         raise CheckpointError(f"{str(path)!r} is not a directory")
-    if (path / CONFIG).is_file() and (path / WEIGHTS).is_file():
-        return "litllm"
-    if (path / CONFIG).is_file() and (path / "lit_model.pth").is_file():
-        return "litgpt"
-    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
-        return "hf"
+    kind = checkpoint_kind(path)
+    if kind is not None:
+        return kind
     pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in path.glob(pattern))
     if pickled:
         raise CheckpointError(

@@ -185,7 +185,7 @@ class LitLLMSpec(LitSpec):
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) > 1 and body.stream:
             raise APIError(400, "stream=true takes a single prompt", param="prompt")
-        options = body.options(16 if body.max_tokens is None else body.max_tokens)  # OpenAI's default is 16
+        options = body.options(16)  # without max_tokens: OpenAI's default of 16
         answers = []
         for i, prompt in enumerate(prompts):
             replies = await self.generation({"op": "generate", "prompt": prompt, "options": options})
