@@ -8,6 +8,7 @@ request: one loop serves `LLM.generate` over a list of prompts, streams, and the
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from litllm.model import GPT, KVCache
+from litllm.model import GPT, KVCache, Linear, can_prepack
 
 if TYPE_CHECKING:
     from litllm.tokenizer import StreamDecoder, Tokenizer
@@ -194,6 +195,11 @@ class Scheduler:
     """Continuous batching: requests wait for a free cache row, join the running batch, and leave when done.
 
     Call `submit` to queue a request and `step` to advance every active row by one token.
+
+    `prepack`: on the CPU, the first time two or more rows decode together the linear layers get oneDNN prepacked
+    weights (`GPT.prepack`), 1.15-1.35x the batched throughput for an extra copy of the linear weights that stays
+    with the model while its weights are unchanged. None (default): only if that copy takes at most half the
+    memory available; True: always; False: never.
     """
 
     def __init__(
@@ -202,6 +208,7 @@ class Scheduler:
         tokenizer: Tokenizer | None = None,
         max_batch_size: int = 16,
         max_seq_length: int | None = None,
+        prepack: bool | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -215,6 +222,7 @@ class Scheduler:
         self.groups: list[_Group] = []  # admitted requests with rows in the cache
         self.slots: list[Completion | None] = []
         self.caches: list[KVCache] = []
+        self.prepack = prepack
 
     def submit(self, request: Request) -> list[Completion]:
         """Queue a request; its completions fill in as `step` runs."""
@@ -269,15 +277,24 @@ class Scheduler:
             self.step()
 
     def _admit(self) -> None:
+        """Give waiting requests free rows, in order while they fit; grow the cache once for all, then prefill."""
+        taken = {i for i, c in enumerate(self.slots) if c is not None}
+        admitted: list[_Group] = []
         while self.waiting:
             group = self.waiting[0]
-            free = [i for i in range(self.max_batch_size) if i >= len(self.slots) or self.slots[i] is None]
+            free = [i for i in range(self.max_batch_size) if i not in taken]
             if len(free) < len(group.completions):
-                return
+                break
             self.waiting.popleft()
             for c, slot in zip(group.completions, free, strict=False):
                 c.slot = slot
-            self._reserve(max(c.slot for c in group.completions) + 1, self._length_needed(group.request))
+                taken.add(slot)
+            admitted.append(group)
+        if not admitted:
+            return
+        rows = max(c.slot for g in admitted for c in g.completions) + 1
+        self._reserve(rows, max(self._length_needed(g.request) for g in admitted))
+        for group in admitted:
             for c in group.completions:
                 self.slots[c.slot] = c
             self.groups.append(group)
@@ -329,6 +346,10 @@ class Scheduler:
     def _decode(self, rows: list[Completion]) -> None:
         """One forward pass over the cache rows in use: each active row feeds its last token at its own position."""
         R = max(c.slot for c in rows) + 1
+        if R > 1 and self.prepack is not False:
+            if self.prepack or prepack_fits(self.model):
+                self.model.prepack()
+            self.prepack = False  # decided once per scheduler
         tokens = torch.zeros(R, 1, dtype=torch.long)
         positions = torch.zeros(R, dtype=torch.long)
         for c in rows:
@@ -354,7 +375,9 @@ class Scheduler:
             elif active:
                 self._choose(group, active, logits[[c.slot for c in active]])
         if plain:
-            for c, token in zip(plain, logits[[c.slot for c in plain]].argmax(dim=-1).tolist(), strict=True):
+            # max(dim).indices: the same first maximal index as argmax, ~1.3-2.4x faster on the CPU at a large vocab
+            best = logits[[c.slot for c in plain]].max(dim=-1).indices
+            for c, token in zip(plain, best.tolist(), strict=True):
                 self._accept(c, token, None)
 
     def _choose(self, group: _Group, completions: list[Completion], logits: torch.Tensor) -> None:
@@ -409,6 +432,29 @@ class Scheduler:
         c.finish_reason = reason
         if 0 <= c.slot < len(self.slots) and self.slots[c.slot] is c:
             self.slots[c.slot] = None
+
+
+def prepack_fits(model: GPT) -> bool:
+    """Whether the prepacked copies `GPT.prepack` would add take at most half the memory available now."""
+    linears = [m for m in model.modules() if isinstance(m, Linear) and m.current_pack() is None]
+    extra = sum(m.weight.numel() * m.weight.element_size() for m in linears if can_prepack(m.weight.detach()))
+    available = available_memory()
+    return available is not None and extra <= available // 2
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux MemAvailable, else free pages), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 class TextStream(Iterator[str]):

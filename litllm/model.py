@@ -60,6 +60,7 @@ class GPT(nn.Module):
         key_mask: torch.Tensor | None = None,
         last_only: bool = False,
         length: int | None = None,
+        hidden: bool = False,
     ) -> torch.Tensor:
         """Logits (B, T, V) for tokens `idx` (B, T).
 
@@ -70,6 +71,7 @@ class GPT(nn.Module):
         last_only: compute logits for the last position only (B, 1, V).
         length: with per-row input_pos, the keys the furthest row sees (max(input_pos) + 1), when the caller knows
             it: reading it off the tensor syncs with the device and breaks a torch.compile graph.
+        hidden: return the final norm's output (B, T, C) instead of logits, for a loss that applies the head itself.
         """
         B, T = idx.shape
         start = 0 if input_pos is None else input_pos
@@ -110,6 +112,8 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = self.ln_f(x)
+        if hidden:
+            return x
         logits = self.lm_head(x)  # (B, T, V)
         if self.config.final_logit_softcap is not None:
             logits = softcap(logits, self.config.final_logit_softcap)
@@ -136,6 +140,21 @@ class GPT(nn.Module):
 
     def clear_kv_cache(self) -> None:
         self.kv_caches = None
+
+    def prepack(self, enabled: bool = True) -> int:
+        """Give every linear layer a oneDNN prepacked copy of its weight for multi-row inference (see `Linear`), or
+        drop the copies. Returns the bytes the copies take."""
+        linears = [m for m in self.modules() if isinstance(m, Linear)]
+        if not enabled:
+            for m in linears:
+                m.packed = None
+            return 0
+        return sum(m.prepack() for m in linears)
+
+    def prepacked_bytes(self) -> int:
+        """Bytes held by the packed copies that are still current."""
+        linears = [m for m in self.modules() if isinstance(m, Linear)]
+        return sum(m.weight.numel() * m.weight.element_size() for m in linears if m.current_pack() is not None)
 
     @torch.no_grad()
     def reset_parameters(self, std: float = 0.02) -> None:
@@ -388,16 +407,73 @@ class RMSNorm(nn.Module):
 
 
 class Linear(nn.Linear):
-    """nn.Linear that computes a single bfloat16 row on the CPU with torch.mv, which reads the weights about 1.3x
-    faster than F.linear's matrix-matrix path there (the whole cost of decoding one token; see benchmarks/)."""
+    """nn.Linear with two faster CPU inference paths (benchmarks/decode.py measures both).
+
+    - A single bfloat16 row goes through torch.mv, which reads the weights about 1.3x faster than F.linear's
+      matrix-matrix path there (the whole cost of decoding one token).
+    - Several rows go through a oneDNN prepacked copy of the weight once `prepack()` has made one: 1.15-1.35x
+      F.linear's throughput at the 16 rows of a batched decode step. The copy costs as much memory as the
+      weight. It is used only without autograd and only while the weight is the one it was made from (same
+      storage, same version counter, so an optimizer step or `load_state_dict` retires it).
+    """
+
+    packed: tuple[torch.Tensor, int, int] | None = None  # (oneDNN weight, weight's data_ptr, its _version)
+
+    def prepack(self) -> int:
+        """Make the packed copy (CPU, float32/bfloat16 weights); returns its size in bytes, 0 if none was made."""
+        w = self.weight.detach()
+        if self.current_pack() is not None:
+            return w.numel() * w.element_size()
+        if not can_prepack(w):
+            self.packed = None
+            return 0
+        self.packed = (torch.ops.mkldnn._reorder_linear_weight(w, 16), w.data_ptr(), w._version)
+        return w.numel() * w.element_size()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.numel() == x.shape[-1] and not x.requires_grad:
+        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        if rows == 1 and x.dtype == torch.bfloat16 and x.device.type == "cpu" and not x.requires_grad:
             y = torch.mv(self.weight, x.reshape(-1))  # (out,)
             if self.bias is not None:
                 y = y + self.bias
             return y.view(*x.shape[:-1], -1)
+        if rows > 1 and self.packed is not None and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            packed = self.current_pack()
+            if packed is not None and x.dtype == self.weight.dtype and x.device.type == "cpu":
+                y = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, -1), packed, self.bias, "none", [], "")
+                return y.view(*x.shape[:-1], -1)
         return F.linear(x, self.weight, self.bias)
+
+    def current_pack(self) -> torch.Tensor | None:
+        """The packed copy if the weight is still the one it was made from; a stale copy is dropped."""
+        if self.packed is None:
+            return None
+        packed, ptr, version = self.packed
+        if self.weight.data_ptr() != ptr or self.weight._version != version:
+            self.packed = None  # changed since packing (an optimizer step, load_state_dict): free the copy
+            return None
+        return packed
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .float(), ...: the packed copy would be stale
+        self.packed = None
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict:  # copies and pickles never carry the packed copy (oneDNN tensors can't)
+        return {**super().__getstate__(), "packed": None}
+
+
+def can_prepack(w: torch.Tensor) -> bool:
+    """Whether oneDNN can prepack this weight here: a plain float32 or (where the CPU has it) bfloat16 CPU tensor."""
+    if (
+        w.device.type != "cpu"
+        or w.layout != torch.strided
+        or w.is_inference()
+        or not torch.backends.mkldnn.is_available()
+    ):
+        return False
+    if type(w) not in (torch.Tensor, nn.Parameter):
+        return False  # quantized or otherwise wrapped weights keep their own kernels
+    return w.dtype == torch.float32 or (w.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def make_norm(config: Config, size: int) -> nn.Module:

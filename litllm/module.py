@@ -20,7 +20,8 @@ from torchmetrics import MeanMetric, SumMetric
 
 from litllm.config import Config, named_configs
 from litllm.data.base import IGNORE_INDEX
-from litllm.model import GPT, Block
+from litllm.fused import linear_cross_entropy
+from litllm.model import GPT, Block, Linear
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -156,11 +157,16 @@ class GPTModule(L.LightningModule):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean next-token cross-entropy over labelled positions, and the number of labelled positions."""
-        logits = self.gpt(batch["input_ids"])  # (B, T, V)
         labels = batch["labels"]
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
+        head = self.gpt.lm_head
+        if fused_head_applies(self.gpt):
+            h = self.gpt(batch["input_ids"], hidden=True)  # (B, T, C)
+            loss = linear_cross_entropy(h.flatten(0, 1), head.weight, head.bias, labels.flatten(), IGNORE_INDEX)
+        else:
+            logits = self.gpt(batch["input_ids"])  # (B, T, V)
+            loss = F.cross_entropy(
+                logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+            )
         n = (labels != IGNORE_INDEX).sum()
         return loss / n.clamp(min=1), n
 
@@ -242,6 +248,18 @@ class GPTModule(L.LightningModule):
             kind, keys, pos, has_gauss, gauss = states["numpy"]
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(states["python"])
+
+
+def fused_head_applies(gpt: GPT) -> bool:
+    """Whether the loss can apply the output head itself (`linear_cross_entropy`): on the CPU, a plain `Linear`
+    head with a plain (not sharded or quantized) weight, and no final logit softcap."""
+    head = gpt.lm_head
+    return (
+        type(head) is Linear
+        and type(head.weight.detach()) is torch.Tensor
+        and head.weight.device.type == "cpu"
+        and gpt.config.final_logit_softcap is None
+    )
 
 
 def training_flops(config: Config, batch_size: int, seq_len: int) -> int:
