@@ -431,17 +431,22 @@ class Linear(nn.Linear):
         return w.numel() * w.element_size()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and not torch.is_grad_enabled():
+            return self.cpu_inference(x)
+        return F.linear(x, self.weight, self.bias)
+
+    @torch.compiler.disable  # under torch.compile too: inductor's own lowering of these is slower (mv a lot)
+    def cpu_inference(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-        if rows == 1 and x.dtype == torch.bfloat16 and x.device.type == "cpu" and not x.requires_grad:
+        if rows == 1 and x.dtype == torch.bfloat16:
             y = torch.mv(self.weight, x.reshape(-1))  # (out,)
             if self.bias is not None:
                 y = y + self.bias
             return y.view(*x.shape[:-1], -1)
-        if rows > 1 and self.packed is not None and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            packed = self.current_pack()
-            if packed is not None and x.dtype == self.weight.dtype and x.device.type == "cpu":
-                y = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, -1), packed, self.bias, "none", [], "")
-                return y.view(*x.shape[:-1], -1)
+        packed = self.current_pack() if rows > 1 else None
+        if packed is not None and x.dtype == self.weight.dtype:
+            y = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, -1), packed, self.bias, "none", [], "")
+            return y.view(*x.shape[:-1], -1)
         return F.linear(x, self.weight, self.bias)
 
     def current_pack(self) -> torch.Tensor | None:
