@@ -267,9 +267,10 @@ class CausalSelfAttention(nn.Module):
             return self.attend_softcapped(q, k, v, mask)
         if isinstance(mask, Tail):  # a single query: only the last `window` keys are visible
             k, v, mask = k[:, :, -mask.window :], v[:, :, -mask.window :], None
-        if T == 1 and mask is None and nkv < nh:
-            # one query per head sees every key: fold the heads of a group into the query axis, no K/V copy
-            y = F.scaled_dot_product_attention(q.view(B, nkv, nh // nkv, hs), k, v, scale=self.scale)
+        if T == 1 and nkv < nh and (mask is None or isinstance(mask, torch.Tensor)):
+            # one query per head, and every head of a row sees the same keys (the mask, if any, is per row):
+            # fold the heads of a group into the query axis, no K/V copy (2x faster than enable_gqa with a mask)
+            y = F.scaled_dot_product_attention(q.view(B, nkv, nh // nkv, hs), k, v, attn_mask=mask, scale=self.scale)
             return y.view(B, nh, 1, hs)
         is_causal = isinstance(mask, Causal)
         attn_mask = None if mask is None or is_causal else mask
