@@ -271,11 +271,12 @@ def bench_dtype(
     """Both tables' rows for one model in one dtype; transformers and litllm runs alternate, so both see the same
     load. Batch B of the batching table runs the first B of `prompts`."""
     dtype, n = DTYPES[dtype_name], args.new_tokens
-    hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt_dir, dtype=dtype).eval()
+    with torch.inference_mode(False):  # plain weights, as a user's load gives (inference tensors can't be packed)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt_dir, dtype=dtype).eval()
+        model = load_checkpoint(ckpt_dir, dtype=dtype)
     # no stopping on eos: both sides produce exactly new_tokens greedy tokens
     hf.generation_config.eos_token_id = None
     hf.generation_config.pad_token_id = 0
-    model = load_checkpoint(ckpt_dir, dtype=dtype)
     variants: list[tuple[str, GPT]] = [(dtype_name, model)]
     if args.compile:
         variants.append((dtype_name + " +compile", compiled(model)))

@@ -30,7 +30,12 @@ REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class LLM:
-    """A `GPT`, its `Tokenizer` and its `Config`, ready to generate."""
+    """A `GPT`, its `Tokenizer` and its `Config`, ready to generate.
+
+    On CPUs where oneDNN's prepacked weights multiply fastest (`litllm.kernels`), generating replaces the linear
+    layers' weights by packed copies, in place (no extra memory): read directly, `llm.model`'s linear weights then
+    show NaN until `llm.model.prepack(enabled=False)`; `state_dict`, `save`, training and `.to()` unpack by themselves.
+    """
 
     max_batch_size = 64  # rows decoded together; longer lists of prompts join as rows finish
 

@@ -8,7 +8,6 @@ request: one loop serves `LLM.generate` over a list of prompts, streams, and the
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from litllm.model import GPT, KVCache, Linear, can_prepack
+from litllm import kernels
+from litllm.model import GPT, KVCache, Linear
 
 if TYPE_CHECKING:
     from litllm.tokenizer import StreamDecoder, Tokenizer
@@ -196,10 +196,10 @@ class Scheduler:
 
     Call `submit` to queue a request and `step` to advance every active row by one token.
 
-    `prepack`: on the CPU, the first time two or more rows decode together the linear layers get oneDNN prepacked
-    weights (`GPT.prepack`), 1.15-1.35x the batched throughput for an extra copy of the linear weights that stays
-    with the model while its weights are unchanged. None (default): only if that copy takes at most half the
-    memory available; True: always; False: never.
+    `prepack`: on the CPU, linear weights can be replaced by oneDNN prepacked copies (`GPT.prepack(release=True)`:
+    no extra memory; measured 1.5-2x decoding speed on an AMD EPYC). None (default): at the first prompt, and at the
+    first decode step of one row and of several, if the packed kernel is this CPU's fastest for such steps
+    (`kernels.choose`); True: at the first prompt; False: never.
     """
 
     def __init__(
@@ -223,6 +223,7 @@ class Scheduler:
         self.slots: list[Completion | None] = []
         self.caches: list[KVCache] = []
         self.prepack = prepack
+        self.pack_decided: set[bool] = set()  # kinds of decode step (one row?) whose packing was decided
 
     def submit(self, request: Request) -> list[Completion]:
         """Queue a request; its completions fill in as `step` runs."""
@@ -326,6 +327,10 @@ class Scheduler:
         """Run the prompt once into the first row of the request, copy its cache to the others, sample each."""
         request, completions = group.request, group.completions
         first, n = completions[0].slot, len(request.prompt)
+        if self.prepack is not False and not self.pack_decided:
+            # decided before the first forward: the prompt then runs on packed weights too, where unpacked ones would
+            # make oneDNN reorder each weight into a temporary copy
+            self._pack_if_faster(one_row=self.max_batch_size == 1)
         idx = torch.tensor([request.prompt], dtype=torch.long, device=self.device)  # (1, T)
         self.model.kv_caches = [cache.rows(first, first + 1) for cache in self.caches]
         try:
@@ -343,13 +348,19 @@ class Scheduler:
                 c.seen[idx[0]] = True
         self._choose(group, completions, logits.expand(len(completions), -1))
 
+    def _pack_if_faster(self, one_row: bool) -> None:
+        """Pack the model's linear weights in place of their plain copies if asked to, or if this CPU runs the
+        packed kernel fastest for this kind of step."""
+        self.pack_decided.add(one_row)
+        linears = [m for m in self.model.modules() if isinstance(m, Linear) and kernels.can_pack(m.weight.detach())]
+        if linears and (self.prepack or kernels.choose(linears[0].weight.dtype, one_row, packed=True) == "packed"):
+            self.model.prepack(release=True)
+
     def _decode(self, rows: list[Completion]) -> None:
         """One forward pass over the cache rows in use: each active row feeds its last token at its own position."""
         R = max(c.slot for c in rows) + 1
-        if R > 1 and self.prepack is not False:
-            if self.prepack or prepack_fits(self.model):
-                self.model.prepack()
-            self.prepack = False  # decided once per scheduler
+        if self.prepack is not False and (R == 1) not in self.pack_decided:
+            self._pack_if_faster(one_row=R == 1)
         tokens = torch.zeros(R, 1, dtype=torch.long)
         positions = torch.zeros(R, dtype=torch.long)
         for c in rows:
@@ -432,29 +443,6 @@ class Scheduler:
         c.finish_reason = reason
         if 0 <= c.slot < len(self.slots) and self.slots[c.slot] is c:
             self.slots[c.slot] = None
-
-
-def prepack_fits(model: GPT) -> bool:
-    """Whether the prepacked copies `GPT.prepack` would add take at most half the memory available now."""
-    linears = [m for m in model.modules() if isinstance(m, Linear) and m.current_pack() is None]
-    extra = sum(m.weight.numel() * m.weight.element_size() for m in linears if can_prepack(m.weight.detach()))
-    available = available_memory()
-    return available is not None and extra <= available // 2
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (Linux MemAvailable, else free pages), None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 class TextStream(Iterator[str]):

@@ -7,6 +7,7 @@ nh query heads, nkv key/value heads, hs head size.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Union
 
@@ -14,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from litllm import kernels
 from litllm.config import Config
 
 
@@ -141,15 +143,24 @@ class GPT(nn.Module):
     def clear_kv_cache(self) -> None:
         self.kv_caches = None
 
-    def prepack(self, enabled: bool = True) -> int:
-        """Give every linear layer a oneDNN prepacked copy of its weight for multi-row inference (see `Linear`), or
-        drop the copies. Returns the bytes the copies take."""
+    def prepack(self, enabled: bool = True, release: bool = False) -> int:
+        """Give every linear layer a oneDNN prepacked copy of its weight (see `Linear`), or with `enabled=False`
+        drop the copies. `release`: the copies replace the weights they were made from, which costs no memory; a
+        weight shared with another module (a tied output head) is then left as it is. Returns the bytes the copies
+        add to the weights'."""
         linears = [m for m in self.modules() if isinstance(m, Linear)]
         if not enabled:
             for m in linears:
-                m.packed = None
+                m.unpack()
             return 0
-        return sum(m.prepack() for m in linears)
+        if not release:
+            return sum(m.prepack() for m in linears)
+        uses = Counter(id(p) for _, p in self.named_parameters(remove_duplicate=False))
+        for m in linears:
+            if uses[id(m.weight)] == 1 and not m.released:
+                m.prepack(release=True)
+                kernels.return_freed_memory()  # layer by layer: the copies never pile up beside the weights
+        return 0
 
     def prepacked_bytes(self) -> int:
         """Bytes held by the packed copies that are still current."""
@@ -408,47 +419,60 @@ class RMSNorm(nn.Module):
 
 
 class Linear(nn.Linear):
-    """nn.Linear with two faster CPU inference paths (benchmarks/decode.py measures both).
+    """nn.Linear whose CPU inference goes through the kernel this machine runs fastest (`litllm.kernels`).
 
-    - A single bfloat16 row goes through torch.mv, which reads the weights about 1.3x faster than F.linear's
-      matrix-matrix path there (the whole cost of decoding one token).
-    - Several rows go through a oneDNN prepacked copy of the weight once `prepack()` has made one: 1.15-1.35x
-      F.linear's throughput at the 16 rows of a batched decode step. The copy costs as much memory as the
-      weight. It is used only without autograd and only while the weight is the one it was made from (same
-      storage, same version counter, so an optimizer step or `load_state_dict` retires it).
+    `prepack()` adds a oneDNN prepacked copy of the weight, which on some CPUs multiplies 1.5-2.5x faster than
+    F.linear (benchmarks/decode.py). The copy is used only without autograd and only while the weight is the one it
+    was made from (same storage, same version counter, so an optimizer step or `load_state_dict` retires it).
+    `prepack(release=True)` makes the copy the only one, so packing costs no memory: the weight's own storage is
+    freed and it reads NaN until `unpack()` gives it back. Every path that needs its values unpacks first: a
+    forward with autograd or off the CPU, `state_dict`, `load_state_dict`, `.to()` and friends, copies and pickles.
     """
 
     packed: tuple[torch.Tensor, int, int] | None = None  # (oneDNN weight, weight's data_ptr, its _version)
+    released: bool = False  # the weight's storage was freed: `packed` holds its only copy
 
-    def prepack(self) -> int:
-        """Make the packed copy (CPU, float32/bfloat16 weights); returns its size in bytes, 0 if none was made."""
+    def prepack(self, release: bool = False) -> int:
+        """Make the packed copy (CPU, float32/bfloat16 weights); returns the bytes it adds to the weight's: the
+        weight's size, 0 if released or if no copy was made."""
         w = self.weight.detach()
-        if self.current_pack() is not None:
-            return w.numel() * w.element_size()
-        if not can_prepack(w):
-            self.packed = None
-            return 0
-        self.packed = (torch.ops.mkldnn._reorder_linear_weight(w, 16), w.data_ptr(), w._version)
-        return w.numel() * w.element_size()
+        size = w.numel() * w.element_size()
+        packed = self.current_pack()
+        if packed is None:
+            if not kernels.can_pack(w):
+                return 0
+            packed = kernels.pack(w)
+        if release and not self.released:
+            # a zero-stride NaN view: same shape and dtype, no memory, and stray reads show up as NaN
+            self.weight.data = torch.full((), float("nan"), dtype=w.dtype).expand(w.shape)
+            self.released = True
+        self.packed = (packed, self.weight.data_ptr(), self.weight._version)
+        return 0 if self.released else size
+
+    def unpack(self) -> None:
+        """Drop the packed copy, first giving a released weight its storage and values back from it."""
+        if self.released and self.current_pack() is not None:
+            with torch.no_grad():
+                self.weight.data = self.packed[0].to_dense()
+        self.packed = None
+        self.released = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and not torch.is_grad_enabled():
             return self.cpu_inference(x)
+        if self.released:
+            self.unpack()
         return F.linear(x, self.weight, self.bias)
 
     @torch.compiler.disable  # under torch.compile too: inductor's own lowering of these is slower (mv a lot)
     def cpu_inference(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-        if rows == 1 and x.dtype == torch.bfloat16:
-            y = torch.mv(self.weight, x.reshape(-1))  # (out,)
-            if self.bias is not None:
-                y = y + self.bias
-            return y.view(*x.shape[:-1], -1)
-        packed = self.current_pack() if rows > 1 else None
-        if packed is not None and x.dtype == self.weight.dtype:
-            y = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, -1), packed, self.bias, "none", [], "")
-            return y.view(*x.shape[:-1], -1)
-        return F.linear(x, self.weight, self.bias)
+        packed = self.current_pack()
+        if self.released:
+            if x.dtype == packed.dtype:
+                return kernels.packed_linear(x, packed, self.bias)
+            self.unpack()
+            packed = None
+        return kernels.linear(x, self.weight, self.bias, packed)
 
     def current_pack(self) -> torch.Tensor | None:
         """The packed copy if the weight is still the one it was made from; a stale copy is dropped."""
@@ -457,29 +481,28 @@ class Linear(nn.Linear):
         packed, ptr, version = self.packed
         if self.weight.data_ptr() != ptr or self.weight._version != version:
             self.packed = None  # changed since packing (an optimizer step, load_state_dict): free the copy
+            self.released = False  # and a released weight was replaced: it holds what it was given
             return None
         return packed
 
     def _apply(self, fn, recurse: bool = True):  # .to(), .float(), ...: the packed copy would be stale
-        self.packed = None
+        self.unpack()
         return super()._apply(fn, recurse)
 
-    def __getstate__(self) -> dict:  # copies and pickles never carry the packed copy (oneDNN tensors can't)
-        return {**super().__getstate__(), "packed": None}
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        self.unpack()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        self.unpack()
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
-def can_prepack(w: torch.Tensor) -> bool:
-    """Whether oneDNN can prepack this weight here: a plain float32 or (where the CPU has it) bfloat16 CPU tensor."""
-    if (
-        w.device.type != "cpu"
-        or w.layout != torch.strided
-        or w.is_inference()
-        or not torch.backends.mkldnn.is_available()
-    ):
-        return False
-    if type(w) not in (torch.Tensor, nn.Parameter):
-        return False  # quantized or otherwise wrapped weights keep their own kernels
-    return w.dtype == torch.float32 or (w.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    def __getstate__(self) -> dict:  # copies and pickles carry the plain weight, never the packed copy
+        state = {**super().__getstate__(), "packed": None, "released": False}
+        if self.released and self.current_pack() is not None:
+            weight = nn.Parameter(self.packed[0].to_dense(), requires_grad=self.weight.requires_grad)
+            state["_parameters"] = {**state["_parameters"], "weight": weight}
+        return state
 
 
 def make_norm(config: Config, size: int) -> nn.Module:

@@ -27,6 +27,8 @@ def quantize_model(model: nn.Module, mode: str) -> nn.Module:
 
 
 def _quantized(bnb, linear: nn.Linear, mode: str) -> nn.Module:
+    if hasattr(linear, "unpack"):
+        linear.unpack()  # a litllm Linear whose weight was released to a packed copy: its values first
     weight, bias, device = linear.weight.data, linear.bias, linear.weight.device
     if mode == "bnb.nf4":
         layer = bnb.nn.Linear4bit(

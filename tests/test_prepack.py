@@ -1,18 +1,21 @@
-"""oneDNN prepacked linear weights for batched CPU decoding: same outputs as F.linear, retired when the weights
-change, never used under autograd, and made by the Scheduler only when two or more rows decode and memory allows."""
+"""oneDNN prepacked linear weights for CPU decoding: same outputs as F.linear, retired when the weights change, never
+used under autograd; released weights (the packed copy the only one) come back exactly wherever their values are
+needed; the Scheduler packs when this CPU's kernel probe says packed is fastest; the probe's kernels agree."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from litllm import engine
+from litllm import engine, kernels
 from litllm.config import Config
 from litllm.engine import Request, SamplingParams, Scheduler
 from litllm.model import GPT, Linear
+from litllm.quantize import quantize_model
 
 CONFIG = Config(name="prepack-test", block_size=64, vocab_size=96, n_layer=2, n_embd=32, n_head=4, intermediate_size=64)
 
@@ -87,23 +90,107 @@ def greedy(m: GPT, prompts: list[list[int]], prepack: bool | None = None) -> lis
 PROMPTS = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9], [40], [11, 12, 13, 14]]
 
 
-def test_scheduler_prepacks_only_batches_and_the_tokens_do_not_change() -> None:
+def test_scheduler_packs_when_the_probe_picks_the_packed_kernel_and_the_tokens_do_not_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     m = model()
-    alone = [greedy(m, [p])[0] for p in PROMPTS]
-    assert m.prepacked_bytes() == 0  # batch 1 keeps the weights' memory as it is
-    assert greedy(m, PROMPTS, prepack=False) == alone
+    plain = [greedy(m, [p], prepack=False)[0] for p in PROMPTS]
     assert m.prepacked_bytes() == 0
-    assert greedy(m, PROMPTS) == alone
+    monkeypatch.setattr(kernels, "choose", lambda dtype, one_row, packed: "linear")  # a CPU where packing loses
+    assert greedy(m, PROMPTS) == plain
+    assert m.prepacked_bytes() == 0
+    monkeypatch.setattr(kernels, "choose", lambda dtype, one_row, packed: "packed" if packed else "linear")
+    assert [greedy(m, [p])[0] for p in PROMPTS] == plain
+    assert m.prepacked_bytes() > 0
+    assert all(x.released for x in linears(m))  # in place of the weights: no extra memory
+    assert greedy(m, PROMPTS) == plain
+
+
+def test_scheduler_prepack_true_packs_and_false_never(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "choose", lambda dtype, one_row, packed: "linear")
+    m = model()
+    greedy(m, PROMPTS, prepack=False)
+    assert m.prepacked_bytes() == 0
+    greedy(m, PROMPTS, prepack=True)  # asked for explicitly: made whatever the probe says
     assert m.prepacked_bytes() > 0
 
 
-def test_scheduler_skips_prepacking_when_memory_is_short(monkeypatch: pytest.MonkeyPatch) -> None:
-    m = model()
-    monkeypatch.setattr(engine, "available_memory", lambda: 1024)
-    greedy(m, PROMPTS)
-    assert m.prepacked_bytes() == 0
-    greedy(m, PROMPTS, prepack=True)  # asked for explicitly: made anyway
-    assert m.prepacked_bytes() > 0
+def test_a_released_weight_computes_the_same_and_frees_its_memory() -> None:
+    torch.manual_seed(0)
+    layer = Linear(48, 40)
+    weight = layer.weight.detach().clone()
+    assert layer.prepack(release=True) == 0  # no bytes added
+    assert layer.released and layer.weight.untyped_storage().nbytes() <= layer.weight.element_size()
+    assert layer.weight.shape == (40, 48) and layer.weight.isnan().all()  # stray reads show, never crash
+    for shape in [(1, 48), (3, 48), (2, 5, 48)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), F.linear(x, weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+
+def released_layer() -> tuple[Linear, torch.Tensor]:
+    torch.manual_seed(0)
+    layer = Linear(16, 8)
+    weight = layer.weight.detach().clone()
+    layer.prepack(release=True)
+    return layer, weight
+
+
+def test_a_released_weight_comes_back_exactly_for_state_dict_and_autograd() -> None:
+    layer, weight = released_layer()
+    assert torch.equal(layer.state_dict()["weight"], weight)
+    assert not layer.released and layer.packed is None and torch.equal(layer.weight, weight)
+    layer.prepack(release=True)
+    x = torch.randn(4, 16)
+    layer(x).sum().backward()  # training takes the plain weight back
+    assert torch.equal(layer.weight, weight) and layer.weight.grad is not None
+
+
+def test_a_released_weight_comes_back_for_casts_copies_and_loading() -> None:
+    layer, weight = released_layer()
+    twin = copy.deepcopy(layer)
+    assert torch.equal(twin.weight, weight) and not twin.released
+    assert layer.released  # copying leaves the original packed
+    assert torch.equal(layer.to(torch.float64).weight, weight.double())
+    layer.prepack(release=True)
+    new = torch.randn(8, 16)
+    layer.load_state_dict({"weight": new, "bias": layer.bias.detach()})
+    assert torch.equal(layer.weight, new) and not layer.released
+
+
+def test_model_release_skips_a_head_tied_to_the_embedding() -> None:
+    torch.manual_seed(0)
+    m = GPT(dataclasses.replace(CONFIG, name="tied", tie_embeddings=True)).eval()
+    m.reset_parameters()
+    idx = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        want = m(idx)
+        assert m.prepack(release=True) == 0
+        torch.testing.assert_close(m(idx), want, rtol=1e-5, atol=1e-5)
+    assert m.lm_head.weight is m.wte.weight and not m.lm_head.released and m.lm_head.packed is None
+    assert all(x.released for x in linears(m) if x is not m.lm_head)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 5])
+def test_every_kernel_the_probe_may_pick_computes_f_linear(dtype: torch.dtype, rows: int) -> None:
+    torch.manual_seed(0)
+    w, b, x = torch.randn(24, 32, dtype=dtype), torch.randn(24, dtype=dtype), torch.randn(rows, 32, dtype=dtype)
+    want = F.linear(x.float(), w.float(), b.float())
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    for kernel in ["linear", "onednn", "packed"] + (["mv"] if rows == 1 else []):
+        got = kernels.run(kernel, x, w, b, kernels.pack(w))
+        torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol, msg=kernel)
+
+
+def test_the_probe_picks_a_candidate_once_per_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "PROBE_BYTES", 2**20)
+    monkeypatch.setattr(kernels, "_chosen", {})
+    assert kernels.choose(torch.float32, True, packed=False) in {"linear", "onednn", "mv"}
+    assert kernels.choose(torch.float32, False, packed=True) in {"linear", "onednn", "packed"}
+    monkeypatch.setattr(kernels, "fastest", lambda *a: pytest.fail("timed again"))
+    kernels.choose(torch.float32, True, packed=False)
+    assert len(kernels.chosen()) == 2
 
 
 def test_admitting_many_requests_grows_the_cache_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,3 +201,13 @@ def test_admitting_many_requests_grows_the_cache_once(monkeypatch: pytest.Monkey
     greedy(m, PROMPTS * 2)
     assert len(calls) == CONFIG.n_layer  # one allocation per layer for all 8 rows, not one per admitted request
     assert calls[0][0] == 8
+
+
+def test_a_released_model_quantizes_from_its_real_weights() -> None:
+    packed, plain = model(), model()
+    packed.prepack(release=True)
+    quantize_model(packed, "bnb.int8")
+    quantize_model(plain, "bnb.int8")
+    idx = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        assert torch.equal(packed(idx), plain(idx))

@@ -1,0 +1,134 @@
+"""Which CPU kernel multiplies activations by a linear layer's weight at inference, chosen by timing on this CPU.
+
+The fastest way differs from one CPU to the next, and decoding spends nearly all its time there. Measured with
+torch 2.13, 2 threads, weights read from memory (not cache), one row (one decoded token):
+
+| CPU | float32 | bfloat16 |
+| --- | --- | --- |
+| AMD EPYC (Zen 5) | oneDNN 2.0x MKL's `F.linear`; prepacked 2.5x | prepacked oneDNN 1.6x `F.linear`; `torch.mv` 0.6x |
+| Intel Xeon (AMX) | `F.linear` = oneDNN | `torch.mv` 1.3x `F.linear` |
+
+So the first call for a (dtype, one row or several, prepacked or not, threads) runs each candidate over a set of
+weights larger than the last-level cache and keeps the fastest for the rest of the process.
+"""
+
+import contextlib
+import ctypes
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+PROBE_BYTES = 16 * 2**20  # weights the probe streams through (the ranking held from 4 to 48 MiB here)
+PROBE_SHAPE = (2048, 1024)  # (out, in) of each probe weight: the size of a small model's projections
+PROBE_ROWS = 8  # rows of the several-rows probe: a batched decode step
+
+_chosen: dict[tuple, str] = {}
+
+
+def onednn_applies(w: torch.Tensor) -> bool:
+    """Whether oneDNN takes this weight here: a plain float32 or (where the CPU has it) bfloat16 CPU tensor."""
+    if w.device.type != "cpu" or w.layout != torch.strided or not torch.backends.mkldnn.is_available():
+        return False
+    if type(w) not in (torch.Tensor, torch.nn.Parameter):
+        return False  # quantized or otherwise wrapped weights keep their own kernels
+    return w.dtype == torch.float32 or (w.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def can_pack(w: torch.Tensor) -> bool:
+    """Whether `pack` takes this weight: oneDNN does, and it has the version counter that tells a stale copy."""
+    return onednn_applies(w) and not w.is_inference()
+
+
+def pack(w: torch.Tensor) -> torch.Tensor:
+    """oneDNN's blocked copy of a weight (`can_pack` must hold); `.to_dense()` gives the weight back."""
+    return torch.ops.mkldnn._reorder_linear_weight(w, 16)
+
+
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packed: torch.Tensor | None
+) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` on the CPU without autograd, by the kernel this machine runs fastest."""
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    if rows == 0 or x.dtype != weight.dtype or not onednn_applies(weight):
+        return F.linear(x, weight, bias)
+    kernel = choose(weight.dtype, rows == 1, packed is not None)
+    return run(kernel, x.reshape(rows, -1), weight, bias, packed).view(*x.shape[:-1], -1)
+
+
+def return_freed_memory() -> None:
+    """Hand the pages of freed weights back to the OS (glibc keeps small freed blocks for reuse otherwise, so a
+    released weight would still count in the process's memory)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`F.linear` by the packed copy alone (its weight was released)."""
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    return run("packed", x.reshape(rows, -1), None, bias, packed).view(*x.shape[:-1], -1)
+
+
+def run(
+    kernel: str,
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    packed: torch.Tensor | None,
+) -> torch.Tensor:
+    """One kernel on 2-D `x` (rows, in) -> (rows, out)."""
+    if kernel == "mv":
+        y = torch.mv(weight, x[0]).unsqueeze(0)
+        return y if bias is None else y + bias
+    if kernel == "onednn" or kernel == "packed":
+        w = packed if kernel == "packed" else weight
+        return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+def choose(dtype: torch.dtype, one_row: bool, packed: bool) -> str:
+    """The fastest kernel for this case, timed on the first call of the process."""
+    key = (dtype, one_row, packed, torch.get_num_threads())
+    if key not in _chosen:
+        _chosen[key] = fastest(dtype, one_row, packed)
+    return _chosen[key]
+
+
+@torch.no_grad()
+def fastest(dtype: torch.dtype, one_row: bool, packed: bool) -> str:
+    """Time each candidate over PROBE_BYTES of weights (best of 3 passes after a warm-up); return the fastest."""
+    out, inp = PROBE_SHAPE
+    count = max(2, PROBE_BYTES // (out * inp * torch.empty((), dtype=dtype).element_size()))
+    weights = [torch.full(PROBE_SHAPE, 0.01, dtype=dtype) for _ in range(count)]
+    x = torch.full((1 if one_row else PROBE_ROWS, inp), 0.5, dtype=dtype)
+    seconds = {kernel: best_pass(kernel, x, weights, None) for kernel in ["linear", "onednn"] + ["mv"] * one_row}
+    packs = []
+    if packed:
+        while weights:  # one copy at a time: the probe never holds more than PROBE_BYTES
+            packs.append(pack(weights.pop()))
+        seconds["packed"] = best_pass("packed", x, [None] * count, packs)
+    del weights, packs
+    return_freed_memory()
+    return min(seconds, key=seconds.get)
+
+
+def best_pass(kernel: str, x: torch.Tensor, weights: list, packs: list | None) -> float:
+    """Seconds of the fastest of 3 passes over all the weights, after one warm-up pass."""
+    packs = packs or [None] * len(weights)
+    passes = []
+    for _ in range(4):
+        start = time.perf_counter()
+        for w, p in zip(weights, packs, strict=True):
+            run(kernel, x, w, None, p)
+        passes.append(time.perf_counter() - start)
+    return min(passes[1:])
+
+
+def chosen() -> dict[str, str]:
+    """The choices made so far in this process, e.g. {"torch.float32, 1 row, packed, 2 threads": "packed"}."""
+    return {
+        f"{dtype}, {'1 row' if one_row else 'rows'}, {'packed' if packed else 'unpacked'}, {threads} threads": kernel
+        for (dtype, one_row, packed, threads), kernel in _chosen.items()
+    }
