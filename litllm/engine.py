@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from litllm import kernels
-from litllm.model import GPT, KVCache, Linear
+from litllm.model import GPT, KVCache
 
 if TYPE_CHECKING:
     from litllm.tokenizer import StreamDecoder, Tokenizer
@@ -198,8 +197,8 @@ class Scheduler:
 
     `prepack`: on the CPU, linear weights can be replaced by oneDNN prepacked copies (`GPT.prepack(release=True)`:
     no extra memory; measured 1.5-2x decoding speed on an AMD EPYC). None (default): at the first prompt, and at the
-    first decode step of one row and of several, if the packed kernel is this CPU's fastest for such steps
-    (`kernels.choose`); True: at the first prompt; False: never.
+    first decode step of one row and of several, if the packed kernel is this CPU's fastest for such steps, timed
+    on the model's own weights (`GPT.pack_if_faster`); True: at the first prompt; False: never.
     """
 
     def __init__(
@@ -350,11 +349,10 @@ class Scheduler:
 
     def _pack_if_faster(self, one_row: bool) -> None:
         """Pack the model's linear weights in place of their plain copies if asked to, or if this CPU runs the
-        packed kernel fastest for this kind of step."""
+        packed kernel fastest for this kind of step (`GPT.pack_if_faster`)."""
         self.pack_decided.add(one_row)
-        linears = [m for m in self.model.modules() if isinstance(m, Linear) and kernels.can_pack(m.weight.detach())]
-        if linears and (self.prepack or kernels.choose(linears[0].weight.dtype, one_row, packed=True) == "packed"):
-            self.model.prepack(release=True)
+        if self.device.type == "cpu":
+            self.model.pack_if_faster(one_row, force=bool(self.prepack))
 
     def _decode(self, rows: list[Completion]) -> None:
         """One forward pass over the cache rows in use: each active row feeds its last token at its own position."""

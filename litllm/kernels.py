@@ -8,8 +8,9 @@ torch 2.13, 2 threads, weights read from memory (not cache), one row (one decode
 | AMD EPYC (Zen 5) | oneDNN 2.0x MKL's `F.linear`; prepacked 2.5x | prepacked oneDNN 1.6x `F.linear`; `torch.mv` 0.6x |
 | Intel Xeon (AMX) | `F.linear` = oneDNN | `torch.mv` 1.3x `F.linear` |
 
-So the first call for a (dtype, one row or several, prepacked or not, threads) runs each candidate over a set of
-weights larger than the last-level cache and keeps the fastest for the rest of the process.
+So the choice is timed, for each (dtype, one row or several, prepacked or not, threads): on a model's own weights
+when the generation engine first runs it (`GPT.pack_if_faster`), else on synthetic weights at the first call;
+it holds for the rest of the process.
 """
 
 import contextlib
@@ -89,40 +90,55 @@ def run(
 
 
 def choose(dtype: torch.dtype, one_row: bool, packed: bool) -> str:
-    """The fastest kernel for this case, timed on the first call of the process."""
+    """The fastest kernel for this case: as recorded by `record` (a model timed on its own weights), else timed on
+    synthetic weights on the first call of the process."""
     key = (dtype, one_row, packed, torch.get_num_threads())
     if key not in _chosen:
         _chosen[key] = fastest(dtype, one_row, packed)
     return _chosen[key]
 
 
+def record(dtype: torch.dtype, one_row: bool, packed: bool, kernel: str) -> None:
+    """Make `kernel` the choice for this case from now on in this process."""
+    _chosen[(dtype, one_row, packed, torch.get_num_threads())] = kernel
+
+
+def unpacked_candidates(one_row: bool) -> list[str]:
+    return ["linear", "onednn"] + ["mv"] * one_row
+
+
 @torch.no_grad()
 def fastest(dtype: torch.dtype, one_row: bool, packed: bool) -> str:
-    """Time each candidate over PROBE_BYTES of weights (best of 3 passes after a warm-up); return the fastest."""
+    """Time each candidate over PROBE_BYTES of synthetic weights; return the fastest."""
     out, inp = PROBE_SHAPE
     count = max(2, PROBE_BYTES // (out * inp * torch.empty((), dtype=dtype).element_size()))
     weights = [torch.full(PROBE_SHAPE, 0.01, dtype=dtype) for _ in range(count)]
-    x = torch.full((1 if one_row else PROBE_ROWS, inp), 0.5, dtype=dtype)
-    seconds = {kernel: best_pass(kernel, x, weights, None) for kernel in ["linear", "onednn"] + ["mv"] * one_row}
+    rows = 1 if one_row else PROBE_ROWS
+    seconds = {kernel: seconds_per_pass(kernel, rows, weights) for kernel in unpacked_candidates(one_row)}
     packs = []
     if packed:
         while weights:  # one copy at a time: the probe never holds more than PROBE_BYTES
             packs.append(pack(weights.pop()))
-        seconds["packed"] = best_pass("packed", x, [None] * count, packs)
+        seconds["packed"] = seconds_per_pass("packed", rows, packs)
     del weights, packs
     return_freed_memory()
     return min(seconds, key=seconds.get)
 
 
-def best_pass(kernel: str, x: torch.Tensor, weights: list, packs: list | None) -> float:
-    """Seconds of the fastest of 3 passes over all the weights, after one warm-up pass."""
-    packs = packs or [None] * len(weights)
+def seconds_per_pass(kernel: str, rows: int, weights: list[torch.Tensor]) -> float:
+    """Seconds of the fastest of 3 passes of `kernel` over all the weights (the packed copies for "packed"), `rows`
+    rows of input each, after one warm-up pass."""
+    inputs = {w.shape[1]: torch.full((rows, w.shape[1]), 0.5, dtype=w.dtype) for w in weights}
     passes = []
     for _ in range(4):
         start = time.perf_counter()
-        for w, p in zip(weights, packs, strict=True):
-            run(kernel, x, w, None, p)
+        for w in weights:
+            if kernel == "packed":
+                run(kernel, inputs[w.shape[1]], None, None, w)
+            else:
+                run(kernel, inputs[w.shape[1]], w, None, None)
         passes.append(time.perf_counter() - start)
+    return_freed_memory()  # oneDNN's reorders of unpacked weights leave freed temporaries behind
     return min(passes[1:])
 
 

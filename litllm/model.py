@@ -162,6 +162,48 @@ class GPT(nn.Module):
                 kernels.return_freed_memory()  # layer by layer: the copies never pile up beside the weights
         return 0
 
+    @torch.no_grad()
+    def pack_if_faster(self, one_row: bool, force: bool = False) -> bool:
+        """Replace the linear weights by packed copies (`prepack(release=True)`) if `force`, or if on this CPU the
+        packed kernel runs decode steps of this kind (one row, or several) faster than the best unpacked kernel,
+        timed on the model's own weights (about TUNE_BYTES of the blocks'). Records the
+        kernels it timed as this process's choices (`kernels.choose`). Returns whether the weights are packed."""
+        uses = Counter(id(p) for _, p in self.named_parameters(remove_duplicate=False))
+        linears = [m for m in self.modules() if isinstance(m, Linear) and uses[id(m.weight)] == 1]
+        linears = [m for m in linears if m.released or kernels.can_pack(m.weight.detach())]
+        if not linears:
+            return False
+        if any(m.released for m in linears):
+            return True  # packed already
+        if force:
+            self.prepack(release=True)
+            return True
+        # the blocks' weights only: oneDNN runs an unpacked weight through a reordered copy in a scratchpad it keeps,
+        # which for a large output head would stay as big as the head
+        sample, size = [], 0
+        for m in linears:
+            if m is not self.lm_head and size < TUNE_BYTES:
+                sample.append(m)
+                size += m.weight.numel() * m.weight.element_size()
+        if not sample:
+            sample = linears
+        rows, dtype = 1 if one_row else kernels.PROBE_ROWS, linears[0].weight.dtype
+        if self.lm_head in linears and sample is not linears:
+            # packed first, before the timing's kernels leave their buffers: packing holds the largest weight twice
+            self.lm_head.prepack(release=True)
+            kernels.return_freed_memory()
+        weights = [m.weight.detach() for m in sample]
+        seconds = {k: kernels.seconds_per_pass(k, rows, weights) for k in kernels.unpacked_candidates(one_row)}
+        best = min(seconds, key=seconds.get)
+        del weights  # they would keep the released weights' memory alive
+        self.prepack(release=True)
+        packed = kernels.seconds_per_pass("packed", rows, [m.current_pack() for m in sample]) < seconds[best]
+        kernels.record(dtype, one_row, False, best)
+        kernels.record(dtype, one_row, True, "packed" if packed else best)
+        if not packed:
+            self.prepack(enabled=False)
+        return packed
+
     def prepacked_bytes(self) -> int:
         """Bytes held by the packed copies that are still current."""
         linears = [m for m in self.modules() if isinstance(m, Linear)]
@@ -181,6 +223,9 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, 0.0, std)
             elif isinstance(module, (RMSNorm, nn.LayerNorm)):
                 module.reset_parameters()
+
+
+TUNE_BYTES = 64 * 2**20  # block weights `GPT.pack_if_faster` times its kernels on, besides the output head
 
 
 class Block(nn.Module):
@@ -443,8 +488,10 @@ class Linear(nn.Linear):
                 return 0
             packed = kernels.pack(w)
         if release and not self.released:
-            # a zero-stride NaN view: same shape and dtype, no memory, and stray reads show up as NaN
-            self.weight.data = torch.full((), float("nan"), dtype=w.dtype).expand(w.shape)
+            # a zero-stride NaN view: same shape and dtype, no memory, and stray reads show up as NaN (made outside
+            # inference mode, like the weight it stands for, so that it keeps a version counter)
+            with torch.inference_mode(False):
+                self.weight.data = torch.full((), float("nan"), dtype=w.dtype).expand(w.shape)
             self.released = True
         self.packed = (packed, self.weight.data_ptr(), self.weight._version)
         return 0 if self.released else size
@@ -452,7 +499,7 @@ class Linear(nn.Linear):
     def unpack(self) -> None:
         """Drop the packed copy, first giving a released weight its storage and values back from it."""
         if self.released and self.current_pack() is not None:
-            with torch.no_grad():
+            with torch.inference_mode(False):  # a plain tensor again, even when unpacked while generating
                 self.weight.data = self.packed[0].to_dense()
         self.packed = None
         self.released = False

@@ -160,9 +160,7 @@ def build_server(
     )
     # LitServe's own index page would shadow the chat page at "/"
     server.app.router.routes = [
-        r
-        for r in server.app.router.routes
-        if not (getattr(r, "path", None) == "/" and r.endpoint != spec.chat_page)
+        r for r in server.app.router.routes if not (getattr(r, "path", None) == "/" and r.endpoint != spec.chat_page)
     ]
     install_error_handlers(server.app)
     wrap_lifespan(server.app, spec)
@@ -218,4 +216,3 @@ class QuietShutdown(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (self.stopping and record.getMessage() == "Monitoring worker crashed")
-
