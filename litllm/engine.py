@@ -56,7 +56,11 @@ def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Ten
         logits = torch.where(seen, penalised, logits)
     if params.temperature == 0:
         return logits
-    logits = logits / params.temperature
+    # shifted so that the largest is 0 first: a tiny temperature then sends the others to -inf, never the top to inf
+    # (inf - inf would make the probabilities NaN); softmax does not see the shift. A temperature below the dtype's
+    # smallest normal number would round to 0 (0 / 0): it is raised to that.
+    temperature = max(params.temperature, torch.finfo(logits.dtype).tiny)
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if params.top_k:
         k = min(params.top_k, logits.shape[-1])
         kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (n, 1)

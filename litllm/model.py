@@ -330,6 +330,13 @@ class CausalSelfAttention(nn.Module):
             return y.view(B, nh, 1, hs)
         is_causal = isinstance(mask, Causal)
         attn_mask = None if mask is None or is_causal else mask
+        if T == 1 and not is_causal and q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            # torch's CPU flash kernel runs one bfloat16 query per head 1.3-2.2x slower than two (measured at batch
+            # 1-16, 32-512 keys): attend with a stride-0 twin of the query and keep one of the two equal outputs
+            y = F.scaled_dot_product_attention(
+                q.expand(B, nh, 2, hs), k, v, attn_mask=attn_mask, scale=self.scale, enable_gqa=nkv < nh
+            )
+            return y[:, :, :1]
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=self.scale, enable_gqa=nkv < nh
         )

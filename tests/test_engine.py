@@ -223,3 +223,10 @@ def test_prompt_list_must_hold_strings(llm: LLM) -> None:
         llm.generate(["ok", 3])
     with pytest.raises(ValueError, match="stream=True"):
         llm.generate(["a", "b"], stream=True)
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 1e-40])
+def test_a_tiny_temperature_samples_the_greedy_tokens(llm: LLM, temperature: float) -> None:
+    greedy = llm.generate("hello", max_new_tokens=6, temperature=0, return_as_token_ids=True)
+    sampled = llm.generate("hello", max_new_tokens=6, temperature=temperature, seed=1, return_as_token_ids=True)
+    assert sampled == greedy  # no NaN probabilities from logits / temperature overflowing
