@@ -9,7 +9,8 @@ step of pythia-160m or debug.yaml's model is about 1.04x faster and holds no flo
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from litllm import kernels
 
 CHUNK_BYTES = 32 * 2**20  # float32 logits per chunk: small enough to stay in a large last-level cache
 
@@ -48,7 +49,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 rows = slice(start, min(start + chunk, N))
                 y = labels[rows]
                 valid = y != ignore_index
-                logits = F.linear(h_[rows], w_, b_).to(acc)  # (n, V)
+                logits = kernels.product(h_[rows], w_, b_).to(acc)  # (n, V)
                 lse = torch.logsumexp(logits, dim=-1)  # (n,)
                 picked = logits.gather(1, y.clamp(min=0).unsqueeze(1)).squeeze(1)  # (n,)
                 total += ((lse - picked) * valid).sum()
@@ -59,8 +60,8 @@ class LinearCrossEntropy(torch.autograd.Function):
                     grad_logits[rows] = probs
             if want_grad:
                 ctx.save_for_backward(
-                    grad_logits @ w_ if ctx.needs_input_grad[0] else None,  # (N, C)
-                    grad_logits.t() @ h_ if ctx.needs_input_grad[1] else None,  # (V, C)
+                    kernels.product(grad_logits, w_.t()) if ctx.needs_input_grad[0] else None,  # (N, C)
+                    kernels.product(grad_logits.t(), h_.t()) if ctx.needs_input_grad[1] else None,  # (V, C)
                     grad_logits.sum(0) if bias is not None and ctx.needs_input_grad[2] else None,  # (V,)
                 )
                 ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)

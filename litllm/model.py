@@ -516,6 +516,8 @@ class Linear(nn.Linear):
             return self.cpu_inference(x)
         if self.released:
             self.unpack()
+        if x.device.type == "cpu" and kernels.train_with_onednn(x, self.weight):
+            return kernels.OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
     @torch.compiler.disable  # under torch.compile too: inductor's own lowering of these is slower (mv a lot)

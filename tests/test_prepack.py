@@ -221,3 +221,29 @@ def test_a_released_model_quantizes_from_its_real_weights() -> None:
     idx = torch.tensor([[3, 1, 4, 1, 5]])
     with torch.no_grad():  # the head (kept in full precision) still runs packed: rounding may differ slightly
         torch.testing.assert_close(packed(idx), plain(idx), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_linear_trains_like_f_linear(bias: bool) -> None:
+    torch.manual_seed(0)
+    w = torch.randn(40, 48, requires_grad=True)
+    b = torch.randn(40, requires_grad=True) if bias else None
+    x = torch.randn(3, 5, 48, requires_grad=True)
+    grad = torch.randn(3, 5, 40)
+    leaves = [t for t in (x, w, b) if t is not None]
+    got = torch.autograd.grad((kernels.OneDNNLinear.apply(x, w, b) * grad).sum(), leaves)
+    want = torch.autograd.grad((F.linear(x, w, b) * grad).sum(), leaves)
+    for g, h in zip(got, want, strict=True):
+        torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-5)
+
+
+def test_training_takes_onednn_only_for_plain_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "_chosen", {("train", torch.float32, torch.get_num_threads()): "onednn"})
+    layer = Linear(16, 8)
+    x = torch.randn(4, 16)
+    assert type(layer(x).grad_fn).__name__ == "OneDNNLinearBackward"
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast computes F.linear in bfloat16 itself
+        assert layer(x).dtype == torch.bfloat16
+    assert type(Linear(16, 8).double()(x.double()).grad_fn).__name__ != "OneDNNLinearBackward"
+    monkeypatch.setattr(kernels, "_chosen", {("train", torch.float32, torch.get_num_threads()): "linear"})
+    assert type(layer(x).grad_fn).__name__ != "OneDNNLinearBackward"
