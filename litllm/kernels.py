@@ -107,6 +107,7 @@ def unpacked_candidates(one_row: bool) -> list[str]:
     return ["linear", "onednn"] + ["mv"] * one_row
 
 
+@torch.compiler.disable  # timed eagerly, also when first reached from inside a compiled region
 @torch.no_grad()
 def fastest(dtype: torch.dtype, one_row: bool, packed: bool) -> str:
     """Time each candidate over PROBE_BYTES of synthetic weights; return the fastest."""
@@ -125,6 +126,7 @@ def fastest(dtype: torch.dtype, one_row: bool, packed: bool) -> str:
     return min(seconds, key=seconds.get)
 
 
+@torch.compiler.disable  # timed eagerly, also when first reached from inside a compiled region
 def seconds_per_pass(kernel: str, rows: int, weights: list[torch.Tensor]) -> float:
     """Seconds of the fastest of 3 passes of `kernel` over all the weights (the packed copies for "packed"), `rows`
     rows of input each, after one warm-up pass."""
@@ -158,6 +160,7 @@ def train_with_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return _chosen[key] == "onednn"
 
 
+@torch.compiler.disable  # timed eagerly, also when first reached from inside a compiled region
 @torch.no_grad()
 def fastest_training_gemm() -> str:
     """F.linear or oneDNN for float32 matrix products of a training step (512 x 1024 by 1024 x 1024, best of 3)."""

@@ -516,7 +516,7 @@ class Linear(nn.Linear):
             return self.cpu_inference(x)
         if self.released:
             self.unpack()
-        if x.device.type == "cpu" and kernels.train_with_onednn(x, self.weight):
+        if x.device.type == "cpu" and not torch.compiler.is_compiling() and kernels.train_with_onednn(x, self.weight):
             return kernels.OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
