@@ -13,10 +13,11 @@ when the generation engine first runs it (`GPT.pack_if_faster`), else on synthet
 it holds for the rest of the process.
 """
 
-import contextlib
 import ctypes
+import functools
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,22 +55,39 @@ def linear(
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if rows == 0 or x.dtype != weight.dtype or not onednn_applies(weight):
         return F.linear(x, weight, bias)
-    kernel = choose(weight.dtype, rows == 1, packed is not None)
-    return run(kernel, x.reshape(rows, -1), weight, bias, packed).view(*x.shape[:-1], -1)
+    return run_nd(choose(weight.dtype, rows == 1, packed is not None), x, weight, bias, packed)
+
+
+@functools.cache
+def malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, None where the C library is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def return_freed_memory() -> None:
     """Hand the pages of freed weights back to the OS (glibc keeps small freed blocks for reuse otherwise, so a
     released weight would still count in the process's memory)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trim = malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """`F.linear` by the packed copy alone (its weight was released)."""
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    return run("packed", x.reshape(rows, -1), None, bias, packed).view(*x.shape[:-1], -1)
+    return run_nd("packed", x, None, bias, packed)
+
+
+def run_nd(
+    kernel: str, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, packed: torch.Tensor | None
+) -> torch.Tensor:
+    """`run` on x of any shape (..., in) -> (..., out)."""
+    rows = x.numel() // x.shape[-1]
+    return run(kernel, x.reshape(rows, -1), weight, bias, packed).view(*x.shape[:-1], -1)
 
 
 def run(
@@ -150,10 +168,12 @@ TRAIN_MARGIN = 1.25  # how much faster oneDNN must be to train with it: a near t
 
 def train_with_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether a float32 linear layer trains faster through `OneDNNLinear` than through F.linear (BLAS) here."""
+    if torch.compiler.is_compiling():  # first, so that tracing drops all of this: compiled graphs lower their own
+        return False
     if x.dtype != torch.float32 or weight.dtype != torch.float32 or not onednn_applies(weight):
         return False
-    if torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
-        return False  # autocast casts F.linear's inputs itself; compiled graphs lower their own matmuls
+    if torch.is_autocast_enabled("cpu"):
+        return False  # autocast casts F.linear's inputs itself
     key = ("train", torch.float32, torch.get_num_threads())
     if key not in _chosen:
         _chosen[key] = fastest_training_gemm()
@@ -164,15 +184,8 @@ def train_with_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 @torch.no_grad()
 def fastest_training_gemm() -> str:
     """F.linear or oneDNN for float32 matrix products of a training step (512 x 1024 by 1024 x 1024, best of 3)."""
-    x, w = torch.full((512, 1024), 0.5), torch.full((1024, 1024), 0.01)
-    seconds = {}
-    for kernel in ("linear", "onednn"):
-        passes = []
-        for _ in range(4):
-            start = time.perf_counter()
-            run(kernel, x, w, None, None)
-            passes.append(time.perf_counter() - start)
-        seconds[kernel] = min(passes[1:])
+    weights = [torch.full((1024, 1024), 0.01)]
+    seconds = {kernel: seconds_per_pass(kernel, 512, weights) for kernel in ("linear", "onednn")}
     return "onednn" if seconds["onednn"] * TRAIN_MARGIN < seconds["linear"] else "linear"
 
 
@@ -192,9 +205,7 @@ class OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        rows = x.numel() // x.shape[-1]
-        y = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, -1), weight, bias, "none", [], "")  # (rows, out)
-        return y.view(*x.shape[:-1], -1)
+        return run_nd("onednn", x, weight, bias, None)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:

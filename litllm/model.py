@@ -155,9 +155,8 @@ class GPT(nn.Module):
             return 0
         if not release:
             return sum(m.prepack() for m in linears)
-        uses = Counter(id(p) for _, p in self.named_parameters(remove_duplicate=False))
-        for m in linears:
-            if uses[id(m.weight)] == 1 and not m.released:
+        for m in self.unshared_linears():
+            if not m.released:
                 m.prepack(release=True)
                 kernels.return_freed_memory()  # layer by layer: the copies never pile up beside the weights
         return 0
@@ -168,9 +167,7 @@ class GPT(nn.Module):
         packed kernel runs decode steps of this kind (one row, or several) faster than the best unpacked kernel,
         timed on the model's own weights (about TUNE_BYTES of the blocks'). Records the
         kernels it timed as this process's choices (`kernels.choose`). Returns whether the weights are packed."""
-        uses = Counter(id(p) for _, p in self.named_parameters(remove_duplicate=False))
-        linears = [m for m in self.modules() if isinstance(m, Linear) and uses[id(m.weight)] == 1]
-        linears = [m for m in linears if m.released or kernels.can_pack(m.weight.detach())]
+        linears = [m for m in self.unshared_linears() if m.released or kernels.can_pack(m.weight.detach())]
         if not linears:
             return False
         if any(m.released for m in linears):
@@ -203,6 +200,11 @@ class GPT(nn.Module):
         if not packed:
             self.prepack(enabled=False)
         return packed
+
+    def unshared_linears(self) -> list[Linear]:
+        """The linear layers whose weight no other module uses (a head tied to the embedding is left out)."""
+        uses = Counter(id(p) for _, p in self.named_parameters(remove_duplicate=False))
+        return [m for m in self.modules() if isinstance(m, Linear) and uses[id(m.weight)] == 1]
 
     def prepacked_bytes(self) -> int:
         """Bytes held by the packed copies that are still current."""
@@ -516,7 +518,7 @@ class Linear(nn.Linear):
             return self.cpu_inference(x)
         if self.released:
             self.unpack()
-        if x.device.type == "cpu" and not torch.compiler.is_compiling() and kernels.train_with_onednn(x, self.weight):
+        if x.device.type == "cpu" and kernels.train_with_onednn(x, self.weight):
             return kernels.OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
