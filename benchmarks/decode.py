@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import gc
 import multiprocessing
 import statistics
@@ -35,6 +34,7 @@ import transformers
 from litllm.checkpoint import config_to_hf, load_checkpoint
 from litllm.config import Config
 from litllm.engine import Request, SamplingParams, Scheduler, generate_tokens
+from litllm.memory import return_freed_memory
 from litllm.model import GPT
 from litllm.quantize import weight_bytes
 
@@ -214,8 +214,7 @@ def peak_memory(ckpt_dir: str, dtype_name: str, prompt: list[int], new_tokens: i
     torch.set_num_threads(threads)
     model = load_checkpoint(ckpt_dir, dtype=DTYPES[dtype_name])
     gc.collect()
-    if sys.platform == "linux":  # hand freed heap back, so that generating cannot hide in loading's leftovers
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return_freed_memory()  # so that generating cannot hide in what loading freed but kept
     process = psutil.Process()
     base = peak = process.memory_info().rss
     done = threading.Event()

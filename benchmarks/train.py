@@ -9,15 +9,20 @@ backward and step in a loop (with CPU autocast for bf16-mixed). Tokens/s is the 
 after warm-up; MFU is the training FLOPs of one step (counted with torch's FlopCounterMode) per second, over
 the matmul peak of the same dtype measured by this script (the faster of BLAS's and oneDNN's 2048^3 product).
 In float32, litllm's linear layers and output head train through oneDNN where it beats BLAS by 1.25x or more
-(`litllm.kernels.train_with_onednn`; 2.2x on an AMD EPYC). Run it on an otherwise idle machine.
+(`litllm.kernels.train_with_onednn`; 2.2x on an AMD EPYC). Each side runs in a fresh process of its own, so that
+neither inherits the other's allocator state or kernel choices: on the CPU, litllm's module keeps freed memory for
+reuse while training (`litllm.memory.keep_freed_memory`), which a plain loop does not. Run it on an otherwise idle
+machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -76,6 +81,21 @@ def batches(config: Config, batch: int, seq: int, n: int) -> list[dict[str, torc
         x = torch.randint(0, config.vocab_size, (batch, seq + 1), generator=g)
         out.append({"input_ids": x[:, :-1].contiguous(), "labels": x[:, 1:].contiguous()})
     return out
+
+
+def step_seconds(side: str, name: str, precision: str, args: argparse.Namespace) -> list[float]:
+    """Run in a fresh process: the seconds of each training step of one side on one model and precision."""
+    torch.set_num_threads(args.threads)
+    config = model_config(name)
+    data = batches(config, args.batch, args.seq, args.warmup + args.steps)
+    if side == "transformers":
+        return time_transformers(config, precision, data)
+    return time_litllm(config, precision, data, args.compile)
+
+
+def in_fresh_process(*job) -> list[float]:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(step_seconds, *job).result()
 
 
 def time_transformers(config: Config, precision: str, data: list[dict]) -> list[float]:
@@ -177,13 +197,11 @@ def main() -> None:
     print("-" * len(header))
     verdicts = []
     for name in args.models:
-        config = model_config(name)
-        data = batches(config, args.batch, args.seq, args.warmup + args.steps)
-        flops = training_flops(config, args.batch, args.seq)
+        flops = training_flops(model_config(name), args.batch, args.seq)
         tokens = args.batch * args.seq
         for precision in args.precisions:
-            hf = statistics.median(time_transformers(config, precision, data)[args.warmup :])
-            ours = statistics.median(time_litllm(config, precision, data, args.compile)[args.warmup :])
+            hf = statistics.median(in_fresh_process("transformers", name, precision, args)[args.warmup :])
+            ours = statistics.median(in_fresh_process("litllm", name, precision, args)[args.warmup :])
             ratio = hf / ours
             mfu_ours, mfu_hf = flops / ours / peaks[precision], flops / hf / peaks[precision]
             print(

@@ -53,6 +53,9 @@ def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Ten
     if params.repetition_penalty != 1.0 and seen is not None:
         # tokens already in the text get less likely: positive logits are divided, negative ones multiplied
         penalised = torch.where(logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty)
+        # a penalty far from 1 must not take a finite logit to +-inf: inf - inf in the shift below would be NaN
+        big = torch.finfo(logits.dtype).max
+        penalised = torch.where(logits.isfinite(), penalised.clamp(-big, big), logits)
         logits = torch.where(seen, penalised, logits)
     if params.temperature == 0:
         return logits

@@ -13,14 +13,12 @@ when the generation engine first runs it (`GPT.pack_if_faster`), else on synthet
 it holds for the rest of the process.
 """
 
-import ctypes
-import functools
-import sys
 import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from litllm.memory import return_freed_memory
 
 PROBE_BYTES = 16 * 2**20  # weights the probe streams through (the ranking held from 4 to 48 MiB here)
 PROBE_SHAPE = (2048, 1024)  # (out, in) of each probe weight: the size of a small model's projections
@@ -56,25 +54,6 @@ def linear(
     if rows == 0 or x.dtype != weight.dtype or not onednn_applies(weight):
         return F.linear(x, weight, bias)
     return run_nd(choose(weight.dtype, rows == 1, packed is not None), x, weight, bias, packed)
-
-
-@functools.cache
-def malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, None where the C library is not glibc."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def return_freed_memory() -> None:
-    """Hand the pages of freed weights back to the OS (glibc keeps small freed blocks for reuse otherwise, so a
-    released weight would still count in the process's memory)."""
-    trim = malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

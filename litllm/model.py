@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from litllm import kernels
 from litllm.config import Config
+from litllm.memory import return_freed_memory
 
 
 class GPT(nn.Module):
@@ -158,7 +159,7 @@ class GPT(nn.Module):
         for m in self.unshared_linears():
             if not m.released:
                 m.prepack(release=True)
-                kernels.return_freed_memory()  # layer by layer: the copies never pile up beside the weights
+                return_freed_memory()  # layer by layer: the copies never pile up beside the weights
         return 0
 
     @torch.no_grad()
@@ -188,7 +189,7 @@ class GPT(nn.Module):
         if self.lm_head in linears and sample is not linears:
             # packed first, before the timing's kernels leave their buffers: packing holds the largest weight twice
             self.lm_head.prepack(release=True)
-            kernels.return_freed_memory()
+            return_freed_memory()
         weights = [m.weight.detach() for m in sample]
         seconds = {k: kernels.seconds_per_pass(k, rows, weights) for k in kernels.unpacked_candidates(one_row)}
         best = min(seconds, key=seconds.get)

@@ -21,6 +21,7 @@ from torchmetrics import MeanMetric, SumMetric
 from litllm.config import Config, named_configs
 from litllm.data.base import IGNORE_INDEX
 from litllm.fused import linear_cross_entropy
+from litllm.memory import keep_freed_memory
 from litllm.model import GPT, Block, Linear
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
@@ -140,6 +141,14 @@ class GPTModule(L.LightningModule):
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 
         apply_activation_checkpointing(self.gpt, check_fn=lambda m: isinstance(m, Block))
+
+    def setup(self, stage: str) -> None:
+        if self._trainer is not None and self.trainer.strategy.root_device.type == "cpu":
+            # every step allocates the same large tensors again: keep freed memory for them (litllm/memory.py)
+            keep_freed_memory(True)
+
+    def teardown(self, stage: str) -> None:
+        keep_freed_memory(False)
 
     def on_train_start(self) -> None:
         batch_size = getattr(self.trainer.datamodule, "batch_size", None)

@@ -230,3 +230,15 @@ def test_a_tiny_temperature_samples_the_greedy_tokens(llm: LLM, temperature: flo
     greedy = llm.generate("hello", max_new_tokens=6, temperature=0, return_as_token_ids=True)
     sampled = llm.generate("hello", max_new_tokens=6, temperature=temperature, seed=1, return_as_token_ids=True)
     assert sampled == greedy  # no NaN probabilities from logits / temperature overflowing
+
+
+@pytest.mark.parametrize("penalty", [5e-324, 1e-300, 1e300])
+def test_an_extreme_repetition_penalty_leaves_probabilities_finite(penalty: float) -> None:
+    logits = torch.tensor([[1.0, 2.0, -1.0], [3.0, -2.0, -1.0]])
+    seen = torch.tensor([[True, False, False], [True, True, True]])
+    params = SamplingParams(temperature=1.0, repetition_penalty=penalty)
+    probs = process_logits(logits, params, seen).softmax(dim=-1)
+    assert probs.isfinite().all()
+    torch.testing.assert_close(probs.sum(dim=-1), torch.ones(2))
+    if penalty < 1:  # seen positive logits pushed to the float32 maximum: they take all the probability
+        assert probs[0, 0] == 1 and probs[1, 0] == 1
