@@ -14,6 +14,7 @@ it holds for the rest of the process.
 """
 
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -41,14 +42,40 @@ def can_pack(w: torch.Tensor) -> bool:
     return onednn_applies(w) and not w.is_inference()
 
 
-def pack(w: torch.Tensor) -> torch.Tensor:
-    """oneDNN's blocked copy of a weight (`can_pack` must hold); `.to_dense()` gives the weight back."""
-    return torch.ops.mkldnn._reorder_linear_weight(w, 16)
+PACK_BLOCK_BYTES = 16 * 2**20  # a weight larger than this (an output head) is packed in blocks of rows
+
+Packed = tuple[torch.Tensor, ...]
+"""oneDNN's blocked copies of a weight's consecutive row blocks: one for most weights, several for a large one."""
 
 
-def linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packed: torch.Tensor | None
-) -> torch.Tensor:
+def pack(w: torch.Tensor, packed_block: Callable[[torch.Tensor], None] | None = None) -> Packed:
+    """oneDNN's blocked copy of a weight (`can_pack` must hold), in blocks of at most PACK_BLOCK_BYTES of rows;
+    `unpacked` gives the weight back. `packed_block(rows)` is called with each block of w's rows once it is packed."""
+    step = max(1, PACK_BLOCK_BYTES // max(1, w.shape[1] * w.element_size()))
+    blocks: list[torch.Tensor] = []
+    try:
+        for start in range(0, w.shape[0], step):
+            blocks.append(torch.ops.mkldnn._reorder_linear_weight(w[start : start + step], 16))
+            if packed_block is not None:
+                packed_block(w[start : start + step])
+    except BaseException:
+        if packed_block is not None:  # the rows handed over so far get their values back
+            for i, block in enumerate(blocks):
+                w[i * step : (i + 1) * step].copy_(block.to_dense())
+        raise
+    return tuple(blocks)
+
+
+def unpacked(packed: Packed) -> torch.Tensor:
+    """The plain weight a packed copy was made from."""
+    return packed[0].to_dense() if len(packed) == 1 else torch.cat([block.to_dense() for block in packed])
+
+
+def in_features(w: torch.Tensor | Packed) -> int:
+    return (w[0] if isinstance(w, tuple) else w).shape[1]
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packed: Packed | None) -> torch.Tensor:
     """`F.linear(x, weight, bias)` on the CPU without autograd, by the kernel this machine runs fastest."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if rows == 0 or x.dtype != weight.dtype or not onednn_applies(weight):
@@ -56,13 +83,13 @@ def linear(
     return run_nd(choose(weight.dtype, rows == 1, packed is not None), x, weight, bias, packed)
 
 
-def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def packed_linear(x: torch.Tensor, packed: Packed, bias: torch.Tensor | None) -> torch.Tensor:
     """`F.linear` by the packed copy alone (its weight was released)."""
     return run_nd("packed", x, None, bias, packed)
 
 
 def run_nd(
-    kernel: str, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, packed: torch.Tensor | None
+    kernel: str, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, packed: Packed | None
 ) -> torch.Tensor:
     """`run` on x of any shape (..., in) -> (..., out)."""
     rows = x.numel() // x.shape[-1]
@@ -74,15 +101,23 @@ def run(
     x: torch.Tensor,
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
-    packed: torch.Tensor | None,
+    packed: Packed | None,
 ) -> torch.Tensor:
     """One kernel on 2-D `x` (rows, in) -> (rows, out)."""
     if kernel == "mv":
         y = torch.mv(weight, x[0]).unsqueeze(0)
         return y if bias is None else y + bias
-    if kernel == "onednn" or kernel == "packed":
-        w = packed if kernel == "packed" else weight
-        return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
+    if kernel == "onednn":
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    if kernel == "packed":
+        if len(packed) == 1:
+            return torch.ops.mkldnn._linear_pointwise(x, packed[0], bias, "none", [], "")
+        outs, start = [], 0
+        for block in packed:
+            b = None if bias is None else bias[start : start + block.shape[0]]
+            outs.append(torch.ops.mkldnn._linear_pointwise(x, block, b, "none", [], ""))
+            start += block.shape[0]
+        return torch.cat(outs, dim=-1)
     return F.linear(x, weight, bias)
 
 
@@ -124,18 +159,19 @@ def fastest(dtype: torch.dtype, one_row: bool, packed: bool) -> str:
 
 
 @torch.compiler.disable  # timed eagerly, also when first reached from inside a compiled region
-def seconds_per_pass(kernel: str, rows: int, weights: list[torch.Tensor]) -> float:
+def seconds_per_pass(kernel: str, rows: int, weights: list[torch.Tensor] | list[Packed]) -> float:
     """Seconds of the fastest of 3 passes of `kernel` over all the weights (the packed copies for "packed"), `rows`
     rows of input each, after one warm-up pass."""
-    inputs = {w.shape[1]: torch.full((rows, w.shape[1]), 0.5, dtype=w.dtype) for w in weights}
+    dtype = (weights[0][0] if kernel == "packed" else weights[0]).dtype
+    inputs = {in_features(w): torch.full((rows, in_features(w)), 0.5, dtype=dtype) for w in weights}
     passes = []
     for _ in range(4):
         start = time.perf_counter()
         for w in weights:
             if kernel == "packed":
-                run(kernel, inputs[w.shape[1]], None, None, w)
+                run(kernel, inputs[in_features(w)], None, None, w)
             else:
-                run(kernel, inputs[w.shape[1]], w, None, None)
+                run(kernel, inputs[in_features(w)], w, None, None)
         passes.append(time.perf_counter() - start)
     return_freed_memory()  # oneDNN's reorders of unpacked weights leave freed temporaries behind
     return min(passes[1:])

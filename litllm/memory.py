@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import mmap
 import sys
+
+import torch
 
 # mallopt parameters (malloc.h) and glibc's documented defaults
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
@@ -63,3 +66,29 @@ def keep_freed_memory(keep: bool) -> bool:
 def keeping_freed_memory() -> bool:
     """Whether `keep_freed_memory(True)` is in force."""
     return _keeping
+
+
+MADV_DONTNEED = 4
+
+
+def sole_owner(t: torch.Tensor, other_handles: int = 0) -> bool:
+    """Whether t is the only tensor on its storage (besides `other_handles` handles the caller holds) and spans all
+    of it: the condition for `release_pages`."""
+    storage = t.untyped_storage()
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    if use_count is None or t.storage_offset() != 0 or storage.nbytes() != t.numel() * t.element_size():
+        return False
+    return use_count(storage._cdata) == 2 + other_handles  # t's and this function's handles
+
+
+def release_pages(t: torch.Tensor) -> None:
+    """Hand the whole memory pages inside t's bytes back to the OS at once (they read as zeros afterwards): for a
+    weight being replaced block by block, whose storage is freed as a whole only at the end."""
+    lib = glibc()
+    if lib is None or not t.is_contiguous() or t.device.type != "cpu":
+        return
+    page = mmap.PAGESIZE
+    start = -(-t.data_ptr() // page) * page  # the allocator's own header lies before data_ptr: never touched
+    end = (t.data_ptr() + t.numel() * t.element_size()) // page * page
+    if end > start:
+        lib.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED)

@@ -15,9 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from litllm import kernels
+from litllm import kernels, memory
 from litllm.config import Config
-from litllm.memory import return_freed_memory
 
 
 class GPT(nn.Module):
@@ -159,7 +158,7 @@ class GPT(nn.Module):
         for m in self.unshared_linears():
             if not m.released:
                 m.prepack(release=True)
-                return_freed_memory()  # layer by layer: the copies never pile up beside the weights
+                memory.return_freed_memory()  # layer by layer: the copies never pile up beside the weights
         return 0
 
     @torch.no_grad()
@@ -189,7 +188,7 @@ class GPT(nn.Module):
         if self.lm_head in linears and sample is not linears:
             # packed first, before the timing's kernels leave their buffers: packing holds the largest weight twice
             self.lm_head.prepack(release=True)
-            return_freed_memory()
+            memory.return_freed_memory()
         weights = [m.weight.detach() for m in sample]
         seconds = {k: kernels.seconds_per_pass(k, rows, weights) for k in kernels.unpacked_candidates(one_row)}
         best = min(seconds, key=seconds.get)
@@ -484,7 +483,7 @@ class Linear(nn.Linear):
     forward with autograd or off the CPU, `state_dict`, `load_state_dict`, `.to()` and friends, copies and pickles.
     """
 
-    packed: tuple[torch.Tensor, int, int] | None = None  # (oneDNN weight, weight's data_ptr, its _version)
+    packed: tuple[kernels.Packed, int, int] | None = None  # (oneDNN copy, weight's data_ptr, its _version)
     released: bool = False  # the weight's storage was freed: `packed` holds its only copy
 
     def prepack(self, release: bool = False) -> int:
@@ -496,7 +495,10 @@ class Linear(nn.Linear):
         if packed is None:
             if not kernels.can_pack(w):
                 return 0
-            packed = kernels.pack(w)
+            # a weight about to be released gives its memory back block by block as it is packed (when nothing else
+            # shares it), so that packing a large output head never holds it twice
+            handing_back = release and not self.released and memory.sole_owner(self.weight, other_handles=1)
+            packed = kernels.pack(w, memory.release_pages if handing_back else None)
         if release and not self.released:
             # a zero-stride NaN view: same shape and dtype, no memory, and stray reads show up as NaN (made outside
             # inference mode, like the weight it stands for, so that it keeps a version counter)
@@ -510,7 +512,7 @@ class Linear(nn.Linear):
         """Drop the packed copy, first giving a released weight its storage and values back from it."""
         if self.released and self.current_pack() is not None:
             with torch.inference_mode(False):  # a plain tensor again, even when unpacked while generating
-                self.weight.data = self.packed[0].to_dense()
+                self.weight.data = kernels.unpacked(self.packed[0])
         self.packed = None
         self.released = False
 
@@ -527,13 +529,13 @@ class Linear(nn.Linear):
     def cpu_inference(self, x: torch.Tensor) -> torch.Tensor:
         packed = self.current_pack()
         if self.released:
-            if x.dtype == packed.dtype:
+            if x.dtype == packed[0].dtype:
                 return kernels.packed_linear(x, packed, self.bias)
             self.unpack()
             packed = None
         return kernels.linear(x, self.weight, self.bias, packed)
 
-    def current_pack(self) -> torch.Tensor | None:
+    def current_pack(self) -> kernels.Packed | None:
         """The packed copy if the weight is still the one it was made from; a stale copy is dropped."""
         if self.packed is None:
             return None
@@ -559,7 +561,7 @@ class Linear(nn.Linear):
     def __getstate__(self) -> dict:  # copies and pickles carry the plain weight, never the packed copy
         state = {**super().__getstate__(), "packed": None, "released": False}
         if self.released and self.current_pack() is not None:
-            weight = nn.Parameter(self.packed[0].to_dense(), requires_grad=self.weight.requires_grad)
+            weight = nn.Parameter(kernels.unpacked(self.packed[0]), requires_grad=self.weight.requires_grad)
             state["_parameters"] = {**state["_parameters"], "weight": weight}
         return state
 

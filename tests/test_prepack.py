@@ -247,3 +247,50 @@ def test_training_takes_onednn_only_for_plain_float32(monkeypatch: pytest.Monkey
     assert type(Linear(16, 8).double()(x.double()).grad_fn).__name__ != "OneDNNLinearBackward"
     monkeypatch.setattr(kernels, "_chosen", {("train", torch.float32, torch.get_num_threads()): "linear"})
     assert type(layer(x).grad_fn).__name__ != "OneDNNLinearBackward"
+
+
+@pytest.mark.parametrize("release", [False, True])
+def test_a_large_weight_is_packed_in_row_blocks_and_comes_back_exactly(
+    monkeypatch: pytest.MonkeyPatch, release: bool
+) -> None:
+    monkeypatch.setattr(kernels, "PACK_BLOCK_BYTES", 7 * 16 * 4)  # 7 rows of 16 floats: blocks of 7, 7, 7 and 4
+    layer = Linear(16, 25)
+    weight = layer.weight.detach().clone()
+    layer.prepack(release=release)
+    assert [block.shape[0] for block in layer.current_pack()] == [7, 7, 7, 4]
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), F.linear(x, weight, layer.bias), rtol=1e-5, atol=1e-5)
+    layer.unpack()
+    assert torch.equal(layer.weight, weight)
+
+
+def test_a_weight_shared_with_another_tensor_keeps_its_values_when_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "PACK_BLOCK_BYTES", 3 * 4096)  # blocks of 48 rows: whole pages in each
+    layer = Linear(64, 256)
+    view = layer.weight.detach()[:128]  # another holder of the storage: its pages must not be handed back
+    before = view.clone()
+    layer.prepack(release=True)
+    assert torch.equal(view, before)
+    layer.unpack()
+    assert torch.equal(layer.weight[:128], before)
+
+
+# run in a fresh interpreter: its peak resident memory (ru_maxrss) is then this packing's
+RELEASE_PEAK = """
+import resource, torch
+from litllm.model import Linear
+layer = Linear(1024, 32768, bias=False)  # 128 MiB of float32
+torch.nn.init.normal_(layer.weight)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+layer.prepack(release=True)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)  # MiB above the weights' peak
+"""
+
+
+def test_releasing_a_large_weight_never_holds_it_twice() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", RELEASE_PEAK], capture_output=True, text=True, check=True).stdout
+    assert int(out) < 48  # packed in 16 MiB blocks, each block's dense pages handed back: not +128 MiB
