@@ -506,6 +506,7 @@ class Linear(nn.Linear):
                 self.weight.data = torch.full((), float("nan"), dtype=w.dtype).expand(w.shape)
             self.released = True
         self.packed = (packed, self.weight.data_ptr(), self.weight._version)
+        kernels.register_pack(self.weight, packed)
         return 0 if self.released else size
 
     def unpack(self) -> None:
@@ -515,9 +516,12 @@ class Linear(nn.Linear):
                 self.weight.data = kernels.unpacked(self.packed[0])
         self.packed = None
         self.released = False
+        kernels.register_pack(self.weight, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and not torch.is_grad_enabled():
+            if torch.compiler.is_compiling():  # one opaque operator in the graph (see kernels.cpu_linear)
+                return torch.ops.litllm.cpu_linear(x, self.weight, self.bias)
             return self.cpu_inference(x)
         if self.released:
             self.unpack()
@@ -542,6 +546,7 @@ class Linear(nn.Linear):
         packed, ptr, version = self.packed
         if self.weight.data_ptr() != ptr or self.weight._version != version:
             self.packed = None  # changed since packing (an optimizer step, load_state_dict): free the copy
+            kernels.register_pack(self.weight, None)
             self.released = False  # and a released weight was replaced: it holds what it was given
             return None
         return packed

@@ -1,10 +1,12 @@
 """GPTModule(compile=True): the compiled blocks train like the eager ones (same loss and gradients), in bf16-mixed
-and in float32 (where eager linear layers may train through oneDNN, `litllm.kernels`)."""
+and in float32 (where eager linear layers may train through oneDNN, `litllm.kernels`); a compiled inference forward
+reaches the CPU kernels and packed weights through one operator, with no graph break."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from litllm.config import Config
 from litllm.module import GPTModule
@@ -45,3 +47,33 @@ def test_compiled_blocks_train_like_eager_ones(autocast: bool) -> None:
     torch.testing.assert_close(compiled_losses, eager_losses, rtol=tol[0], atol=tol[1])
     for c, e in zip(compiled_grads, eager_grads, strict=True):
         torch.testing.assert_close(c, e, rtol=tol[2], atol=tol[3])
+
+
+def test_compiled_inference_keeps_the_fast_cpu_kernels_in_one_graph() -> None:
+    from litllm.model import GPT
+
+    torch.manual_seed(0)
+    model = GPT(CONFIG).eval()
+    model.prepack(release=True)  # the packed copies are then the only ones: the graph must reach them
+    idx = torch.randint(0, 64, (2, 16))
+    with torch.no_grad():
+        want = model(idx)
+        assert torch._dynamo.explain(model.forward)(idx).graph_break_count == 0
+        got = torch.compile(model.forward, backend="aot_eager", dynamic=True)(idx)
+    torch.testing.assert_close(got, want)
+
+
+def test_a_changed_weight_retires_the_copy_compiled_graphs_use() -> None:
+    from litllm import kernels
+    from litllm.model import Linear
+
+    layer = Linear(16, 8)
+    layer.prepack()
+    assert kernels.registered_pack(layer.weight) is not None
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # in place, as an optimizer step: the packed copy is stale
+        assert kernels.registered_pack(layer.weight) is None
+        torch.testing.assert_close(
+            kernels.cpu_linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias)
+        )
