@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from litllm.model import GPT, KVCache
+from litllm.model import GPT, KVCache, kv_cache_dtype
 
 if TYPE_CHECKING:
     from litllm.tokenizer import StreamDecoder, Tokenizer
@@ -319,7 +319,7 @@ class Scheduler:
         # grow geometrically so that a stream of requests reallocates a few times, not every time
         new_rows = min(self.max_batch_size, max(rows, 2 * have_rows))
         new_len = min(self.max_seq_length, max(length, 2 * have_len))
-        c, dtype = self.model.config, self.model.wte.weight.dtype
+        c, dtype = self.model.config, kv_cache_dtype(self.model.wte.weight.dtype, self.device)
         grown = []
         for old in self.caches or [None] * c.n_layer:
             new = KVCache.empty(new_rows, c.n_query_groups, new_len, c.head_size, self.device, dtype)

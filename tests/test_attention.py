@@ -1,5 +1,6 @@
 """Decoding's attention paths in bfloat16 (one query per row; on the CPU a stride-0 twin of the query, or the heads of
-a group folded into the query axis) agree with float32 SDPA, with and without a per-row mask."""
+a group folded into the query axis) agree with float32 SDPA, with and without a per-row mask; a bfloat16 model decodes
+on the CPU through a float32 KV cache with the logits of its full forward."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def test_bfloat16_decoding_gives_the_logits_of_the_full_forward() -> None:
     with torch.no_grad():
         full = model(idx)[:, -1].float()  # (2, V): prompt run at once, SDPA
         model.set_kv_cache(2, 16)
+        assert model.kv_caches[0].k.dtype == torch.float32  # the CPU attends one bf16 query faster in float32
         model(idx[:, :-1], 0)
         stepped = model(idx[:, -1:], 11)[:, -1].float()  # the last token alone: one query per row
         model.clear_kv_cache()
