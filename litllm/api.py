@@ -224,7 +224,7 @@ class LLM:
 
         compile=True wraps the forward in torch.compile: 35-45 s of compiling on first use at pythia-160m size on a
         2-core CPU, then 1.02-1.1x eager speed there (the linear layers keep this CPU's fastest kernels inside the
-        graph, `litllm.kernels.cpu_linear`); on accelerators it cuts the per-step overhead."""
+        graph, `litllm.model.cpu_linear`); on accelerators it cuts the per-step overhead."""
         if accelerator not in ("auto", "cpu", "cuda", "gpu"):
             raise ValueError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu', got {accelerator!r}")
         if devices != 1:

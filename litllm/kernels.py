@@ -14,7 +14,6 @@ it holds for the rest of the process.
 """
 
 import time
-import weakref
 from collections.abc import Callable
 
 import torch
@@ -248,40 +247,3 @@ def describe(key: tuple) -> str:
     dtype, one_row, packed, threads = key
     return f"{dtype}, {'1 row' if one_row else 'rows'}, {'packed' if packed else 'unpacked'}, {threads} threads"
 
-
-# ---- compiled graphs ------------------------------------------------------------------------------------------------
-# torch.compile cannot trace the kernel choice above (data pointers, version counters, a packed copy in a module
-# attribute); broken into pieces around every linear layer, a compiled decode step ran 0.83-0.87x eager speed. So a
-# compiled forward calls one opaque operator that finds the weight's packed copy itself.
-
-_packs: dict[int, tuple[weakref.ref, int, Packed]] = {}  # id(weight) -> (the weight, its _version, packed copy)
-
-
-def register_pack(weight: torch.Tensor, packed: Packed | None) -> None:
-    """Make `packed` the copy `cpu_linear` uses for this weight while it keeps its current values (None: none)."""
-    key = id(weight)
-    _packs.pop(key, None)
-    if packed is not None:
-        _packs[key] = (weakref.ref(weight, lambda _: _packs.pop(key, None)), weight._version, packed)
-
-
-def registered_pack(weight: torch.Tensor) -> Packed | None:
-    entry = _packs.get(id(weight))
-    if entry is None or entry[0]() is not weight or entry[1] != weight._version:
-        return None
-    return entry[2]
-
-
-@torch.library.custom_op("litllm::cpu_linear", mutates_args=())
-def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`F.linear` at inference on the CPU by this machine's fastest kernel, with the weight's registered packed copy
-    when it has one (a released weight has only that)."""
-    packed = registered_pack(weight)
-    if packed is not None and packed[0].dtype == x.dtype:
-        return packed_linear(x, packed, bias)
-    return linear(x, weight, bias, None)
-
-
-@cpu_linear.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return x.new_empty(*x.shape[:-1], weight.shape[0])

@@ -1,5 +1,5 @@
-"""Decoding's attention paths in bfloat16 (one query per row; on the CPU a stride-0 twin of the query, or the heads of
-a group folded into the query axis) agree with float32 SDPA, with and without a per-row mask; a bfloat16 model decodes
+"""Decoding's attention paths in bfloat16 (one query per row; the heads of a group folded into the query axis) agree
+with float32 SDPA, with and without a per-row mask; a bfloat16 model decodes
 on the CPU through a float32 KV cache with the logits of its full forward."""
 
 from __future__ import annotations

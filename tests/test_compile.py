@@ -64,16 +64,17 @@ def test_compiled_inference_keeps_the_fast_cpu_kernels_in_one_graph() -> None:
 
 
 def test_a_changed_weight_retires_the_copy_compiled_graphs_use() -> None:
-    from litllm import kernels
-    from litllm.model import Linear
+    from litllm.model import Linear, cpu_linear
 
     layer = Linear(16, 8)
     layer.prepack()
-    assert kernels.registered_pack(layer.weight) is not None
+    assert layer.current_pack() is not None
     x = torch.randn(3, 16)
     with torch.no_grad():
         layer.weight.mul_(2.0)  # in place, as an optimizer step: the packed copy is stale
-        assert kernels.registered_pack(layer.weight) is None
-        torch.testing.assert_close(
-            kernels.cpu_linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias)
-        )
+        torch.testing.assert_close(cpu_linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias))
+        assert layer.current_pack() is None
+        layer.prepack()
+        layer.weight.data = torch.randn(8, 16)  # new values without a version bump
+        torch.testing.assert_close(cpu_linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias))
+        assert layer.current_pack() is None
