@@ -246,4 +246,3 @@ def describe(key: tuple) -> str:
         return f"{key[1]}, training, {key[2]} threads"
     dtype, one_row, packed, threads = key
     return f"{dtype}, {'1 row' if one_row else 'rows'}, {'packed' if packed else 'unpacked'}, {threads} threads"
-

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from litllm import kernels, memory
+from litllm import cpu_attention, kernels, memory
 from litllm.config import Config
 
 
@@ -106,7 +106,7 @@ class GPT(nn.Module):
             local_rope = self.local_rope.cos_sin(position_ids, S, x.dtype)
         else:
             local_rope = rope
-        masks = AttentionMasks(self.config, start, T, S, key_mask, idx.device)
+        masks = AttentionMasks(self.config, start, B, T, S, key_mask, idx.device)
         for i, block in enumerate(self.h):
             sliding = self.config.is_sliding(i)
             cache = self.kv_caches[i] if input_pos is not None else None
@@ -322,6 +322,11 @@ class CausalSelfAttention(nn.Module):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask) -> torch.Tensor:
         B, nh, T, hs = q.shape
         nkv = k.shape[1]
+        if isinstance(mask, KeyRanges):  # one query per row (a decoding step): litllm's CPU kernel where it runs
+            if cpu_attention.supports(q, k, v):
+                cap = self.config.attn_logit_softcap or 0.0
+                return cpu_attention.attend(q, k, v, mask.lo, mask.hi, self.scale, cap).to(q.dtype)
+            mask = mask.dense
         if self.config.attn_logit_softcap is not None:
             return self.attend_softcapped(q, k, v, mask)
         if isinstance(mask, Tail):  # a single query: only the last `window` keys are visible
@@ -368,7 +373,17 @@ class Tail:
     window: int
 
 
-Mask = Union[torch.Tensor, Causal, Tail, None]
+@dataclass(frozen=True)
+class KeyRanges:
+    """Mask kind: one query per row, which sees the keys lo[b]..hi[b]-1 of its row ((B,) int64 each); `dense` is the
+    same mask for torch's attention (None, Tail or a bool tensor)."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    dense: Union[torch.Tensor, Tail, None]
+
+
+Mask = Union[torch.Tensor, Causal, Tail, KeyRanges, None]
 """None: every key is visible; a bool tensor (B|1, 1, T, S): True where a query may see a key."""
 
 
@@ -379,12 +394,14 @@ class AttentionMasks:
         self,
         config: Config,
         start: int | torch.Tensor,
+        B: int,
         T: int,
         S: int,
         key_mask: torch.Tensor | None,
         device: torch.device,
     ) -> None:
-        self.config, self.start, self.T, self.S, self.key_mask, self.device = config, start, T, S, key_mask, device
+        self.config, self.start, self.B, self.T, self.S = config, start, B, T, S
+        self.key_mask, self.device = key_mask, device
         self.cache: dict[bool, Mask] = {}
 
     def get(self, sliding: bool) -> Mask:
@@ -393,10 +410,20 @@ class AttentionMasks:
         return self.cache[sliding]
 
     def build(self, sliding: bool) -> Mask:
-        start, T, S = self.start, self.T, self.S
         window = self.config.sliding_window_size if sliding else None
-        if window is not None and window >= S:
+        if window is not None and window >= self.S:
             window = None
+        dense = self.dense(window)
+        if self.T > 1 or self.key_mask is not None or self.device.type != "cpu":
+            return dense
+        # one query per row, at the row's last key
+        hi = self.start + 1 if isinstance(self.start, torch.Tensor) else torch.full((self.B,), self.S)
+        lo = (hi - window).clamp(min=0) if window is not None else torch.zeros_like(hi)
+        return KeyRanges(lo, hi, dense)
+
+    def dense(self, window: int | None) -> Mask:
+        """The mask as torch's attention takes it: None, Causal, Tail or a bool tensor."""
+        start, T, S = self.start, self.T, self.S
         per_row = isinstance(start, torch.Tensor)
         if self.key_mask is None and not per_row:
             if window is None and T == 1:
@@ -649,14 +676,17 @@ def softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
 
 
 def kv_cache_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
-    """The dtype of the KV cache of a model in `dtype`: float32 for bfloat16 on the CPU, else the model's own.
+    """The dtype of the KV cache of a model in `dtype`: its own, except float32 for bfloat16 on a CPU where
+    litllm's attention kernel does not build (`cpu_attention.available()`).
 
     Decoding attends with one query per row, and torch's CPU attention kernel runs one bfloat16 query 2-4x slower
-    than one float32 query (batch 1-16, 80-1000 keys, AMD EPYC: 266 vs 78 us a layer for one row and 1000 keys).
-    Attention then runs in float32, for twice the memory of a bfloat16 cache (pythia-160m: 72 KiB a token of context
-    instead of 36 KiB).
+    than one float32 query (batch 1-16, 80-1000 keys, AMD EPYC: 266 vs 78 us a layer for one row and 1000 keys), at
+    twice the memory (pythia-160m: 72 KiB a token of context instead of 36 KiB). litllm's kernel reads a bfloat16
+    cache at half the bytes of a float32 one.
     """
-    return torch.float32 if dtype == torch.bfloat16 and torch.device(device).type == "cpu" else dtype
+    if dtype == torch.bfloat16 and torch.device(device).type == "cpu" and not cpu_attention.available():
+        return torch.float32
+    return dtype
 
 
 class KVCache:

@@ -1,6 +1,7 @@
 """GPTModule(compile=True): the compiled blocks train like the eager ones (same loss and gradients), in bf16-mixed
 and in float32 (where eager linear layers may train through oneDNN, `litllm.kernels`); a compiled inference forward
-reaches the CPU kernels and packed weights through one operator, with no graph break."""
+reaches the CPU kernels and packed weights through one operator, and a compiled decoding step litllm's attention
+kernel, with no graph break."""
 
 from __future__ import annotations
 
@@ -60,6 +61,26 @@ def test_compiled_inference_keeps_the_fast_cpu_kernels_in_one_graph() -> None:
         want = model(idx)
         assert torch._dynamo.explain(model.forward)(idx).graph_break_count == 0
         got = torch.compile(model.forward, backend="aot_eager", dynamic=True)(idx)
+    torch.testing.assert_close(got, want)
+
+
+def test_a_compiled_decoding_step_keeps_litllms_attention_kernel_in_one_graph() -> None:
+    from litllm import cpu_attention
+    from litllm.model import GPT
+
+    if not cpu_attention.available():
+        pytest.skip("no C compiler to build the kernel")
+    torch.manual_seed(0)
+    model = GPT(CONFIG).eval()
+    idx = torch.randint(0, 64, (2, 16))
+    step = torch.tensor([[5], [7]])
+    positions = torch.tensor([16, 9])  # rows at different lengths: one query each
+    with torch.no_grad():
+        model.set_kv_cache(2, 32)
+        model(idx, 0)
+        want = model(step, positions, length=17)
+        assert torch._dynamo.explain(model.forward)(step, positions, length=17).graph_break_count == 0
+        got = torch.compile(model.forward, backend="aot_eager", dynamic=True)(step, positions, length=17)
     torch.testing.assert_close(got, want)
 
 
