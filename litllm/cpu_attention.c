@@ -137,3 +137,14 @@ DEFINE_TASK(task_bfloat16, uint16_t, LOAD_BF16)
 
 DEFINE_ATTEND(attend_float32, float, task_float32)
 DEFINE_ATTEND(attend_bfloat16, uint16_t, task_bfloat16)
+
+/* A decoding step's new keys or values into the cache: new[b, h] (row_bytes each) to cache[b, h, pos[b]] for every
+   row b and head h. Strides in bytes. Returns 2, writing nothing, if a position is outside 0..S-1. */
+int store(char* cache, const char* new, int64_t B, int64_t nkv, int64_t row_bytes, int64_t S, int64_t cb, int64_t ch,
+          int64_t cs, int64_t nb, int64_t nh, const int64_t* pos) {
+    for (int64_t b = 0; b < B; b++)
+        if (pos[b] < 0 || pos[b] >= S) return 2;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < nkv; h++) memcpy(cache + b * cb + h * ch + pos[b] * cs, new + b * nb + h * nh, row_bytes);
+    return 0;
+}

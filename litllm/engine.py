@@ -83,8 +83,24 @@ def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Ten
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:
     """Next token ids (n,) from processed logits (n, V)."""
     if params.temperature == 0:
-        return logits.argmax(dim=-1)
+        return first_argmax(logits)
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator).squeeze(-1)
+
+
+def first_argmax(logits: torch.Tensor, block: int = 128) -> torch.Tensor:
+    """`logits.argmax(dim=-1)` of (n, V) logits (the first of equal maxima), by the maxima of blocks of the vocabulary
+    first: torch's argmax over a row is a sequential scan (16 rows of 50k: ~200 us on the CPU, this ~45 us)."""
+    n, V = logits.shape
+    blocks = V // block
+    if blocks < 2 or logits.stride(1) != 1:
+        return logits.argmax(dim=-1)
+    tiled = logits.as_strided((n, blocks, block), (logits.stride(0), block, 1))  # the whole blocks of each row
+    top, top_block = tiled.amax(dim=-1).max(dim=-1)  # (n,): the first block holding each row's maximum
+    index = top_block * block + tiled[torch.arange(n, device=logits.device), top_block].argmax(dim=-1)
+    if blocks * block < V:  # a tail shorter than a block: it wins only if strictly larger (ties go to the first)
+        tail_top, tail_index = logits[:, blocks * block :].max(dim=-1)
+        index = torch.where(tail_top > top, tail_index + blocks * block, index)
+    return index
 
 
 class Constraint(Protocol):
@@ -391,8 +407,8 @@ class Scheduler:
             elif active:
                 self._choose(group, active, logits[[c.slot for c in active]])
         if plain:
-            # max(dim).indices: the same first maximal index as argmax, ~1.3-2.4x faster on the CPU at a large vocab
-            best = logits[[c.slot for c in plain]].max(dim=-1).indices
+            slots = [c.slot for c in plain]
+            best = first_argmax(logits if slots == list(range(R)) else logits[slots])
             for c, token in zip(plain, best.tolist(), strict=True):
                 self._accept(c, token, None)
 

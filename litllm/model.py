@@ -717,10 +717,11 @@ class KVCache:
         if length > self.k.shape[2]:
             raise ValueError(f"KV cache holds {self.k.shape[2]} positions, {length} were asked for")
         k, v = k.to(self.k.dtype), v.to(self.v.dtype)
-        if isinstance(input_pos, torch.Tensor):
-            rows = torch.arange(B, device=k.device)
-            self.k[rows, :, input_pos] = k[:, :, 0]  # (B, nkv, hs) into each row's own slot
-            self.v[rows, :, input_pos] = v[:, :, 0]
+        if isinstance(input_pos, torch.Tensor):  # (B, nkv, hs) into each row's own slot
+            if not (cpu_attention.store(self.k[:B], k, input_pos) and cpu_attention.store(self.v[:B], v, input_pos)):
+                rows = torch.arange(B, device=k.device)
+                self.k[rows, :, input_pos] = k[:, :, 0]
+                self.v[rows, :, input_pos] = v[:, :, 0]
         else:
             self.k[:B, :, input_pos : input_pos + T] = k
             self.v[:B, :, input_pos : input_pos + T] = v

@@ -1,6 +1,7 @@
 """litllm's CPU attention kernel for one query per row: it computes what torch's attention computes over each row's
 key range (float32 and bfloat16 caches, grouped heads, windows, capped scores, strided cache views), refuses ranges
-outside the keys, is built once, and without a compiler leaves decoding on torch's kernel with one warning."""
+outside the keys, stores a step's keys at per-row positions, is built once, and without a compiler leaves decoding
+on torch's kernel with one warning."""
 
 from __future__ import annotations
 
@@ -77,6 +78,30 @@ def test_a_query_per_row_is_required() -> None:
     q, k, v = cache_and_query(torch.float32, 4, 16)
     with pytest.raises(ValueError, match="one query per row"):
         cpu_attention.attend(q.expand(4, 4, 2, 16), k, v, torch.zeros(4), torch.ones(4), 0.25)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_store_writes_each_rows_new_key_at_its_own_position(dtype: torch.dtype) -> None:
+    cache = torch.zeros(3, 2, 40, 8, dtype=dtype)[:, :, :10]  # a strided view, as KVCache.rows gives
+    new = torch.randn(3, 2, 1, 8).to(dtype)
+    positions = torch.tensor([0, 9, 4])
+    want = cache.clone()
+    want[torch.arange(3), :, positions] = new[:, :, 0]
+    assert cpu_attention.store(cache, new, positions)
+    assert torch.equal(cache, want)
+
+
+def test_store_refuses_a_position_outside_the_cache_and_writes_nothing() -> None:
+    cache, new = torch.zeros(2, 2, 10, 8), torch.ones(2, 2, 1, 8)
+    with pytest.raises(ValueError, match=r"within 0\.\.9"):
+        cpu_attention.store(cache, new, torch.tensor([3, 10]))
+    assert not cache.any()
+
+
+def test_store_leaves_other_dtypes_to_torch() -> None:
+    cache = torch.zeros(2, 2, 10, 8)
+    assert not cpu_attention.store(cache, torch.ones(2, 2, 1, 8, dtype=torch.float64), torch.tensor([1, 2]))
+    assert not cache.any()
 
 
 def test_the_kernel_is_built_once_per_source_compiler_and_cpu() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from litllm import LLM
 from litllm.config import Config
-from litllm.engine import Engine, Request, SamplingParams, Scheduler, process_logits
+from litllm.engine import Engine, Request, SamplingParams, Scheduler, first_argmax, process_logits
 
 PROMPTS = ["def add(a, b):", "class Point:\n    def __init__(self, x, y):\n        self.x", "x", "print('hello world')"]
 
@@ -242,3 +242,14 @@ def test_an_extreme_repetition_penalty_leaves_probabilities_finite(penalty: floa
     torch.testing.assert_close(probs.sum(dim=-1), torch.ones(2))
     if penalty < 1:  # seen positive logits pushed to the float32 maximum: they take all the probability
         assert probs[0, 0] == 1 and probs[1, 0] == 1
+
+
+@pytest.mark.parametrize("vocab", [50304, 50257, 300, 200, 7])
+def test_first_argmax_is_argmax_ties_included(vocab: int) -> None:
+    g = torch.Generator().manual_seed(vocab)
+    spread = torch.randn(5, vocab, generator=g)
+    ties = torch.randint(0, 3, (5, vocab), generator=g).float()  # many equal maxima: the first one is taken
+    ties[0, -1] = 9.0  # a maximum in the last, partial block
+    ties[1, :] = 1.0
+    for logits in (spread, ties, ties.t().contiguous().t()):  # the last: a column-major view
+        assert torch.equal(first_argmax(logits), logits.argmax(dim=-1))
