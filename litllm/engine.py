@@ -1,9 +1,10 @@
 """Generation: sampling, stop conditions, and a continuous-batching decode loop over the model's KV cache.
 
-A `Scheduler` owns a KV cache of a few rows ("slots"). A request is prefilled on its own into a free slot, so its
-prompt meets the same arithmetic as when it runs alone, then decodes one token per step together with every other
-active row, each row at its own position. Rows finish independently and free their slot for the next waiting
-request: one loop serves `LLM.generate` over a list of prompts, streams, and the server's continuous batching.
+A `Scheduler` owns a KV cache of a few rows ("slots"). Requests admitted together are prefilled in one forward pass,
+their prompts packed one after the other, each attending only to itself and filling its own free slot as it would
+alone; then every active row decodes one token per step, each at its own position. Rows finish independently and
+free their slot for the next waiting request: one loop serves `LLM.generate` over a list of prompts, streams, and the
+server's continuous batching.
 """
 
 from __future__ import annotations
@@ -213,6 +214,12 @@ class _Group:
         return r.params.temperature == 0 and r.params.repetition_penalty == 1 and not r.logprobs and not r.constraint
 
 
+PREFILL_TOKENS = 2048
+"""Prompts admitted together run in one prefill forward of at most this many tokens: it reads the weights once and
+multiplies larger matrices (16 prompts of 8-64 tokens, pythia-160m: 410 -> 245 ms in float32, 228 -> 116 ms in bfloat16,
+AMD EPYC, 2 threads). A longer prompt runs alone."""
+
+
 class Scheduler:
     """Continuous batching: requests wait for a free cache row, join the running batch, and leave when done.
 
@@ -321,7 +328,13 @@ class Scheduler:
             for c in group.completions:
                 self.slots[c.slot] = c
             self.groups.append(group)
-            self._prefill(group)
+        batch: list[_Group] = []  # prompts prefilled together, up to PREFILL_TOKENS (a longer one runs alone)
+        for group in admitted:
+            if batch and sum(len(g.request.prompt) for g in batch) + len(group.request.prompt) > PREFILL_TOKENS:
+                self._prefill(batch)
+                batch = []
+            batch.append(group)
+        self._prefill(batch)
 
     def _length_needed(self, request: Request) -> int:
         return min(len(request.prompt) + request.max_new_tokens, self.max_seq_length)
@@ -345,20 +358,35 @@ class Scheduler:
             grown.append(new)
         self.caches = grown
 
-    def _prefill(self, group: _Group) -> None:
-        """Run the prompt once into the first row of the request, copy its cache to the others, sample each."""
-        request, completions = group.request, group.completions
-        first, n = completions[0].slot, len(request.prompt)
+    def _prefill(self, groups: list[_Group]) -> None:
+        """Run each request's prompt once, into its first row, in one forward for all (packed one after the other,
+        each attending to itself alone: GPT.forward's `segments`); then copy the cache to a request's other rows and
+        sample each row's first token."""
         if self.prepack is not False and not self.pack_decided:
             # decided before the first forward: the prompt then runs on packed weights too, where unpacked ones would
             # make oneDNN reorder each weight into a temporary copy
             self._pack_if_faster(one_row=self.max_batch_size == 1)
-        idx = torch.tensor([request.prompt], dtype=torch.long, device=self.device)  # (1, T)
-        self.model.kv_caches = [cache.rows(first, first + 1) for cache in self.caches]
+        prompts = [g.request.prompt for g in groups]
+        idx = torch.tensor([[t for prompt in prompts for t in prompt]], dtype=torch.long, device=self.device)  # (1, T)
         try:
-            logits = self.model(idx, 0, last_only=True)[:, -1]  # (1, V)
+            if len(groups) == 1:
+                first = groups[0].completions[0].slot
+                self.model.kv_caches = [cache.rows(first, first + 1) for cache in self.caches]
+                logits = self.model(idx, 0, last_only=True)[:, -1]  # (1, V)
+            else:
+                self.model.kv_caches = self.caches
+                segments = [(g.completions[0].slot, len(g.request.prompt)) for g in groups]
+                logits = self.model(idx, 0, last_only=True, segments=segments)[:, -1]  # (len(groups), V)
         finally:
             self.model.kv_caches = None
+        for group, row in zip(groups, logits.split(1), strict=True):
+            self._start(group, row)
+
+    def _start(self, group: _Group, logits: torch.Tensor) -> None:
+        """After a request's prompt ran into its first row: its cache into its other rows, and each row's first
+        token sampled from the prompt's last logits (1, V)."""
+        request, completions = group.request, group.completions
+        first, n = completions[0].slot, len(request.prompt)
         for c in completions:
             if c.slot != first:
                 for cache in self.caches:
@@ -367,7 +395,7 @@ class Scheduler:
             c.length = n
             if request.params.repetition_penalty != 1.0:
                 c.seen = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
-                c.seen[idx[0]] = True
+                c.seen[torch.tensor(request.prompt, device=self.device)] = True
         self._choose(group, completions, logits.expand(len(completions), -1))
 
     def _pack_if_faster(self, one_row: bool) -> None:

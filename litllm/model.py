@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
@@ -64,6 +65,7 @@ class GPT(nn.Module):
         last_only: bool = False,
         length: int | None = None,
         hidden: bool = False,
+        segments: Sequence[tuple[int, int]] | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) for tokens `idx` (B, T).
 
@@ -75,11 +77,17 @@ class GPT(nn.Module):
         length: with per-row input_pos, the keys the furthest row sees (max(input_pos) + 1), when the caller knows
             it: reading it off the tensor syncs with the device and breaks a torch.compile graph.
         hidden: return the final norm's output (B, T, C) instead of logits, for a loss that applies the head itself.
+        segments: (cache row, length) of prompts packed one after the other into idx (1, T), input_pos 0: each is
+            stored from slot 0 of its own cache row and attends to itself alone, with the arithmetic of running
+            alone (one prefill for several prompts). last_only gives each one's last logits (len(segments), 1, V).
         """
         B, T = idx.shape
         start = 0 if input_pos is None else input_pos
         if input_pos is not None and self.kv_caches is None:
             raise RuntimeError("input_pos was given but no KV cache is set; call set_kv_cache() first")
+        if segments is not None:
+            position_ids = self.check_segments(idx, input_pos, segments, position_ids, key_mask)
+            start, T = 0, max(n for _, n in segments)  # positions (and masks) reach as far as the longest one
         if isinstance(start, torch.Tensor):
             if T != 1 or start.shape != (B,):
                 raise ValueError(f"per-row input_pos must have shape ({B},) with one token per row, got {idx.shape}")
@@ -106,13 +114,16 @@ class GPT(nn.Module):
             local_rope = self.local_rope.cos_sin(position_ids, S, x.dtype)
         else:
             local_rope = rope
-        masks = AttentionMasks(self.config, start, B, T, S, key_mask, idx.device)
+        masks = AttentionMasks(self.config, start, B, T, S, key_mask, idx.device, segments)
         for i, block in enumerate(self.h):
             sliding = self.config.is_sliding(i)
             cache = self.kv_caches[i] if input_pos is not None else None
             x = block(x, local_rope if sliding else rope, masks.get(sliding), start, cache, S)
 
-        if last_only:
+        if last_only and segments is not None:
+            ends = torch.tensor([n for _, n in segments], device=idx.device).cumsum(0)
+            x = x[0, ends - 1].unsqueeze(1)  # (len(segments), 1, C)
+        elif last_only:
             x = x[:, -1:]
         x = self.ln_f(x)
         if hidden:
@@ -121,6 +132,26 @@ class GPT(nn.Module):
         if self.config.final_logit_softcap is not None:
             logits = softcap(logits, self.config.final_logit_softcap)
         return logits
+
+    def check_segments(
+        self,
+        idx: torch.Tensor,
+        input_pos: int | torch.Tensor | None,
+        segments: Sequence[tuple[int, int]],
+        position_ids: torch.Tensor | None,
+        key_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The position ids (1, T) of packed prompts, after checking that the call can pack them."""
+        lengths = [n for _, n in segments]
+        from_zero = isinstance(input_pos, int) and input_pos == 0
+        if idx.shape[0] != 1 or not from_zero or position_ids is not None or key_mask is not None:
+            raise ValueError("segments pack prompts into one row of idx at input_pos 0 (no position_ids, no key_mask)")
+        rows = self.kv_caches[0].k.shape[0]
+        if not segments or min(lengths) < 1 or sum(lengths) != idx.shape[1]:
+            raise ValueError(f"segment lengths {lengths} must be >= 1 and add up to the {idx.shape[1]} tokens given")
+        if any(not 0 <= row < rows for row, _ in segments):
+            raise ValueError(f"segment rows {[row for row, _ in segments]} must be cache rows, 0..{rows - 1}")
+        return torch.cat([torch.arange(n, device=idx.device) for n in lengths]).unsqueeze(0)
 
     def set_kv_cache(
         self,
@@ -312,12 +343,26 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if per_head_norm and self.config.qk_norm_after_rope:
             q, k = self.q_norm(q), self.k_norm(k)
-        if cache is not None:
-            k, v = cache.update(input_pos, k, v, length)  # (B, nkv, S, hs), in the cache's dtype (kv_cache_dtype)
-
-        y = self.attend(q.to(k.dtype), k, v, mask).to(x.dtype)  # (B, nh, T, hs)
+        if isinstance(mask, Segments):
+            y = self.attend_segments(q, k, v, mask, cache).to(x.dtype)
+        else:
+            if cache is not None:
+                k, v = cache.update(input_pos, k, v, length)  # (B, nkv, S, hs), in the cache's dtype (kv_cache_dtype)
+            y = self.attend(q.to(k.dtype), k, v, mask).to(x.dtype)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, nh * hs)
         return self.proj(y)
+
+    def attend_segments(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments, cache: KVCache
+    ) -> torch.Tensor:
+        """Packed prompts (1, nh | nkv, T, hs): each stored in its own cache row and attended to as if it ran alone."""
+        ys, start = [], 0
+        for row, n, mask in zip(segments.rows, segments.lengths, segments.masks, strict=True):
+            end = start + n
+            ks, vs = cache.rows(row, row + 1).update(0, k[:, :, start:end], v[:, :, start:end], n)
+            ys.append(self.attend(q[:, :, start:end].to(ks.dtype), ks, vs, mask))
+            start = end
+        return torch.cat(ys, dim=2)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask) -> torch.Tensor:
         B, nh, T, hs = q.shape
@@ -383,7 +428,17 @@ class KeyRanges:
     dense: Union[torch.Tensor, Tail, None]
 
 
-Mask = Union[torch.Tensor, Causal, Tail, KeyRanges, None]
+@dataclass(frozen=True)
+class Segments:
+    """Mask kind: prompts packed into one row (GPT.forward's `segments`), each into cache row rows[i], attending to
+    itself alone with the mask masks[i] it has when it runs alone."""
+
+    rows: tuple[int, ...]
+    lengths: tuple[int, ...]
+    masks: tuple[Mask, ...]
+
+
+Mask = Union[torch.Tensor, Causal, Tail, KeyRanges, Segments, None]
 """None: every key is visible; a bool tensor (B|1, 1, T, S): True where a query may see a key."""
 
 
@@ -399,9 +454,10 @@ class AttentionMasks:
         S: int,
         key_mask: torch.Tensor | None,
         device: torch.device,
+        segments: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         self.config, self.start, self.B, self.T, self.S = config, start, B, T, S
-        self.key_mask, self.device = key_mask, device
+        self.key_mask, self.device, self.segments = key_mask, device, segments
         self.cache: dict[bool, Mask] = {}
 
     def get(self, sliding: bool) -> Mask:
@@ -410,6 +466,10 @@ class AttentionMasks:
         return self.cache[sliding]
 
     def build(self, sliding: bool) -> Mask:
+        if self.segments is not None:
+            rows, lengths = zip(*self.segments, strict=True)
+            alone = [AttentionMasks(self.config, 0, 1, n, n, None, self.device).build(sliding) for n in lengths]
+            return Segments(rows, lengths, tuple(alone))
         window = self.config.sliding_window_size if sliding else None
         if window is not None and window >= self.S:
             window = None

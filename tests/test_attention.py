@@ -60,3 +60,48 @@ def test_bfloat16_decoding_gives_the_logits_of_the_full_forward(attention_kernel
         stepped = model(idx[:, -1:], 11)[:, -1].float()  # the last token alone: one query per row
         model.clear_kv_cache()
     torch.testing.assert_close(stepped, full, atol=5e-2, rtol=5e-2)
+
+
+WINDOWED = Config(
+    name="windowed", block_size=64, vocab_size=64, n_layer=2, n_embd=64, n_head=4, n_query_groups=2,
+    sliding_window_size=6, sliding_window_period=2, attn_logit_softcap=20.0,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("config", [WINDOWED, Config.from_name("pythia-160m", n_layer=2)], ids=["windowed", "pythia"])
+def test_packed_prompts_fill_their_rows_and_give_their_logits_as_alone(config: Config) -> None:
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    prompts = [torch.randint(0, 64, (n,)) for n in (5, 13, 1, 9)]
+    rows = [4, 0, 2, 5]
+    with torch.no_grad():
+        model.set_kv_cache(6, 20)
+        caches = model.kv_caches
+        alone = []
+        for row, prompt in zip(rows, prompts, strict=True):
+            model.kv_caches = [cache.rows(row, row + 1) for cache in caches]
+            alone.append(model(prompt[None], 0, last_only=True)[0, -1])
+        want = [(cache.k.clone(), cache.v.clone()) for cache in caches]
+        for cache in caches:
+            cache.k.zero_(), cache.v.zero_()
+        model.kv_caches = caches
+        segments = [(row, len(prompt)) for row, prompt in zip(rows, prompts, strict=True)]
+        packed = model(torch.cat(prompts)[None], 0, last_only=True, segments=segments)
+    assert packed.shape == (4, 1, config.vocab_size)
+    torch.testing.assert_close(packed[:, -1], torch.stack(alone), atol=1e-5, rtol=1e-5)
+    for (k, v), cache in zip(want, caches, strict=True):
+        torch.testing.assert_close(cache.k, k, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cache.v, v, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("segments", "message"),
+    [([(0, 3), (1, 3)], "add up to the 5 tokens"), ([(0, 5), (1, 0)], "must be >= 1"), ([(0, 2), (3, 3)], "0..1")],
+)
+def test_segments_that_do_not_fit_the_call_are_refused(segments: list[tuple[int, int]], message: str) -> None:
+    model = GPT(WINDOWED).eval()
+    model.set_kv_cache(2, 8)
+    with torch.no_grad(), pytest.raises(ValueError, match=message):
+        model(torch.zeros(1, 5, dtype=torch.long), 0, segments=segments)
+    with torch.no_grad(), pytest.raises(ValueError, match="input_pos 0"):
+        model(torch.zeros(1, 5, dtype=torch.long), 2, segments=[(0, 5)])

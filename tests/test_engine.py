@@ -253,3 +253,20 @@ def test_first_argmax_is_argmax_ties_included(vocab: int) -> None:
     ties[1, :] = 1.0
     for logits in (spread, ties, ties.t().contiguous().t()):  # the last: a column-major view
         assert torch.equal(first_argmax(logits), logits.argmax(dim=-1))
+
+
+def test_prompts_admitted_together_share_one_prefill(smollm: LLM) -> None:
+    calls: list[tuple[int, object]] = []
+
+    def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        calls.append((args[0].shape[1], kwargs.get("segments")))
+
+    handle = smollm.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        smollm.generate(PROMPTS, max_new_tokens=3, temperature=0)
+    finally:
+        handle.remove()
+    prefill, *decode = calls
+    lengths = [len(smollm.tokenizer.encode(p)) for p in PROMPTS]
+    assert prefill == (sum(lengths), [(row, n) for row, n in enumerate(lengths)])
+    assert [t for t, _ in decode] == [1, 1] and all(segments is None for _, segments in decode)
