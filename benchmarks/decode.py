@@ -298,7 +298,7 @@ def bench_dtype(
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             rows[0].peak = weights + pool.submit(peak_memory, ckpt_dir, dtype_name, prompt, n, args.threads).result()
 
-    batch_rows = [row for b in args.batches for row in bench_batch(name, hf, variants, prompts[:b], args)]
+    batch_rows = bench_batch(name, hf, variants, [prompts[:b] for b in args.batches], args) if args.batches else []
     base = {r.dtype: r.lit_tps for r in batch_rows if r.batch == 1}
     for r in batch_rows:
         r.base_tps = base.get(r.dtype)
@@ -309,26 +309,36 @@ def bench_batch(
     name: str,
     hf: transformers.PreTrainedModel,
     variants: list[tuple[str, GPT]],
-    prompts: list[list[int]],
+    batches: list[list[list[int]]],
     args: argparse.Namespace,
 ) -> list[BatchRow]:
-    """Batching-table rows for one batch of prompts: generated tokens / wall seconds, after one warm-up."""
+    """Batching-table rows: generated tokens / wall seconds for each batch of prompts, after one warm-up. Every round
+    runs all batch sizes in turn, so that a batch and batch 1, which it is compared with, see the same machine load
+    (memory-bound batch 1 follows the bandwidth, which moved by half within minutes on a shared machine)."""
     n = args.new_tokens
     warm, hf_runs, lit_runs = alternate(
-        lambda: time_hf(hf, prompts, n), lambda m: time_scheduler(m, prompts, n), variants, args.repeats
+        lambda: [time_hf(hf, prompts, n) for prompts in batches],
+        lambda m: [time_scheduler(m, prompts, n) for prompts in batches],
+        variants,
+        args.repeats,
     )
-    hf_tokens, hf_tps, rows = warm[1], len(prompts) * n / pick([t for t, _ in hf_runs], args.stat), []
-    for label, runs in lit_runs.items():
-        tokens = runs[0][1]
-        lit_tps = sum(map(len, tokens)) / pick([t for t, _ in runs], args.stat)
-        equal = sum(a == b for a, b in zip(tokens, hf_tokens, strict=True))
-        rows.append(BatchRow(name, label, len(prompts), lit_tps, hf_tps, equal))
-        print(
-            f"  {name} {label} batch {len(prompts)}: transformers {hf_tps:.1f} tok/s, litllm {lit_tps:.1f}",
-            file=sys.stderr,
-        )
-    for row in rows[1:]:
-        row.eager_tps = rows[0].lit_tps
+    rows = []
+    for i, prompts in enumerate(batches):
+        hf_tokens = warm[i][1]
+        hf_tps = len(prompts) * n / pick([run[i][0] for run in hf_runs], args.stat)
+        batch_rows = []
+        for label, runs in lit_runs.items():
+            tokens = runs[0][i][1]
+            lit_tps = sum(map(len, tokens)) / pick([run[i][0] for run in runs], args.stat)
+            equal = sum(a == b for a, b in zip(tokens, hf_tokens, strict=True))
+            batch_rows.append(BatchRow(name, label, len(prompts), lit_tps, hf_tps, equal))
+            print(
+                f"  {name} {label} batch {len(prompts)}: transformers {hf_tps:.1f} tok/s, litllm {lit_tps:.1f}",
+                file=sys.stderr,
+            )
+        for row in batch_rows[1:]:
+            row.eager_tps = batch_rows[0].lit_tps
+        rows += batch_rows
     return rows
 
 

@@ -410,19 +410,18 @@ class Scheduler:
         R = max(c.slot for c in rows) + 1
         if self.prepack is not False and (R == 1) not in self.pack_decided:
             self._pack_if_faster(one_row=R == 1)
-        tokens = torch.zeros(R, 1, dtype=torch.long)
-        positions = torch.zeros(R, dtype=torch.long)
+        tokens, positions = [0] * R, [0] * R  # idle rows feed token 0 to their slot 0, and are ignored
         for c in rows:
-            tokens[c.slot, 0] = c.token_ids[-1]
-            positions[c.slot] = c.length
+            tokens[c.slot], positions[c.slot] = c.token_ids[-1], c.length
         longest = max(c.length for c in rows)
         if len(rows) == R and all(c.length == longest for c in rows):
             input_pos: int | torch.Tensor = longest  # every row at one position: no mask needed
         else:
-            input_pos = positions.to(self.device)  # idle rows write to their slot 0 and are ignored
+            input_pos = torch.tensor(positions, device=self.device)
         self.model.kv_caches = [cache.rows(0, R) for cache in self.caches]
         try:
-            logits = self.model(tokens.to(self.device), input_pos, length=longest + 1)[:, -1]  # (R, V)
+            idx = torch.tensor(tokens, device=self.device).view(R, 1)
+            logits = self.model(idx, input_pos, length=longest + 1)[:, -1]  # (R, V)
         finally:
             self.model.kv_caches = None
         for c in rows:
