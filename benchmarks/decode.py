@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psutil
@@ -122,8 +122,10 @@ class BatchRow:
     hf_tps: float
     equal: int
     """How many of the batch's sequences equal transformers' token for token."""
-    base_tps: float | None = None
-    """litllm's tokens/s at batch 1 in the same table."""
+    rounds: list[float] = field(default_factory=list)
+    """litllm's tokens/s in each timed round."""
+    base_rounds: list[float] | None = None
+    """litllm's batch-1 tokens/s in the same rounds of the same table."""
     eager_tps: float | None = None
     """For a compiled row, the same batch's eager tokens/s."""
 
@@ -133,7 +135,10 @@ class BatchRow:
 
     @property
     def speedup(self) -> float | None:
-        return self.lit_tps / self.base_tps if self.base_tps else None
+        """Over batch 1: the median over rounds of the ratio within a round, where both saw the same machine load."""
+        if not self.base_rounds:
+            return None
+        return statistics.median(a / b for a, b in zip(self.rounds, self.base_rounds, strict=True))
 
     def checks(self) -> list[tuple[bool, str]]:
         """(passed, what) for each target this row is measured against."""
@@ -299,9 +304,9 @@ def bench_dtype(
             rows[0].peak = weights + pool.submit(peak_memory, ckpt_dir, dtype_name, prompt, n, args.threads).result()
 
     batch_rows = bench_batch(name, hf, variants, [prompts[:b] for b in args.batches], args) if args.batches else []
-    base = {r.dtype: r.lit_tps for r in batch_rows if r.batch == 1}
+    base = {r.dtype: r.rounds for r in batch_rows if r.batch == 1}
     for r in batch_rows:
-        r.base_tps = base.get(r.dtype)
+        r.base_rounds = base.get(r.dtype)
     return rows, batch_rows
 
 
@@ -331,7 +336,8 @@ def bench_batch(
             tokens = runs[0][i][1]
             lit_tps = sum(map(len, tokens)) / pick([run[i][0] for run in runs], args.stat)
             equal = sum(a == b for a, b in zip(tokens, hf_tokens, strict=True))
-            batch_rows.append(BatchRow(name, label, len(prompts), lit_tps, hf_tps, equal))
+            rounds = [sum(map(len, run[i][1])) / run[i][0] for run in runs]
+            batch_rows.append(BatchRow(name, label, len(prompts), lit_tps, hf_tps, equal, rounds))
             print(
                 f"  {name} {label} batch {len(prompts)}: transformers {hf_tps:.1f} tok/s, litllm {lit_tps:.1f}",
                 file=sys.stderr,
