@@ -30,7 +30,10 @@ def free_port() -> int:
 class Server:
     """A `litllm serve` process and a small HTTP client for it."""
 
-    def __init__(self, source: Path | str, tmp: Path, *extra: str, api_key: str | None = API_KEY) -> None:
+    def __init__(
+        self, source: Path | str, tmp: Path, *extra: str, api_key: str | None = API_KEY, ignore_sigint: bool = False
+    ) -> None:
+        """ignore_sigint: start it with SIGINT ignored, as a shell script's background job starts."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
@@ -40,7 +43,8 @@ class Server:
             args += ["--api_key", api_key]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
         self.log = (tmp / "server.log").open("w")
-        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=ignore)
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

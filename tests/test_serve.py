@@ -383,6 +383,16 @@ def test_serve_refuses_bad_arguments_in_one_line(litllm_dir: Path, args: list[st
 
 
 # last: it stops the module's server
+def test_sigint_stops_a_server_started_with_sigint_ignored(litllm_dir: Path, tmp_path: Path) -> None:
+    server = Server(litllm_dir, tmp_path, ignore_sigint=True)  # as `litllm serve ... &` in a script starts it
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        raise
+    assert server.stop(signal.SIGINT, timeout=30) == 0  # and nothing is left behind (stop checks)
+
+
 def test_sigterm_stops_every_process(server: Server) -> None:
     assert len(server.processes()) >= 3  # the server, its HTTP process and its inference worker
     assert server.stop(signal.SIGTERM) == 0

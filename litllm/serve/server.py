@@ -197,6 +197,9 @@ def run(server: ls.LitServer, host: str = "127.0.0.1", port: int = 8000, log_lev
         raise KeyboardInterrupt  # LitServe cleans up its processes on KeyboardInterrupt, not on SIGTERM
 
     signal.signal(signal.SIGTERM, interrupt)
+    # a process started with SIGINT ignored keeps it ignored (a background job of a shell script starts so), and
+    # then would not stop on the SIGINT it is documented to stop on
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.run(
             host=host,
