@@ -329,11 +329,14 @@ class Scheduler:
                 self.slots[c.slot] = c
             self.groups.append(group)
         batch: list[_Group] = []  # prompts prefilled together, up to PREFILL_TOKENS (a longer one runs alone)
+        tokens = 0
         for group in admitted:
-            if batch and sum(len(g.request.prompt) for g in batch) + len(group.request.prompt) > PREFILL_TOKENS:
+            n = len(group.request.prompt)
+            if batch and tokens + n > PREFILL_TOKENS:
                 self._prefill(batch)
-                batch = []
+                batch, tokens = [], 0
             batch.append(group)
+            tokens += n
         self._prefill(batch)
 
     def _length_needed(self, request: Request) -> int:
