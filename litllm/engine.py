@@ -72,8 +72,10 @@ def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Ten
     if params.top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = sorted_logits.softmax(dim=-1)
-        # drop a token when the tokens ranked above it already cover top_p; the first always stays
+        # drop a token when the tokens ranked above it already cover top_p; the first always stays (a top_p below
+        # float32's smallest number would round to 0 in the comparison and drop it too)
         drop_sorted = probs.cumsum(dim=-1) - probs >= params.top_p
+        drop_sorted[..., 0] = False
         logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
     if params.min_p > 0:
         probs = logits.softmax(dim=-1)

@@ -232,6 +232,13 @@ def test_a_tiny_temperature_samples_the_greedy_tokens(llm: LLM, temperature: flo
     assert sampled == greedy  # no NaN probabilities from logits / temperature overflowing
 
 
+@pytest.mark.parametrize("top_p", [5e-324, 1e-300, 1e-40])
+def test_a_tiny_top_p_keeps_the_most_likely_token(llm: LLM, top_p: float) -> None:
+    greedy = llm.generate("hello", max_new_tokens=6, temperature=0, return_as_token_ids=True)
+    sampled = llm.generate("hello", max_new_tokens=6, top_p=top_p, seed=1, return_as_token_ids=True)
+    assert sampled == greedy  # top_p underflowing float32 dropped every token: NaN probabilities
+
+
 @pytest.mark.parametrize("penalty", [5e-324, 1e-300, 1e300])
 def test_an_extreme_repetition_penalty_leaves_probabilities_finite(penalty: float) -> None:
     logits = torch.tensor([[1.0, 2.0, -1.0], [3.0, -2.0, -1.0]])
