@@ -46,11 +46,14 @@ class APIError(Exception):
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": error_body(status, message, param, code)}, status_code=status)
+
+
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     kind = "invalid_request_error" if status < 500 else "server_error"
     if status == 401:
         kind = "authentication_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
+    return {"message": message, "type": kind, "param": param, "code": code}
 
 
 class LitLLMSpec(LitSpec):
@@ -213,6 +216,9 @@ class LitLLMSpec(LitSpec):
 
         async def events() -> AsyncIterator[str]:
             async for reply in replies:
+                if reply["type"] == "error":
+                    yield data_line({"error": reply["message"]})
+                    return
                 if reply["type"] == "delta":
                     yield f"data: {json.dumps({'token': reply['text'], 'gpu': 0})}\n\n"
             yield f"data: {json.dumps({'done': True})}\n\n"
@@ -272,7 +278,12 @@ class LitLLMSpec(LitSpec):
         parameters = body.model_dump(exclude={"prompt"})
         options = {"max_new_tokens": body.max_new_tokens, "temperature": body.temperature, "top_k": body.top_k or None}
         replies = await self.generation({"op": "generate", "prompt": body.prompt, "options": options})
-        text = "".join([r["text"] async for r in replies if r["type"] == "delta"])
+        pieces = []
+        async for reply in replies:
+            raise_if_error(reply)
+            if reply["type"] == "delta":
+                pieces.append(reply["text"])
+        text = "".join(pieces)
         return JSONResponse(
             {"generated_text": text, "prompt": body.prompt, "model": self.model_id, "parameters": parameters}
         )
@@ -328,6 +339,7 @@ class OpenAIAnswer:
     async def whole(self, replies: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
         texts, reasons, usage = [""] * self.n, ["stop"] * self.n, {}
         async for reply in replies:
+            raise_if_error(reply)
             if reply["type"] == "delta":
                 texts[reply["index"]] += reply["text"]
             elif reply["type"] == "done":
@@ -346,6 +358,9 @@ class OpenAIAnswer:
             ]
             yield data_line(self.envelope(opening, True))
         async for reply in replies:
+            if reply["type"] == "error":  # the status line has gone out: the error becomes the stream's last event
+                yield data_line({"error": error_body(reply["status"], reply["message"], reply["param"], reply["code"])})
+                break
             if reply["type"] == "delta":
                 yield data_line(self.envelope([self.choice(reply["index"], reply["text"], None, True)], True))
             elif reply["type"] == "done":

@@ -69,13 +69,17 @@ class GenerationAPI(ls.LitAPI):
         # the server's SIGTERM handler (forked into this process) would turn LitServe's terminate() into a traceback
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server process shuts workers down itself
+        self.prepare(device)
+        # load in the background: the HTTP server starts at once and /health answers 503 until the model is in
+        threading.Thread(target=self.first_load, name="litllm-load", daemon=True).start()
+
+    def prepare(self, device: str) -> None:
+        """The worker's state before a model is loaded."""
         self.device = device
         self.inbox: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self.running: dict[str, Running] = {}
         self.replies: list[Output] = []
         self.loaded = threading.Event()
-        # load in the background: the HTTP server starts at once and /health answers 503 until the model is in
-        threading.Thread(target=self.first_load, name="litllm-load", daemon=True).start()
 
     def first_load(self) -> None:
         try:
@@ -115,7 +119,10 @@ class GenerationAPI(ls.LitAPI):
             while not self.inbox.empty():
                 self.handle(*self.inbox.get())
             if self.scheduler.busy:
-                self.scheduler.step()
+                try:
+                    self.scheduler.step()
+                except Exception as e:  # noqa: BLE001 - one failed step must not take the server down with it
+                    self.recover(e)
             for uid in list(self.running):
                 self.report(uid)
         replies, self.replies = self.replies, []
@@ -123,6 +130,16 @@ class GenerationAPI(ls.LitAPI):
 
     def encode_response(self, output: Any) -> Any:
         return output
+
+    def recover(self, exception: Exception) -> None:
+        """A decoding step failed (out of memory, say): its cache rows may be half-written, so fail every running
+        generation with a 500 and start over with a fresh scheduler; later requests are served as usual."""
+        logger.error("litllm serve: a decoding step failed", exc_info=exception)
+        failed = error(500, f"generation failed: {type(exception).__name__}: {exception}", code="generation_failed")
+        for uid in list(self.running):
+            self.close(uid, failed)
+        self.running.clear()
+        self.scheduler = Scheduler(self.llm.model, self.llm.tokenizer, self.max_batch_size, self.max_seq_length)
 
     # -- operations --
 

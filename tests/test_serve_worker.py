@@ -1,0 +1,118 @@
+"""The inference worker of `litllm serve`, driven in-process through LitServe's continuous-batching hooks: a
+decoding step that fails ends the generations it was running with a 500, and the worker goes on serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litserve.utils import LitAPIStatus
+
+from litllm import LLM
+from litllm.serve.routes import APIError, LitLLMSpec, OpenAIAnswer
+from litllm.serve.worker import GenerationAPI
+
+PROMPT = "def add(a, b):"
+GREEDY = {"max_new_tokens": 12, "temperature": 0.0}
+
+
+@pytest.fixture
+def worker(litllm_dir: Path, tmp_path: Path) -> GenerationAPI:
+    spec = LitLLMSpec("m", tmp_path, tmp_path, tmp_path, ready=mp.get_context("spawn").Event())
+    api = GenerationAPI(str(litllm_dir), spec, max_batch_size=4)
+    api.prepare("cpu")
+    api.load(str(litllm_dir))
+    api.loaded.set()
+    return api
+
+
+def replies_until_closed(api: GenerationAPI, uids: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Step the worker until every uid in `uids` is closed; the replies each got, in order."""
+    got: dict[str, list[dict[str, Any]]] = {uid: [] for uid in uids}
+    open_ = set(uids)
+    for _ in range(200):
+        for output in api.step(None):
+            if output.status == LitAPIStatus.FINISH_STREAMING:
+                open_.discard(output.uid)
+            else:
+                got[output.uid].append(output.output)
+        if not open_:
+            return got
+    raise AssertionError(f"requests {sorted(open_)} were never closed")
+
+
+def text_of(replies: list[dict[str, Any]]) -> str:
+    return "".join(r["text"] for r in replies if r["type"] == "delta")
+
+
+class OutOfMemory(RuntimeError):
+    pass
+
+
+def test_a_failed_step_fails_the_running_requests_and_the_worker_serves_on(worker: GenerationAPI) -> None:
+    alone = LLM.load(worker.source).generate(PROMPT, **GREEDY)
+    worker.add_request("a", {"op": "generate", "prompt": PROMPT, "options": GREEDY})
+    worker.add_request("b", {"op": "generate", "prompt": "class Point:", "options": GREEDY})
+    first = worker.step(None)
+    assert {o.uid for o in first} == {"a", "b"}  # both prefilled and streaming
+
+    def out_of_memory(module: Any, args: Any) -> None:  # stands in for an allocation failure mid-step
+        raise OutOfMemory("could not allocate 2 GiB")
+
+    hook = worker.llm.model.register_forward_pre_hook(out_of_memory)
+    try:
+        failed = replies_until_closed(worker, {"a", "b"})
+    finally:
+        hook.remove()
+    for uid in ("a", "b"):
+        last = failed[uid][-1]
+        assert last["type"] == "error" and last["status"] == 500 and last["code"] == "generation_failed"
+        assert "OutOfMemory: could not allocate 2 GiB" in last["message"]
+    assert not worker.running and not worker.scheduler.busy
+
+    # the next requests run on a clean scheduler and give what the model gives alone
+    worker.add_request("c", {"op": "generate", "prompt": PROMPT, "options": GREEDY})
+    worker.add_request("d", {"op": "generate", "prompt": PROMPT, "options": {**GREEDY, "num_samples": 2}})
+    after = replies_until_closed(worker, {"c", "d"})
+    assert text_of(after["c"]) == alone
+    assert after["c"][-1]["type"] == "end" and after["c"][-1]["completion_tokens"] > 0
+    assert all(r["type"] != "error" for r in after["d"])
+
+
+async def replies_of(*items: dict[str, Any]) -> Any:
+    for item in items:
+        yield item
+
+
+ERROR = {
+    "type": "error",
+    "status": 500,
+    "message": "generation failed: boom",
+    "param": None,
+    "code": "generation_failed",
+}
+
+
+def test_an_error_after_the_first_reply_is_a_500_whole_and_an_error_event_streamed() -> None:
+    answer = OpenAIAnswer("chat.completion", "m", 1)
+    delta = {"type": "delta", "index": 0, "text": "x"}
+    with pytest.raises(APIError) as raised:
+        asyncio.run(answer.whole(replies_of(delta, ERROR)))
+    assert raised.value.status == 500 and "boom" in raised.value.message
+
+    async def streamed() -> list[str]:
+        return [event async for event in answer.chunks(replies_of(delta, ERROR), include_usage=False)]
+
+    events = asyncio.run(streamed())
+    assert '"content": "x"' in events[1] and events[3] == "data: [DONE]\n\n"  # opening, delta, error, end
+    error = json.loads(events[2].removeprefix("data: "))["error"]
+    assert error == {
+        "message": "generation failed: boom",
+        "type": "server_error",
+        "param": None,
+        "code": "generation_failed",
+    }
