@@ -32,7 +32,7 @@ REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 class LLM:
     """A `GPT`, its `Tokenizer` and its `Config`, ready to generate.
 
-    On CPUs where oneDNN's prepacked weights multiply fastest (`litllm.kernels`), generating replaces the linear
+    On CPUs where packed weights multiply fastest (`litllm.kernels`), generating replaces the linear
     layers' weights by packed copies, in place (no extra memory): read directly, `llm.model`'s linear weights then
     show NaN until `llm.model.prepack(enabled=False)`; `state_dict`, `save`, training and `.to()` unpack by themselves.
     """

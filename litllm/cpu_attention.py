@@ -6,36 +6,20 @@ batched decoding spent a third of its time there. `cpu_attention.c` reads each r
 once, prefetching ahead: ~185 us for that layer in float32 and ~95 us from a bfloat16 cache (AMD EPYC, 2 threads,
 ~38 GB/s).
 
-The kernel is built with the system's C compiler (`$CC`, else `cc`) for this CPU (`-march=native`) into
-`$LITLLM_HOME/kernels/`, once per source, compiler and CPU, and loaded with ctypes. Without a compiler, or with
-`LITLLM_CPU_ATTENTION=0`, `available()` is False and the model keeps torch's kernel.
+The kernel is built on first use (`litllm.native`). Without a compiler, or with `LITLLM_CPU_ATTENTION=0`,
+`available()` is False and the model keeps torch's kernel.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
-import warnings
-from pathlib import Path
 
 import torch
 
-from litllm.registry import litllm_home
+from litllm import native
 
-SOURCE = Path(__file__).with_name("cpu_attention.c")
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fassociative-math",
-         "-fno-signed-zeros", "-fno-trapping-math"]  # fmt: skip
-# -fassociative-math (which needs the two after it) lets the compiler vectorize the dot products' sums; -ffast-math
-# is left out: it would assume no infinities
 DTYPES = {torch.float32: "attend_float32", torch.bfloat16: "attend_bfloat16"}
-_build_lock = threading.Lock()
 
 
 @torch.compiler.assume_constant_result  # a compiled graph asks once, while tracing
@@ -122,16 +106,10 @@ def store(cache: torch.Tensor, new: torch.Tensor, positions: torch.Tensor) -> bo
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
-    if os.environ.get("LITLLM_CPU_ATTENTION", "1") == "0" or not sys.platform.startswith("linux"):
-        return None
-    try:
-        lib = ctypes.CDLL(str(_build()))
-    except (OSError, subprocess.SubprocessError) as err:
-        warnings.warn(
-            f"litllm could not build its CPU attention kernel ({err}); decoding uses torch's slower one. Install a C "
-            "compiler with OpenMP (gcc) or set LITLLM_CPU_ATTENTION=0 to silence this.",
-            stacklevel=3,
-        )
+    lib = native.load(
+        "cpu_attention.c", "LITLLM_CPU_ATTENTION", "CPU attention kernel", "decoding uses torch's slower one"
+    )
+    if lib is None:
         return None
     pointer, i64 = ctypes.c_void_p, ctypes.c_int64
     for name in DTYPES.values():
@@ -141,38 +119,6 @@ def _library() -> ctypes.CDLL | None:
     lib.store.restype = ctypes.c_int
     lib.store.argtypes = [pointer] * 2 + [i64] * 9 + [pointer]
     return lib
-
-
-def _build() -> Path:
-    """The kernel's shared library, compiled now unless this source, compiler and CPU already have one."""
-    compiler = os.environ.get("CC") or "cc"
-    if shutil.which(compiler) is None:
-        raise OSError(f"no C compiler: {compiler!r} is not on PATH")
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, *FLAGS, _cpu_identity()]).encode())
-    target = litllm_home() / "kernels" / f"cpu_attention-{key.hexdigest()[:16]}.so"
-    with _build_lock:
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-            os.close(fd)
-            try:
-                done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
-                if done.returncode != 0:
-                    raise OSError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
-                os.replace(tmp, target)  # atomic: another process building the same file sees all of it or nothing
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-    return target
-
-
-def _cpu_identity() -> str:
-    """What -march=native compiles for: the processor's model and feature flags."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    return "\n".join(sorted({line for line in lines if line.startswith(("model name", "flags"))}))
 
 
 @torch.library.custom_op("litllm::cpu_attention", mutates_args=())

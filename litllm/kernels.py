@@ -8,6 +8,9 @@ torch 2.13, 2 threads, weights read from memory (not cache), one row (one decode
 | AMD EPYC (Zen 5) | oneDNN 2.0x MKL's `F.linear`; prepacked 2.5x | prepacked oneDNN 1.6x `F.linear`; `torch.mv` 0.6x |
 | Intel Xeon (AMX) | `F.linear` = oneDNN | `torch.mv` 1.3x `F.linear` |
 
+Packing takes float32 weights into `cpu_gemm`'s tiles where that C kernel builds (on the EPYC 1.16x oneDNN's
+prepacked kernel at one row, 1.45x at 16), bfloat16 ones into oneDNN's blocked layout.
+
 So the choice is timed, for each (dtype, one row or several, prepacked or not, threads): on a model's own weights
 when the generation engine first runs it (`GPT.pack_if_faster`), else on synthetic weights at the first call;
 it holds for the rest of the process.
@@ -19,6 +22,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from litllm import cpu_gemm
 from litllm.memory import return_freed_memory
 
 PROBE_BYTES = 16 * 2**20  # weights the probe streams through (the ranking held from 4 to 48 MiB here)
@@ -45,30 +49,48 @@ def can_pack(w: torch.Tensor) -> bool:
 PACK_BLOCK_BYTES = 16 * 2**20  # a weight larger than this (an output head) is packed in blocks of rows
 
 Packed = tuple[torch.Tensor, ...]
-"""oneDNN's blocked copies of a weight's consecutive row blocks: one for most weights, several for a large one."""
+"""A weight's consecutive row blocks, packed: one block for most weights, several for a large one. float32 blocks
+are in `cpu_gemm` tiles where that kernel builds here (and the block's rows are a multiple of its tile), the others
+in oneDNN's blocked layout."""
 
 
 def pack(w: torch.Tensor, packed_block: Callable[[torch.Tensor], None] | None = None) -> Packed:
-    """oneDNN's blocked copy of a weight (`can_pack` must hold), in blocks of at most PACK_BLOCK_BYTES of rows;
+    """The packed copy of a weight (`can_pack` must hold), in blocks of at most PACK_BLOCK_BYTES of rows;
     `unpacked` gives the weight back. `packed_block(rows)` is called with each block of w's rows once it is packed."""
+    tiles = w.dtype == torch.float32 and cpu_gemm.available()
     step = max(1, PACK_BLOCK_BYTES // max(1, w.shape[1] * w.element_size()))
+    if tiles:
+        step = max(cpu_gemm.TILE, step // cpu_gemm.TILE * cpu_gemm.TILE)
     blocks: list[torch.Tensor] = []
     try:
         for start in range(0, w.shape[0], step):
-            blocks.append(torch.ops.mkldnn._reorder_linear_weight(w[start : start + step], 16))
+            rows = w[start : start + step]
+            if tiles and cpu_gemm.supports(rows):
+                blocks.append(cpu_gemm.pack(rows))
+            else:
+                blocks.append(torch.ops.mkldnn._reorder_linear_weight(rows, 16))
             if packed_block is not None:
-                packed_block(w[start : start + step])
+                packed_block(rows)
     except BaseException:
         if packed_block is not None:  # the rows handed over so far get their values back
             for i, block in enumerate(blocks):
-                w[i * step : (i + 1) * step].copy_(block.to_dense())
+                w[i * step : (i + 1) * step].copy_(dense(block))
         raise
     return tuple(blocks)
 
 
+def dense(block: torch.Tensor) -> torch.Tensor:
+    """The rows of the weight that one packed block holds."""
+    return cpu_gemm.unpack(block) if cpu_gemm.is_tiles(block) else block.to_dense()
+
+
+def out_features(block: torch.Tensor) -> int:
+    return cpu_gemm.out_features(block) if cpu_gemm.is_tiles(block) else block.shape[0]
+
+
 def unpacked(packed: Packed) -> torch.Tensor:
     """The plain weight a packed copy was made from."""
-    return packed[0].to_dense() if len(packed) == 1 else torch.cat([block.to_dense() for block in packed])
+    return dense(packed[0]) if len(packed) == 1 else torch.cat([dense(block) for block in packed])
 
 
 def in_features(w: torch.Tensor | Packed) -> int:
@@ -110,15 +132,25 @@ def run(
     if kernel == "onednn":
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     if kernel == "packed":
-        if len(packed) == 1:
-            return torch.ops.mkldnn._linear_pointwise(x, packed[0], bias, "none", [], "")
-        outs, start = [], 0
-        for block in packed:
-            b = None if bias is None else bias[start : start + block.shape[0]]
-            outs.append(torch.ops.mkldnn._linear_pointwise(x, block, b, "none", [], ""))
-            start += block.shape[0]
-        return torch.cat(outs, dim=-1)
+        return run_packed(x, packed, bias)
     return F.linear(x, weight, bias)
+
+
+def run_packed(x: torch.Tensor, packed: Packed, bias: torch.Tensor | None) -> torch.Tensor:
+    """2-D x (rows, in) by a packed weight, block by block into the columns of one output."""
+    if len(packed) == 1 and not cpu_gemm.is_tiles(packed[0]):
+        return torch.ops.mkldnn._linear_pointwise(x, packed[0], bias, "none", [], "")
+    out = torch.empty(x.shape[0], sum(out_features(block) for block in packed), dtype=x.dtype)
+    start = 0
+    for block in packed:
+        end = start + out_features(block)
+        b = None if bias is None else bias[start:end]
+        if cpu_gemm.is_tiles(block):
+            cpu_gemm.linear(x, block, b, out=out[:, start:end])
+        else:
+            out[:, start:end] = torch.ops.mkldnn._linear_pointwise(x, block, b, "none", [], "")
+        start = end
+    return out
 
 
 def choose(dtype: torch.dtype, one_row: bool, packed: bool) -> str:

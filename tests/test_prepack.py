@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from litllm import engine, kernels
+from litllm import cpu_gemm, engine, kernels
 from litllm.config import Config
 from litllm.engine import Request, SamplingParams, Scheduler
 from litllm.model import GPT, Linear
@@ -253,11 +253,14 @@ def test_training_takes_onednn_only_for_plain_float32(monkeypatch: pytest.Monkey
 def test_a_large_weight_is_packed_in_row_blocks_and_comes_back_exactly(
     monkeypatch: pytest.MonkeyPatch, release: bool
 ) -> None:
-    monkeypatch.setattr(kernels, "PACK_BLOCK_BYTES", 7 * 16 * 4)  # 7 rows of 16 floats: blocks of 7, 7, 7 and 4
-    layer = Linear(16, 25)
+    monkeypatch.setattr(kernels, "PACK_BLOCK_BYTES", 16 * 16 * 4)  # 16 rows of 16 floats: blocks of 16, 16 and 8
+    layer = Linear(16, 40)
     weight = layer.weight.detach().clone()
     layer.prepack(release=release)
-    assert [block.shape[0] for block in layer.current_pack()] == [7, 7, 7, 4]
+    packed = layer.current_pack()
+    assert [kernels.out_features(block) for block in packed] == [16, 16, 8]
+    # float32 blocks whose rows fill whole tiles go to litllm's kernel, the others to oneDNN, in one weight
+    assert [cpu_gemm.is_tiles(block) for block in packed] == [cpu_gemm.available()] * 2 + [False]
     x = torch.randn(3, 16)
     with torch.no_grad():
         torch.testing.assert_close(layer(x), F.linear(x, weight, layer.bias), rtol=1e-5, atol=1e-5)
