@@ -1,14 +1,15 @@
-"""float32 linear layers on the CPU by a small C kernel (`cpu_gemm.c`) on weights packed in tiles: the matrix
-products of decoding steps, which oneDNN's prepacked kernel ran below what memory can feed.
+"""Linear layers on the CPU by a small C kernel (`cpu_gemm.c`) on weights packed in tiles: the matrix products of
+decoding steps, which oneDNN's prepacked kernel ran below what memory can feed.
 
-A weight (N, K) is packed as N/16 tiles (K, 16) (`pack`); `linear` multiplies rows of activations by it, 16 rows
-per pass over the weight, prefetching far ahead. Measured on an AMD EPYC (Zen 5), 2 threads, pythia-160m's block
-shapes with the weights read from memory, against oneDNN's prepacked kernel: 1.16x at 1 row, 1.45x at 16 rows
-(~330 GFLOP/s), 0.94x at 256+ rows (a prompt). A row's result does not depend on the other rows (every output is
-summed in the same order), so batched decoding computes each row bit for bit as alone.
+A weight (N, K) is packed as N/16 tiles (`pack`); `linear` multiplies rows of activations by it, 16 rows per pass
+over the weight, prefetching far ahead. Measured on an AMD EPYC (Zen 5), 2 threads, pythia-160m's block shapes with
+the weights read from memory, against oneDNN's prepacked kernel: float32 1.16x at 1 row, 1.45x at 16 rows (~330
+GFLOP/s), 0.97x at 64-1024 rows (a prompt); bfloat16 1.14x at 1 row, 1.47x at 16, but 0.85x at 256 (oneDNN's
+blocking wins on long prompts). A row's result does not depend on the other rows (every output is summed in the
+same order), so batched decoding computes each row bit for bit as alone.
 
-Built on first use (`litllm.native`); without a compiler, or with `LITLLM_CPU_GEMM=0`, `available()` is False and
-`litllm.kernels` packs weights for oneDNN instead.
+Built on first use (`litllm.native`). float32 needs AVX-512 and bfloat16 its bfloat16 dot products too (`takes`);
+without them, without a compiler, or with `LITLLM_CPU_GEMM=0`, `litllm.kernels` packs weights for oneDNN instead.
 """
 
 from __future__ import annotations
@@ -29,57 +30,83 @@ def available() -> bool:
     return _library() is not None
 
 
+def takes(dtype: torch.dtype) -> bool:
+    """Whether weights of this dtype are packed in tiles here: float32 where the processor has AVX-512, bfloat16
+    where it also has bfloat16 dot products; elsewhere oneDNN's kernel is left to them."""
+    kind = {torch.float32: 0, torch.bfloat16: 1}.get(dtype)
+    return kind is not None and available() and bool(_library().native(kind))
+
+
 def supports(w: torch.Tensor) -> bool:
-    """Whether `pack` takes this weight: a 2-D float32 CPU tensor whose rows are a multiple of TILE."""
+    """Whether `pack` takes this weight: a 2-D CPU tensor of a dtype the kernel `takes`, with rows a multiple of
+    TILE (and for bfloat16 an even number of columns)."""
     return (
-        w.device.type == "cpu" and w.dtype == torch.float32 and w.dim() == 2 and w.shape[0] % TILE == 0 and available()
+        w.device.type == "cpu"
+        and w.dim() == 2
+        and w.shape[0] % TILE == 0
+        and (w.dtype != torch.bfloat16 or w.shape[1] % 2 == 0)
+        and takes(w.dtype)
     )
 
 
 def pack(w: torch.Tensor) -> torch.Tensor:
-    """w (N, K) as N/TILE tiles (K, TILE): tile b holds rows TILE*b..TILE*b+TILE-1, transposed."""
+    """w (N, K) as N/TILE tiles of its rows TILE*b..TILE*b+TILE-1: float32 (K, TILE), transposed; bfloat16
+    (K/2, TILE, 2), pairs of consecutive columns side by side."""
     if not supports(w):
-        raise ValueError(f"cpu_gemm packs 2-D float32 CPU weights with rows a multiple of {TILE}, got {w.shape}")
+        raise ValueError(
+            f"cpu_gemm packs 2-D float32 (or bfloat16, with an even number of columns) CPU weights with rows a "
+            f"multiple of {TILE}, got {w.dtype} {tuple(w.shape)}"
+        )
     n, k = w.shape
+    if w.dtype == torch.bfloat16:
+        return w.detach().view(n // TILE, TILE, k // 2, 2).permute(0, 2, 1, 3).contiguous()
     return w.detach().view(n // TILE, TILE, k).transpose(1, 2).contiguous()
 
 
 def is_tiles(packed: torch.Tensor) -> bool:
     """Whether a packed weight is in tiles (a plain tensor), not oneDNN's blocked layout."""
-    return packed.layout == torch.strided and packed.dim() == 3 and packed.shape[2] == TILE
+    if packed.layout != torch.strided:
+        return False
+    return (packed.dim() == 3 and packed.shape[2] == TILE) or (packed.dim() == 4 and packed.shape[2:] == (TILE, 2))
 
 
 def out_features(tiles: torch.Tensor) -> int:
     return tiles.shape[0] * TILE
 
 
+def in_features(tiles: torch.Tensor) -> int:
+    return tiles.shape[1] * (2 if tiles.dim() == 4 else 1)
+
+
 def unpack(tiles: torch.Tensor) -> torch.Tensor:
     """The weight (N, K) that `pack` made these tiles from."""
-    return tiles.transpose(1, 2).reshape(out_features(tiles), tiles.shape[1])
+    rows = tiles.permute(0, 2, 1, 3) if tiles.dim() == 4 else tiles.transpose(1, 2)
+    return rows.reshape(out_features(tiles), in_features(tiles))
 
 
 def linear(
     x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """x (M, K) @ W^T (+ bias) for W packed in `tiles`, into `out` (M, N) if given (rows of it may be strided, as a
-    column slice of a wider output is), else a new tensor."""
+    """x (M, K) @ W^T (+ bias) for W packed in `tiles`, all of W's dtype, into `out` (M, N) if given (rows of it may
+    be strided, as a column slice of a wider output is), else a new tensor."""
     m, k = x.shape
-    n = out_features(tiles)
-    if x.dtype != torch.float32 or tiles.dtype != torch.float32 or k != tiles.shape[1] or not tiles.is_contiguous():
-        raise ValueError(f"cpu_gemm.linear: float32 x (M, {tiles.shape[1]}) expected, got {x.dtype} {tuple(x.shape)}")
+    n, dtype = out_features(tiles), tiles.dtype
+    if x.dtype != dtype or k != in_features(tiles) or not tiles.is_contiguous():
+        raise ValueError(f"cpu_gemm.linear: {dtype} x (M, {in_features(tiles)}) expected, got {x.dtype} {(m, k)}")
     if x.stride(1) != 1:
         x = x.contiguous()
     if bias is not None:
-        if bias.shape != (n,) or bias.dtype != torch.float32:
-            raise ValueError(f"cpu_gemm.linear: bias of shape ({n},) in float32 expected, got {tuple(bias.shape)}")
+        if bias.shape != (n,) or bias.dtype != dtype:
+            raise ValueError(f"cpu_gemm.linear: bias of shape ({n},) in {dtype} expected, got {tuple(bias.shape)}")
         bias = bias.contiguous()
     if out is None:
-        out = torch.empty(m, n, dtype=torch.float32)
-    elif out.shape != (m, n) or out.dtype != torch.float32 or out.stride(1) != 1:
-        raise ValueError(f"cpu_gemm.linear: out must be float32 ({m}, {n}) with contiguous rows")
+        out = torch.empty(m, n, dtype=dtype)
+    elif out.shape != (m, n) or out.dtype != dtype or out.stride(1) != 1:
+        raise ValueError(f"cpu_gemm.linear: out must be {dtype} ({m}, {n}) with contiguous rows")
     if m == 0:
         return out
-    status = _library().linear_float32(
+    kernel = _library().linear_bfloat16 if dtype == torch.bfloat16 else _library().linear_float32
+    status = kernel(
         x.data_ptr(), x.stride(0), tiles.data_ptr(), 0 if bias is None else bias.data_ptr(),
         out.data_ptr(), out.stride(0), m, n, k, torch.get_num_threads(),
     )  # fmt: skip
@@ -94,6 +121,9 @@ def _library() -> ctypes.CDLL | None:
     if lib is None:
         return None
     pointer, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.linear_float32.restype = ctypes.c_int
-    lib.linear_float32.argtypes = [pointer, i64, pointer, pointer, pointer, i64, i64, i64, i64, ctypes.c_int]
+    for kernel in (lib.linear_float32, lib.linear_bfloat16):
+        kernel.restype = ctypes.c_int
+        kernel.argtypes = [pointer, i64, pointer, pointer, pointer, i64, i64, i64, i64, ctypes.c_int]
+    lib.native.restype = ctypes.c_int
+    lib.native.argtypes = [ctypes.c_int]
     return lib

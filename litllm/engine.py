@@ -228,7 +228,7 @@ class Scheduler:
     Call `submit` to queue a request and `step` to advance every active row by one token.
 
     `prepack`: on the CPU, linear weights can be replaced by packed copies (`GPT.prepack(release=True)`: no extra
-    memory; float32 in `cpu_gemm` tiles, bfloat16 for oneDNN; measured 1.5-2.5x decoding speed on an AMD EPYC).
+    memory; in `cpu_gemm` tiles where that kernel runs, else for oneDNN; 1.5-2.5x decoding speed on an AMD EPYC).
     None (default): at the first prompt, and at the first decode step of one row and of several, if the packed
     kernel is this CPU's fastest for such steps, timed on the model's own weights (`GPT.pack_if_faster`); True: at
     the first prompt; False: never.

@@ -8,8 +8,9 @@ torch 2.13, 2 threads, weights read from memory (not cache), one row (one decode
 | AMD EPYC (Zen 5) | oneDNN 2.0x MKL's `F.linear`; prepacked 2.5x | prepacked oneDNN 1.6x `F.linear`; `torch.mv` 0.6x |
 | Intel Xeon (AMX) | `F.linear` = oneDNN | `torch.mv` 1.3x `F.linear` |
 
-Packing takes float32 weights into `cpu_gemm`'s tiles where that C kernel builds (on the EPYC 1.16x oneDNN's
-prepacked kernel at one row, 1.45x at 16), bfloat16 ones into oneDNN's blocked layout.
+Packing takes weights into `cpu_gemm`'s tiles where that C kernel builds and `takes` their dtype (on the EPYC,
+against oneDNN's prepacked kernel: float32 1.15x at one row, 1.47x at 16; bfloat16 1.14x and 1.47x), the others
+into oneDNN's blocked layout.
 
 So the choice is timed, for each (dtype, one row or several, prepacked or not, threads): on a model's own weights
 when the generation engine first runs it (`GPT.pack_if_faster`), else on synthetic weights at the first call;
@@ -57,7 +58,7 @@ in oneDNN's blocked layout."""
 def pack(w: torch.Tensor, packed_block: Callable[[torch.Tensor], None] | None = None) -> Packed:
     """The packed copy of a weight (`can_pack` must hold), in blocks of at most PACK_BLOCK_BYTES of rows;
     `unpacked` gives the weight back. `packed_block(rows)` is called with each block of w's rows once it is packed."""
-    tiles = w.dtype == torch.float32 and cpu_gemm.available()
+    tiles = cpu_gemm.takes(w.dtype)
     step = max(1, PACK_BLOCK_BYTES // max(1, w.shape[1] * w.element_size()))
     if tiles:
         step = max(cpu_gemm.TILE, step // cpu_gemm.TILE * cpu_gemm.TILE)
@@ -94,7 +95,8 @@ def unpacked(packed: Packed) -> torch.Tensor:
 
 
 def in_features(w: torch.Tensor | Packed) -> int:
-    return (w[0] if isinstance(w, tuple) else w).shape[1]
+    block = w[0] if isinstance(w, tuple) else w
+    return cpu_gemm.in_features(block) if cpu_gemm.is_tiles(block) else block.shape[1]
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packed: Packed | None) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""litllm's float32 CPU matrix kernel on tile-packed weights: it computes F.linear for any number of rows (with and
-without bias, into a column slice of a wider output), gives each row the same bits alone as in a batch and on any
-number of threads, packs and unpacks exactly, refuses what it does not take, and can be switched off."""
+"""litllm's float32 and bfloat16 CPU matrix kernel on tile-packed weights: it computes F.linear for any number of
+rows (with and without bias, into a column slice of a wider output), gives each row the same bits alone as in a
+batch and on any number of threads, packs and unpacks exactly, refuses what it does not take, and can be switched
+off."""
 
 from __future__ import annotations
 
@@ -16,29 +17,40 @@ import torch.nn.functional as F
 from litllm import cpu_gemm, kernels
 from litllm.model import Linear
 
-pytestmark = pytest.mark.skipif(not cpu_gemm.available(), reason="no C compiler to build the kernel")
+pytestmark = pytest.mark.skipif(not cpu_gemm.takes(torch.float32), reason="no C compiler, or no AVX-512")
 
 
-def weight(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+BF16 = pytest.param(
+    torch.bfloat16,
+    marks=pytest.mark.skipif(not cpu_gemm.takes(torch.bfloat16), reason="no bfloat16 dot products on this CPU"),
+)
+DTYPES = [torch.float32, BF16]
+
+
+def weight(n: int, k: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, k, generator=g) * 0.05, torch.randn(n, generator=g)
+    return (torch.randn(n, k, generator=g) * 0.05).to(dtype), torch.randn(n, generator=g).to(dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 9, 16, 17, 40, 300])  # every kernel width; 300 crosses a slab
 @pytest.mark.parametrize("n, k", [(16, 24), (80, 64), (96, 40), (768, 768), (256, 3072)])  # 5, 6 tiles: tails
-def test_linear_matches_f_linear_in_float64(rows: int, n: int, k: int) -> None:
-    w, bias = weight(n, k)
-    x = torch.randn(rows, k, generator=torch.Generator().manual_seed(1))
+def test_linear_matches_f_linear_in_float64(rows: int, n: int, k: int, dtype: torch.dtype) -> None:
+    w, bias = weight(n, k, dtype=dtype)
+    x = torch.randn(rows, k, generator=torch.Generator().manual_seed(1)).to(dtype)
     tiles = cpu_gemm.pack(w)
     want = F.linear(x.double(), w.double(), bias.double())
-    torch.testing.assert_close(cpu_gemm.linear(x, tiles, bias).double(), want, rtol=0, atol=2e-5 * k**0.5)
-    torch.testing.assert_close(cpu_gemm.linear(x, tiles).double(), want - bias.double(), rtol=0, atol=2e-5 * k**0.5)
+    # float32: summation error; bfloat16: the output's rounding (sums are kept in float32)
+    atol, rtol = (2e-5 * k**0.5, 0) if dtype == torch.float32 else (1e-5 * k**0.5, 2**-8)
+    torch.testing.assert_close(cpu_gemm.linear(x, tiles, bias).double(), want, rtol=rtol, atol=atol)
+    torch.testing.assert_close(cpu_gemm.linear(x, tiles).double(), want - bias.double(), rtol=rtol, atol=atol)
 
 
-def test_each_row_gets_the_same_bits_alone_in_any_batch_and_on_any_threads() -> None:
-    w, bias = weight(272, 200)  # 17 tiles: the threads' shares are not whole groups of tiles
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_each_row_gets_the_same_bits_alone_in_any_batch_and_on_any_threads(dtype: torch.dtype) -> None:
+    w, bias = weight(272, 200, dtype=dtype)  # 17 tiles: the threads' shares are not whole groups of tiles
     tiles = cpu_gemm.pack(w)
-    x = torch.randn(37, 200)
+    x = torch.randn(37, 200).to(dtype)
     batch = cpu_gemm.linear(x, tiles, bias)
     for r in range(37):
         assert torch.equal(cpu_gemm.linear(x[r : r + 1], tiles, bias), batch[r : r + 1]), r
@@ -70,16 +82,22 @@ def test_strided_inputs_are_read_right() -> None:
     torch.testing.assert_close(got, F.linear(rows, w, bias), rtol=1e-5, atol=1e-5)
 
 
-def test_pack_and_unpack_give_the_weight_back_exactly() -> None:
-    w, _ = weight(64, 33)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pack_and_unpack_give_the_weight_back_exactly(dtype: torch.dtype) -> None:
+    w, _ = weight(64, 34, dtype=dtype)
     tiles = cpu_gemm.pack(w)
-    assert tiles.shape == (4, 33, 16) and cpu_gemm.is_tiles(tiles)
-    assert torch.equal(tiles[1, 5], w[16:32, 5])  # tile 1 holds rows 16..31, one k per line
+    assert cpu_gemm.is_tiles(tiles) and cpu_gemm.in_features(tiles) == 34 and cpu_gemm.out_features(tiles) == 64
+    if dtype == torch.float32:
+        assert tiles.shape == (4, 34, 16) and torch.equal(tiles[1, 5], w[16:32, 5])  # tile 1: rows 16..31, a k a line
+    else:
+        assert tiles.shape == (4, 17, 16, 2) and torch.equal(tiles[1, 5], w[16:32, 10:12])  # a line: two k's
     assert torch.equal(cpu_gemm.unpack(tiles), w)
 
 
 @pytest.mark.parametrize(
-    "w", [torch.zeros(24, 8), torch.zeros(16, 8, dtype=torch.bfloat16), torch.zeros(16)], ids=["rows", "dtype", "1-D"]
+    "w",
+    [torch.zeros(24, 8), torch.zeros(16, 8, dtype=torch.float64), torch.zeros(16), torch.zeros(16, 7).bfloat16()],
+    ids=["rows", "dtype", "1-D", "odd bfloat16 columns"],
 )
 def test_pack_refuses_weights_it_does_not_take(w: torch.Tensor) -> None:
     assert not cpu_gemm.supports(w)
@@ -91,23 +109,25 @@ def test_linear_refuses_mismatched_inputs() -> None:
     tiles = cpu_gemm.pack(torch.zeros(32, 8))
     with pytest.raises(ValueError, match=r"\(M, 8\)"):
         cpu_gemm.linear(torch.zeros(2, 9), tiles)
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(ValueError, match="torch.float32 x"):
         cpu_gemm.linear(torch.zeros(2, 8, dtype=torch.float64), tiles)
     with pytest.raises(ValueError, match=r"bias of shape \(32,\)"):
         cpu_gemm.linear(torch.zeros(2, 8), tiles, torch.zeros(16))
-    with pytest.raises(ValueError, match=r"out must be float32 \(2, 32\)"):
+    with pytest.raises(ValueError, match=r"out must be torch.float32 \(2, 32\)"):
         cpu_gemm.linear(torch.zeros(2, 8), tiles, out=torch.zeros(2, 16))
 
 
-def test_a_packed_linear_layer_runs_on_tiles_and_unpacks_exactly() -> None:
-    layer = Linear(64, 96)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_packed_linear_layer_runs_on_tiles_and_unpacks_exactly(dtype: torch.dtype) -> None:
+    layer = Linear(64, 96).to(dtype)
     want_weight = layer.weight.detach().clone()
-    x = torch.randn(3, 7, 64)
+    x = torch.randn(3, 7, 64).to(dtype)
     with torch.no_grad():
-        want = F.linear(x, want_weight, layer.bias)
+        want = F.linear(x.double(), want_weight.double(), layer.bias.double())
         layer.prepack(release=True)
         assert all(cpu_gemm.is_tiles(block) for block in layer.current_pack())
-        torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(layer(x).double(), want, rtol=tolerance, atol=tolerance)
     layer.unpack()
     assert torch.equal(layer.weight, want_weight)
 
@@ -130,7 +150,9 @@ def test_switched_off_weights_are_packed_for_onednn(tmp_path: Path) -> None:
     assert not list((tmp_path / "kernels").glob("cpu_gemm-*"))
 
 
-def test_kernels_pack_float32_in_tiles_and_bfloat16_for_onednn() -> None:
+def test_kernels_pack_in_tiles_the_dtypes_the_kernel_takes() -> None:
     assert [cpu_gemm.is_tiles(b) for b in kernels.pack(torch.zeros(32, 8))] == [True]
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        assert [cpu_gemm.is_tiles(b) for b in kernels.pack(torch.zeros(32, 8, dtype=torch.bfloat16))] == [False]
+        packed = kernels.pack(torch.zeros(32, 8, dtype=torch.bfloat16))
+        assert [cpu_gemm.is_tiles(b) for b in packed] == [cpu_gemm.takes(torch.bfloat16)]
+        assert kernels.in_features(packed) == 8

@@ -260,7 +260,7 @@ def test_a_large_weight_is_packed_in_row_blocks_and_comes_back_exactly(
     packed = layer.current_pack()
     assert [kernels.out_features(block) for block in packed] == [16, 16, 8]
     # float32 blocks whose rows fill whole tiles go to litllm's kernel, the others to oneDNN, in one weight
-    assert [cpu_gemm.is_tiles(block) for block in packed] == [cpu_gemm.available()] * 2 + [False]
+    assert [cpu_gemm.is_tiles(block) for block in packed] == [cpu_gemm.takes(torch.float32)] * 2 + [False]
     x = torch.randn(3, 16)
     with torch.no_grad():
         torch.testing.assert_close(layer(x), F.linear(x, weight, layer.bias), rtol=1e-5, atol=1e-5)
