@@ -107,7 +107,11 @@ def store(cache: torch.Tensor, new: torch.Tensor, positions: torch.Tensor) -> bo
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     lib = native.load(
-        "cpu_attention.c", "LITLLM_CPU_ATTENTION", "CPU attention kernel", "decoding uses torch's slower one"
+        "cpu_attention.c",
+        "LITLLM_CPU_ATTENTION",
+        "CPU attention kernel",
+        "decoding uses torch's slower one",
+        flags=tuple(native.REORDER_SUMS),
     )
     if lib is None:
         return None

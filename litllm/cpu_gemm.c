@@ -3,8 +3,8 @@
    float32: W (N, K) is stored as N/16 tiles of (K, 16): tile b holds W's rows 16b..16b+15, transposed, so that each
    k gives 16 consecutive outputs in one 64-byte line. bfloat16: tiles of (K/2, 16, 2), a line holding two k's of
    the 16 outputs, the pairs that the processor's bfloat16 dot product (AVX512-BF16) takes. Either way a line is one
-   "step" of a tile, and x is copied, 16 rows at a time, into (steps, 16) columns of 4-byte units (a float, or a
-   pair of bfloat16).
+   "step" of a tile, and x is copied, 16 rows at a time (8 for longer inputs), into (steps, 16) columns of 4-byte
+   units (a float, or a pair of bfloat16).
 
    For each tile and group of 16 rows the kernel keeps the 16 x 16 float32 sums in registers and walks the steps
    once: a line of W and 16 broadcasts of x feed 16 fused multiply-adds (or dot products). W is streamed from memory

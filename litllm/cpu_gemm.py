@@ -117,7 +117,10 @@ def linear(
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
-    lib = native.load("cpu_gemm.c", "LITLLM_CPU_GEMM", "CPU matrix kernel", "linear layers use oneDNN's")
+    # sums are not reordered (no REORDER_SUMS), so that every row's are the same whatever the kernel's width;
+    # multiply-adds are fused, as every width does
+    flags = ("-ffp-contract=fast",)
+    lib = native.load("cpu_gemm.c", "LITLLM_CPU_GEMM", "CPU matrix kernel", "linear layers use oneDNN's", flags)
     if lib is None:
         return None
     pointer, i64 = ctypes.c_void_p, ctypes.c_int64

@@ -50,9 +50,9 @@ def can_pack(w: torch.Tensor) -> bool:
 PACK_BLOCK_BYTES = 16 * 2**20  # a weight larger than this (an output head) is packed in blocks of rows
 
 Packed = tuple[torch.Tensor, ...]
-"""A weight's consecutive row blocks, packed: one block for most weights, several for a large one. float32 blocks
-are in `cpu_gemm` tiles where that kernel builds here (and the block's rows are a multiple of its tile), the others
-in oneDNN's blocked layout."""
+"""A weight's consecutive row blocks, packed: one block for most weights, several for a large one. Blocks of a dtype
+`cpu_gemm` takes here are in its tiles (when their rows are a multiple of its tile), the others in oneDNN's blocked
+layout."""
 
 
 def pack(w: torch.Tensor, packed_block: Callable[[torch.Tensor], None] | None = None) -> Packed:
@@ -140,7 +140,9 @@ def run(
 
 def run_packed(x: torch.Tensor, packed: Packed, bias: torch.Tensor | None) -> torch.Tensor:
     """2-D x (rows, in) by a packed weight, block by block into the columns of one output."""
-    if len(packed) == 1 and not cpu_gemm.is_tiles(packed[0]):
+    if len(packed) == 1:
+        if cpu_gemm.is_tiles(packed[0]):
+            return cpu_gemm.linear(x, packed[0], bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed[0], bias, "none", [], "")
     out = torch.empty(x.shape[0], sum(out_features(block) for block in packed), dtype=x.dtype)
     start = 0

@@ -22,20 +22,21 @@ from pathlib import Path
 
 from litllm.registry import litllm_home
 
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fassociative-math",
-         "-fno-signed-zeros", "-fno-trapping-math"]  # fmt: skip
-# -fassociative-math (which needs the two after it) lets the compiler vectorize the dot products' sums; -ffast-math
-# is left out: it would assume no infinities
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
+REORDER_SUMS = ["-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
+# lets the compiler vectorize a dot product's sum (-fassociative-math needs the other two); -ffast-math is left out:
+# it would assume no infinities
 _build_lock = threading.Lock()
 
 
-def load(source: str, switch: str, what: str, fallback: str) -> ctypes.CDLL | None:
-    """The library built from `source` (a file next to this module), or None if the environment variable `switch`
-    is 0 or it cannot be built; then one warning says so: "could not build its {what} ({error}); {fallback}"."""
+def load(source: str, switch: str, what: str, fallback: str, flags: tuple[str, ...] = ()) -> ctypes.CDLL | None:
+    """The library built from `source` (a file next to this module) with FLAGS and `flags`, or None if the
+    environment variable `switch` is 0 or it cannot be built; then one warning says so: "could not build its {what}
+    ({error}); {fallback}"."""
     if os.environ.get(switch, "1") == "0" or not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(str(build(Path(__file__).with_name(source))))
+        return ctypes.CDLL(str(build(Path(__file__).with_name(source), flags)))
     except (OSError, subprocess.SubprocessError) as err:
         warnings.warn(
             f"litllm could not build its {what} ({err}); {fallback}. Install a C compiler with OpenMP (gcc) or set "
@@ -45,13 +46,14 @@ def load(source: str, switch: str, what: str, fallback: str) -> ctypes.CDLL | No
         return None
 
 
-def build(source: Path) -> Path:
-    """The shared library of `source`, compiled now unless this source, compiler and CPU already have one."""
+def build(source: Path, flags: tuple[str, ...] = ()) -> Path:
+    """The shared library of `source`, compiled now unless this source, compiler, flags and CPU already have one."""
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler: {compiler!r} is not on PATH")
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), compiler, version, *FLAGS, _cpu_identity()]).encode())
+    flags = (*FLAGS, *flags)
+    key = hashlib.sha256("\0".join([source.read_text(), compiler, version, *flags, _cpu_identity()]).encode())
     target = litllm_home() / "kernels" / f"{source.stem}-{key.hexdigest()[:16]}.so"
     with _build_lock:
         if not target.exists():
@@ -59,7 +61,7 @@ def build(source: Path) -> Path:
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
             os.close(fd)
             try:
-                done = subprocess.run([compiler, *FLAGS, str(source), "-o", tmp], capture_output=True, text=True)
+                done = subprocess.run([compiler, *flags, str(source), "-o", tmp], capture_output=True, text=True)
                 if done.returncode != 0:
                     raise OSError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
                 os.replace(tmp, target)  # atomic: another process building the same file sees all of it or nothing

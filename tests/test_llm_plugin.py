@@ -69,7 +69,6 @@ def test_llm_continue_sends_the_earlier_turns_and_logs_usage(
     assert [messages[0]["content"], messages[1]["content"], messages[3]["content"]] == ["Be brief.", "hello", "again"]
 
 
-
 @pytest.fixture
 def llm_tiny(litllm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """`litllm/tiny` through llm's Python API in this process (torch and the model are loaded here already)."""
