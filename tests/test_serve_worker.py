@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing as mp
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,21 @@ def test_an_error_after_the_first_reply_is_a_500_whole_and_an_error_event_stream
         "param": None,
         "code": "generation_failed",
     }
+
+
+def test_every_step_runs_on_one_thread_whatever_thread_calls_it(worker: GenerationAPI) -> None:
+    """LitServe calls `step` from any thread of its pool; torch work must stay on one thread, whose OpenMP team is
+    then the only one (several teams spinning idle took the cores from the one at work)."""
+    seen: set[str] = set()
+    hook = worker.llm.model.register_forward_pre_hook(lambda module, args: seen.add(threading.current_thread().name))
+    worker.add_request("a", {"op": "generate", "prompt": PROMPT, "options": GREEDY})
+    results: list[list] = []
+    try:
+        for _ in range(6):  # each call from a new thread
+            caller = threading.Thread(target=lambda: results.append(worker.step(None)))
+            caller.start()
+            caller.join()
+    finally:
+        hook.remove()
+    assert len(results) == 6 and all(results)  # each step sent something
+    assert len(seen) == 1 and seen.pop().startswith("litllm-compute")
