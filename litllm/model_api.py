@@ -16,9 +16,10 @@ import datetime
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from litllm.config import UnknownModelError
 from litllm.registry import (
@@ -96,6 +97,16 @@ def load_llm(path: Path) -> tuple[LLM, threading.Lock]:
 
             _loaded[key] = (LLM.load(key), threading.Lock())
         return _loaded[key]
+
+
+# async responses run their torch work on this one thread: on asyncio's pool each piece could land on another
+# thread, and every thread that runs torch gets its own team of OpenMP threads, which spin idle and take the cores
+_compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litllm-compute")
+T = TypeVar("T")
+
+
+async def on_compute_thread(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_compute, fn, *args)
 
 
 def next_piece(stream: Iterator[str], lock: threading.Lock) -> str | None:
@@ -316,9 +327,9 @@ class AsyncResponse(_Response):
             return
         turns = [(r.prompt, await r.text()) for r in self.history]
         self._claim()
-        stream, lock = await asyncio.to_thread(self._start, turns)
+        stream, lock = await on_compute_thread(self._start, turns)
         try:
-            while (piece := await asyncio.to_thread(next_piece, stream, lock)) is not None:
+            while (piece := await on_compute_thread(next_piece, stream, lock)) is not None:
                 self.chunks.append(piece)
                 yield piece
         finally:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,24 @@ def test_async_generation_leaves_the_event_loop_free(tiny: Model) -> None:
         return ticks
 
     assert asyncio.run(run()) > 1
+
+
+def test_async_generation_runs_its_torch_work_on_one_thread(tiny: Model) -> None:
+    # asyncio's pool would hand each piece to any of its threads, and each thread running torch gets its own OpenMP
+    # team; idle teams spin and take the cores from the one at work
+    model = get_async_model("tiny")
+    seen: set[str] = set()
+    hook = model.llm().model.register_forward_pre_hook(lambda module, args: seen.add(threading.current_thread().name))
+
+    async def run() -> None:
+        for seed in range(3):
+            await model.prompt("hello", seed=seed, max_tokens=8).text()
+
+    try:
+        asyncio.run(run())
+    finally:
+        hook.remove()
+    assert len(seen) == 1 and seen.pop().startswith("litllm-compute")
 
 
 def test_an_async_conversation_sends_the_earlier_turns(tiny: Model) -> None:
