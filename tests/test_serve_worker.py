@@ -15,7 +15,7 @@ from litserve.utils import LitAPIStatus
 
 from litllm import LLM
 from litllm.serve.routes import APIError, LitLLMSpec, OpenAIAnswer
-from litllm.serve.worker import GenerationAPI
+from litllm.serve.worker import BatchingLoop, GenerationAPI
 
 PROMPT = "def add(a, b):"
 GREEDY = {"max_new_tokens": 12, "temperature": 0.0}
@@ -131,7 +131,9 @@ def test_every_step_runs_on_one_thread_whatever_thread_calls_it(worker: Generati
             caller = threading.Thread(target=lambda: results.append(worker.step(None)))
             caller.start()
             caller.join()
+        # and the way LitServe's loop steps it
+        results += [asyncio.run(BatchingLoop().step(None, worker, None)) for _ in range(2)]
     finally:
         hook.remove()
-    assert len(results) == 6 and all(results)  # each step sent something
+    assert len(results) == 8 and all(results)  # each step sent something
     assert len(seen) == 1 and seen.pop().startswith("litllm-compute")

@@ -38,6 +38,10 @@ class BatchingLoop(ContinuousBatchingLoop):
             return
         await super().run(lit_api, *args)
 
+    async def step(self, prev_outputs: list[Output] | None, lit_api: ls.LitAPI, lit_spec: Any) -> list[Output]:
+        # straight to the worker's compute thread (LitServe would hop through its thread pool first)
+        return await asyncio.get_running_loop().run_in_executor(lit_api.compute, lit_api.advance)
+
 
 @dataclass
 class Running:
