@@ -153,9 +153,9 @@ static int linear(const struct kind* k, const char* x, int64_t ldx, const char* 
                   int64_t ldy, int64_t M, int64_t N, int64_t steps, int threads) {
     /* rows of x per pass over a tile: 16 when there are no more (the weight streams from memory once), else 8,
        with two tiles at a time (fewer loads per product; the weight comes from the L2 cache again) */
-    int64_t CHUNK = M > 16 ? 8 : 16;
+    int64_t chunk = M > 16 ? 8 : 16;
     int64_t slab = M < SLAB ? M : SLAB;
-    size_t need = (size_t)((slab + CHUNK - 1) / CHUNK) * CHUNK * steps;
+    size_t need = (size_t)((slab + chunk - 1) / chunk) * chunk * steps;
     if (need > scratch_units) {
         free(scratch);
         scratch = aligned_alloc(64, (need * sizeof(uint32_t) + 63) / 64 * 64);
@@ -168,7 +168,7 @@ static int linear(const struct kind* k, const char* x, int64_t ldx, const char* 
     panel = panel < 4 ? 4 : panel / 4 * 4;
     for (int64_t s = 0; s < M; s += SLAB) {
         int64_t rows = M - s < SLAB ? M - s : SLAB;
-        int64_t chunks = (rows + CHUNK - 1) / CHUNK;
+        int64_t chunks = (rows + chunk - 1) / chunk;
         #pragma omp parallel num_threads(threads)
         {
             /* x's rows, 16 at a time, into (steps, width) columns, the columns past the last row zero; in pieces of
@@ -178,10 +178,10 @@ static int linear(const struct kind* k, const char* x, int64_t ldx, const char* 
             for (int64_t i = 0; i < chunks * pieces; i++) {
                 int64_t c = i / pieces, s0 = i % pieces * STEP_PIECE;
                 int64_t s1 = s0 + STEP_PIECE < steps ? s0 + STEP_PIECE : steps;
-                int mr = rows - c * CHUNK < CHUNK ? (int)(rows - c * CHUNK) : CHUNK, wd = width(mr);
-                uint32_t* dst = xt + c * CHUNK * steps;
+                int mr = rows - c * chunk < chunk ? (int)(rows - c * chunk) : chunk, wd = width(mr);
+                uint32_t* dst = xt + c * chunk * steps;
                 for (int j = 0; j < mr; j++) {
-                    const char* src = x + (s + c * CHUNK + j) * ldx * k->size;
+                    const char* src = x + (s + c * chunk + j) * ldx * k->size;
                     for (int64_t u = s0; u < s1; u++) memcpy(dst + u * wd + j, src + u * 4, 4);
                 }
                 for (int j = mr; j < wd; j++)
@@ -192,8 +192,8 @@ static int linear(const struct kind* k, const char* x, int64_t ldx, const char* 
             for (int64_t p = b0; p < b1; p += panel) {
                 int64_t pe = p + panel < b1 ? p + panel : b1;
                 for (int64_t c = 0; c < chunks; c++) {
-                    int mr = rows - c * CHUNK < CHUNK ? (int)(rows - c * CHUNK) : CHUNK;
-                    tiles(k, mr, xt + c * CHUNK * steps, w, steps, bias, y + (s + c * CHUNK) * ldy * k->size, ldy,
+                    int mr = rows - c * chunk < chunk ? (int)(rows - c * chunk) : chunk;
+                    tiles(k, mr, xt + c * chunk * steps, w, steps, bias, y + (s + c * chunk) * ldy * k->size, ldy,
                           p, pe);
                 }
             }

@@ -393,15 +393,18 @@ class Scheduler:
         token sampled from the prompt's last logits (1, V)."""
         request, completions = group.request, group.completions
         first, n = completions[0].slot, len(request.prompt)
+        seen = None
+        if request.params.repetition_penalty != 1.0:  # the prompt's tokens, the same for every row of the request
+            seen = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
+            seen[torch.tensor(request.prompt, device=self.device)] = True
         for c in completions:
             if c.slot != first:
                 for cache in self.caches:
                     cache.k[c.slot, :, :n] = cache.k[first, :, :n]
                     cache.v[c.slot, :, :n] = cache.v[first, :, :n]
             c.length = n
-            if request.params.repetition_penalty != 1.0:
-                c.seen = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
-                c.seen[torch.tensor(request.prompt, device=self.device)] = True
+            if seen is not None:
+                c.seen = seen.clone()
         self._choose(group, completions, logits.expand(len(completions), -1))
 
     def _pack_if_faster(self, one_row: bool) -> None:

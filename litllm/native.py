@@ -10,6 +10,7 @@ the caller keeps torch's way.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -51,7 +52,7 @@ def build(source: Path, flags: tuple[str, ...] = ()) -> Path:
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler: {compiler!r} is not on PATH")
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    version = _compiler_version(compiler)
     flags = (*FLAGS, *flags)
     key = hashlib.sha256("\0".join([source.read_text(), compiler, version, *flags, _cpu_identity()]).encode())
     target = litllm_home() / "kernels" / f"{source.stem}-{key.hexdigest()[:16]}.so"
@@ -70,6 +71,12 @@ def build(source: Path, flags: tuple[str, ...] = ()) -> Path:
     return target
 
 
+@functools.cache  # once per process, not once per kernel
+def _compiler_version(compiler: str) -> str:
+    return subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+
+
+@functools.cache
 def _cpu_identity() -> str:
     """What -march=native compiles for: the processor's model and feature flags."""
     try:
