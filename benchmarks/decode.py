@@ -33,8 +33,8 @@ import transformers
 
 from litllm.checkpoint import config_to_hf, load_checkpoint
 from litllm.config import Config
-from litllm.engine import Request, SamplingParams, Scheduler, generate_tokens
-from litllm.memory import return_freed_memory
+from litllm.cpu.memory import return_freed_memory
+from litllm.inference.engine import Request, SamplingParams, Scheduler, generate_tokens
 from litllm.model import GPT
 from litllm.quantize import weight_bytes
 

@@ -9,9 +9,9 @@ backward and step in a loop (with CPU autocast for bf16-mixed). Tokens/s is the 
 after warm-up; MFU is the training FLOPs of one step (counted with torch's FlopCounterMode) per second, over
 the matmul peak of the same dtype measured by this script (the faster of BLAS's and oneDNN's 2048^3 product).
 In float32, litllm's linear layers and output head train through oneDNN where it beats BLAS by 1.25x or more
-(`litllm.kernels.train_with_onednn`; 2.2x on an AMD EPYC). Each side runs in a fresh process of its own, so that
+(`litllm.cpu.kernels.train_with_onednn`; 2.2x on an AMD EPYC). Each side runs in a fresh process of its own, so that
 neither inherits the other's allocator state or kernel choices: on the CPU, litllm's module keeps freed memory for
-reuse while training (`litllm.memory.keep_freed_memory`), which a plain loop does not. Run it on an otherwise idle
+reuse while training (`litllm.cpu.memory.keep_freed_memory`), which a plain loop does not. Run it on an otherwise idle
 machine.
 """
 
@@ -119,7 +119,7 @@ def time_litllm(config: Config, precision: str, data: list[dict], compile: bool 
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from litllm.module import GPTModule
+    from litllm.training.module import GPTModule
 
     class StepTimer(L.Callback):
         def __init__(self) -> None:
@@ -181,7 +181,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from litllm.module import training_flops
+    from litllm.training.module import training_flops
 
     peaks = {"bf16-mixed": matmul_peak(torch.bfloat16), "32-true": matmul_peak(torch.float32)}
     print(

@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from litllm.api import LLM
-    from litllm.config import Config, UnknownModelError
+    from litllm.config import Config
+    from litllm.errors import UnknownModelError
     from litllm.schema import schema_dsl
 
 
@@ -18,14 +19,18 @@ def __getattr__(name: str) -> Any:
         from litllm.api import LLM
 
         return LLM
-    if name in ("Config", "UnknownModelError"):
-        import litllm.config
+    if name == "Config":
+        from litllm.config import Config
 
-        return getattr(litllm.config, name)
+        return Config
+    if name == "UnknownModelError":
+        from litllm.errors import UnknownModelError
+
+        return UnknownModelError
     if name in MODEL_API:
-        import litllm.model_api
+        import litllm.llm_api
 
-        return getattr(litllm.model_api, name)
+        return getattr(litllm.llm_api, name)
     if name == "schema_dsl":
         from litllm.schema import schema_dsl
 

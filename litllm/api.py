@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -12,29 +10,25 @@ from typing import Any, Literal
 
 import torch
 
-from litllm.checkpoint import (
-    CheckpointError,
-    cached_checkpoint_dir,
-    detect_format,
-    download,
-    load_checkpoint,
-    save_checkpoint,
-)
-from litllm.config import Config, UnknownModelError, named_configs
-from litllm.engine import Completion, Request, SamplingParams, Scheduler, TextStream
+from litllm.catalog import named_configs
+from litllm.checkpoint.loading import load_checkpoint
+from litllm.checkpoint.own import save_checkpoint
+from litllm.checkpoint.sources import resolve_checkpoint
+from litllm.config import Config
+from litllm.inference.engine import Completion, Request, Scheduler, TextStream
+from litllm.inference.options import GenerationOptions, with_options
 from litllm.model import GPT
 from litllm.prompts import ChatFormat, PromptStyle, load_prompt_style, render_for_completion, stop_sequences
 from litllm.tokenizer import Tokenizer
-
-REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class LLM:
     """A `GPT`, its `Tokenizer` and its `Config`, ready to generate.
 
-    On CPUs where packed weights multiply fastest (`litllm.kernels`), generating replaces the linear
+    On CPUs where packed weights multiply fastest (`litllm.cpu.kernels`), generating replaces the linear
     layers' weights by packed copies, in place (no extra memory): read directly, `llm.model`'s linear weights then
-    show NaN until `llm.model.prepack(enabled=False)`; `state_dict`, `save`, training and `.to()` unpack by themselves.
+    show NaN until `litllm.cpu.packing.prepack(llm.model, enabled=False)`; `state_dict`, `save`, training and `.to()`
+    unpack by themselves.
     """
 
     max_batch_size = 64  # rows decoded together; longer lists of prompts join as rows finish
@@ -95,34 +89,27 @@ class LLM:
         tokenizer = Tokenizer(tokenizer_dir or checkpoint_dir)
         return cls(model, tokenizer, checkpoint_dir)
 
+    @with_options()
     def generate(
         self,
         prompt: str | list[str],
         sys_prompt: str | None = None,
-        max_new_tokens: int = 50,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
-        repetition_penalty: float = 1.0,
-        seed: int | None = None,
-        stop: str | list[str] | None = None,
         stream: bool = False,
         return_as_token_ids: bool = False,
-        num_samples: int = 1,
-        logprobs: bool = False,
-        schema: dict | type | str | None = None,
+        **options: Any,
     ) -> Any:
         """Continue `prompt`; a list of prompts is generated as one batch and gives a list back.
 
-        sys_prompt: treat the prompt as a user message in a chat with this system message.
-        stream=True (one prompt): a `TextStream` of text pieces as they are decoded.
-        return_as_token_ids: the generated token ids instead of text.
-        num_samples > 1: a list of that many samples of each prompt, which share one prefill.
-        logprobs=True: a `Generation` (text, token ids, their log-probabilities, finish reason) per sample.
-        schema: a JSON schema (dict), a pydantic model class or an `llm` schema DSL string; the output is JSON
-        that validates against it.
-        Sampling: temperature 0 is greedy; seed makes a request repeatable whatever else runs in its batch.
+        num_samples > 1 gives a list of that many samples of each prompt, which share one prefill; logprobs=True a
+        `Generation` (text, token ids, their log-probabilities, finish reason) per sample. With schema, regex or
+        grammar the output always parses under it. temperature 0 is greedy; a seed makes a request repeatable
+        whatever else runs in its batch.
+
+        Args:
+            prompt: Text to continue, or a list of texts.
+            sys_prompt: Treat the prompt as a user message in a chat with this system message.
+            stream: With one prompt, a `TextStream` of text pieces as they are decoded.
+            return_as_token_ids: The generated token ids instead of text.
         """
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
@@ -134,32 +121,22 @@ class LLM:
         else:
             ids = [self._encode_prompt(p) for p in prompts]
             stop_ids, stop_strings = self._completion_stops()
-        options = dict(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            repetition_penalty=repetition_penalty,
-            seed=seed,
-            stop=stop,
-            num_samples=num_samples,
-            logprobs=logprobs,
-            schema=schema,
-        )
-        requests = [self.make_request(i, stop_ids, stop_strings, **options) for i in ids]
+        chosen = GenerationOptions.from_options(**options)
+        requests = [self.make_request(i, stop_ids, stop_strings, chosen) for i in ids]
         if stream:
             return self._stream(requests, prompt)
-        results = [self._results(group, return_as_token_ids, logprobs) for group in self._run(requests)]
-        if num_samples == 1:
+        results = [self._results(group, return_as_token_ids, chosen.logprobs) for group in self._run(requests)]
+        if chosen.num_samples == 1:
             results = [r[0] for r in results]
         return results[0] if isinstance(prompt, str) else results
 
+    @with_options()
     def chat(self, messages: str | list[dict[str, str]], stream: bool = False, **options: Any) -> Any:
         """The assistant's reply to a conversation, rendered with the checkpoint's chat format.
 
-        messages: [{"role": "system" | "user" | "assistant", "content": str}, ...], or one user message as a string.
-        Takes `generate`'s sampling options; stream=True gives a `TextStream`.
+        Args:
+            messages: [{"role": "system" | "user" | "assistant", "content": str}, ...], or one user message.
+            stream: A `TextStream` of text pieces as they are decoded.
         """
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
@@ -175,16 +152,18 @@ class LLM:
     def chat_request(self, messages: list[dict[str, str]], **options: Any) -> Request:
         """The engine request for the assistant's reply to `messages` (what `chat` runs)."""
         stop_ids, stop_strings = self._chat_stops()
-        return self.make_request(self._chat_ids(messages), stop_ids, stop_strings, **options)
+        chosen = GenerationOptions.from_options(**options)
+        return self.make_request(self._chat_ids(messages), stop_ids, stop_strings, chosen)
 
     def completion_request(self, prompt: str, **options: Any) -> Request:
         """The engine request for a plain continuation of `prompt` (what `generate` runs)."""
         stop_ids, stop_strings = self._completion_stops()
-        return self.make_request(self._encode_prompt(prompt), stop_ids, stop_strings, **options)
+        chosen = GenerationOptions.from_options(**options)
+        return self.make_request(self._encode_prompt(prompt), stop_ids, stop_strings, chosen)
 
-    def conversation(self, system: str | None = None) -> Conversation:
+    def conversation(self, system: str | None = None) -> ChatSession:
         """A chat that keeps its history: `conversation.send("...")` returns the reply and remembers both."""
-        return Conversation(self, system)
+        return ChatSession(self, system)
 
     def count_tokens(self, text: str) -> int:
         """How many tokens `text` encodes to (with BOS when the tokenizer adds one)."""
@@ -224,7 +203,7 @@ class LLM:
 
         compile=True wraps the forward in torch.compile: 35-45 s of compiling on first use at pythia-160m size on a
         2-core CPU, then 1.02-1.1x eager speed there (the linear layers keep this CPU's fastest kernels inside the
-        graph, `litllm.model.cpu_linear`); on accelerators it cuts the per-step overhead."""
+        graph, `litllm.cpu.packing.cpu_linear`); on accelerators it cuts the per-step overhead."""
         if accelerator not in ("auto", "cpu", "cuda", "gpu"):
             raise ValueError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu', got {accelerator!r}")
         if devices != 1:
@@ -288,35 +267,13 @@ class LLM:
         return stop_sequences(self.chat_format, self.tokenizer)
 
     def make_request(
-        self,
-        ids: list[int],
-        stop_ids: list[int],
-        stop_strings: list[str],
-        max_new_tokens: int = 50,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
-        repetition_penalty: float = 1.0,
-        seed: int | None = None,
-        stop: str | list[str] | None = None,
-        num_samples: int = 1,
-        logprobs: bool = False,
-        schema: dict | type | str | None = None,
+        self, ids: list[int], stop_ids: list[int], stop_strings: list[str], options: GenerationOptions
     ) -> Request:
-        """A validated engine request for prompt token ids; max_new_tokens shrinks to the room left in the context."""
-        params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
+        """The engine request for prompt token ids; max_new_tokens shrinks to the room left in the context."""
         limit = self.config.block_size
         if len(ids) >= limit:
             raise ValueError(f"prompt is {len(ids)} tokens long; the model's context is {limit} tokens")
-        if isinstance(max_new_tokens, int) and not isinstance(max_new_tokens, bool) and max_new_tokens >= 1:
-            max_new_tokens = min(max_new_tokens, limit - len(ids))
-        if stop is None:
-            stop = []
-        elif isinstance(stop, str):
-            stop = [stop]
-        elif not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
-            raise TypeError(f"stop must be a string or a list of strings, got {stop!r}")
+        schema, seed, num_samples, logprobs = options.schema, options.seed, options.num_samples, options.logprobs
         constraint = None
         if schema is not None:
             from litllm.schema import JSONConstraint, resolve_schema
@@ -329,10 +286,10 @@ class LLM:
 
         return Request(
             ids,
-            max_new_tokens,
-            params,
+            min(options.max_new_tokens, limit - len(ids)),
+            options.sampling,
             seed=seed,
-            stop=[*stop_strings, *stop],
+            stop=[*stop_strings, *options.stop_strings],
             stop_ids=stop_ids,
             num_samples=num_samples,
             logprobs=logprobs,
@@ -384,7 +341,7 @@ class Generation:
         return cls(c.text, list(c.token_ids), list(c.logprobs), c.finish_reason, c.prompt_tokens)
 
 
-class Conversation:
+class ChatSession:
     """A chat with an `LLM` that remembers what was said."""
 
     def __init__(self, llm: LLM, system: str | None = None) -> None:
@@ -458,38 +415,6 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
-def resolve_checkpoint(source: str) -> Path:
-    """The local checkpoint directory for a path, a Hub repo id (downloaded once) or a registry name."""
-    path = Path(source).expanduser()
-    if path.exists():
-        detect_format(path)
-        return path
-    from litllm.registry import lookup
-
-    with contextlib.suppress(UnknownModelError):  # a name or alias of the local model registry
-        return lookup(source).path
-    repo_id = source
-    if not REPO_ID.match(source):
-        try:
-            repo_id = Config.from_name(source).hf_repo or ""
-        except UnknownModelError as e:
-            raise FileNotFoundError(
-                f"{source!r} is neither an existing directory, a Hub repo id (org/name) nor a known model name ({e})"
-            ) from None
-        if not repo_id:
-            raise CheckpointError(f"model {source!r} has no published weights; use init='random' to train it")
-    cached = cached_checkpoint_dir(repo_id)
-    if cached.is_dir():
-        try:
-            detect_format(cached)
-            return cached
-        except (CheckpointError, FileNotFoundError):
-            pass  # an unfinished earlier download: fetch again
-    if path.is_absolute() or source.startswith("."):
-        raise FileNotFoundError(f"checkpoint directory {source!r} does not exist")
-    return download(repo_id)
-
-
 def check_vocab_fits(tokenizer: Tokenizer, config: Config) -> None:
     if tokenizer.vocab_size > config.vocab_size:
         raise ValueError(
@@ -498,4 +423,4 @@ def check_vocab_fits(tokenizer: Tokenizer, config: Config) -> None:
         )
 
 
-__all__ = ["LLM", "Conversation", "Generation", "named_configs"]
+__all__ = ["LLM", "ChatSession", "Generation", "named_configs"]

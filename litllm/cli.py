@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-from litllm.config import UnknownModelError
+from litllm.errors import HubError, UnknownModelError
+from litllm.inference.options import option_names, with_options
 from litllm.serve.client import ClientCLI
 
 
@@ -30,16 +31,16 @@ def download(
     if repo_id == "list":
         print_model_list()
         return
-    from litllm.checkpoint import download as fetch
+    from litllm.checkpoint.hub import download as fetch
 
     out = fetch(repo_id, access_token=access_token, tokenizer_only=tokenizer_only, out_dir=out_dir)
     print(f"saved to {out}")
 
 
 def print_model_list() -> None:
-    from litllm.config import registry_rows
+    from litllm.catalog import catalog_rows
 
-    rows = registry_rows()
+    rows = catalog_rows()
     width = max(len(name) for name, _, _ in rows)
     for name, family, repo in rows:
         print(f"{name:<{width}}  {family:<10}  {repo or '(no published weights)'}")
@@ -54,7 +55,7 @@ def to_litllm(checkpoint_dir: Path, out_dir: Path, dtype: Optional[str] = None) 
         dtype: Cast the weights (float32, bfloat16, float16); default keeps the stored dtype.
     """
     from litllm.api import resolve_dtype
-    from litllm.checkpoint import convert_to_litllm
+    from litllm.checkpoint.loading import convert_to_litllm
 
     print(f"saved to {convert_to_litllm(checkpoint_dir, out_dir, dtype=resolve_dtype(dtype))}")
 
@@ -66,23 +67,22 @@ def to_hf(checkpoint_dir: Path, out_dir: Path) -> None:
         checkpoint_dir: litllm checkpoint directory.
         out_dir: Folder to write config.json, model.safetensors and the tokenizer files to.
     """
-    from litllm.checkpoint import convert_to_hf
+    from litllm.checkpoint.hf import convert_to_hf
 
     print(f"saved to {convert_to_hf(checkpoint_dir, out_dir)}")
 
 
+# the generation options the commands take (printing log-probabilities is left to the Python API and the server)
+CLI_OPTIONS = [name for name in option_names() if name != "logprobs"]
+
+
+CLI_TYPES = {"schema": Optional[str]}  # JSON schema text or llm's "name, age int" syntax
+
+
+@with_options(CLI_OPTIONS, defaults={"temperature": 0.8}, types=CLI_TYPES)
 def generate(
     source: str,
     prompt: Optional[str] = None,
-    max_new_tokens: int = 50,
-    temperature: float = 0.8,
-    top_k: Optional[int] = None,
-    top_p: float = 1.0,
-    min_p: float = 0.0,
-    repetition_penalty: float = 1.0,
-    seed: Optional[int] = None,
-    stop: Optional[list[str]] = None,
-    num_samples: int = 1,
     system: Optional[str] = None,
     stream: bool = False,
     init: Literal["pretrained", "random"] = "pretrained",
@@ -90,21 +90,13 @@ def generate(
     device: Optional[str] = None,
     dtype: Optional[str] = None,
     quantize: Optional[str] = None,
+    **options: Any,
 ) -> None:
-    """Generate a continuation of a prompt.
+    """Generate a continuation of a prompt; several samples (--num_samples) are printed one after another.
 
     Args:
         source: Checkpoint directory, Hub repo id, registered model name, or model name (with --init random).
         prompt: Text to continue.
-        max_new_tokens: Most tokens to generate.
-        temperature: Sampling temperature; 0 is greedy.
-        top_k: Sample among the k most likely tokens only.
-        top_p: Sample among the most likely tokens whose probabilities add up to top_p.
-        min_p: Drop tokens less likely than min_p times the most likely one.
-        repetition_penalty: Above 1 makes tokens already in the text less likely.
-        seed: Random seed for reproducible sampling.
-        stop: Strings that end the generation (--stop '["\\n\\n", "###"]').
-        num_samples: Samples of the prompt to draw (they share one prefill); printed one after another.
         system: Treat the prompt as a user message in a chat with this system message.
         stream: Print text as it is generated.
         init: `pretrained` loads weights; `random` builds a named config with fresh weights.
@@ -116,34 +108,33 @@ def generate(
     if prompt is None:
         raise ValueError("--prompt is required: the text to continue")
     llm = load_for_inference(source, init, tokenizer_dir, device, dtype, quantize)
-    kwargs = {**sampling_options(locals()), "stop": stop, "sys_prompt": system}
+    num_samples = options.get("num_samples", 1)
     if stream and num_samples == 1:
-        for piece in llm.generate(prompt, stream=True, **kwargs):
+        for piece in llm.generate(prompt, system, stream=True, **options):
             print(piece, end="", flush=True)
         print()
         return
-    samples = llm.generate(prompt, num_samples=num_samples, **kwargs)
+    samples = llm.generate(prompt, system, **options)
     for i, text in enumerate(samples if num_samples > 1 else [samples]):
         if num_samples > 1:
             print(f"--- sample {i + 1} ---")
         print(text)
 
 
+@with_options(
+    [name for name in CLI_OPTIONS if name != "num_samples"],
+    defaults={"max_new_tokens": 512, "temperature": 0.7, "top_k": 50},
+    types=CLI_TYPES,
+)
 def chat(
     source: str,
     system: Optional[str] = None,
-    max_new_tokens: int = 512,
-    temperature: float = 0.7,
-    top_k: Optional[int] = 50,
-    top_p: float = 1.0,
-    min_p: float = 0.0,
-    repetition_penalty: float = 1.0,
-    seed: Optional[int] = None,
     init: Literal["pretrained", "random"] = "pretrained",
     tokenizer_dir: Optional[Path] = None,
     device: Optional[str] = None,
     dtype: Optional[str] = None,
     quantize: Optional[str] = None,
+    **options: Any,
 ) -> None:
     """Chat with a model in the terminal: replies stream, the conversation is remembered.
 
@@ -153,13 +144,6 @@ def chat(
     Args:
         source: Checkpoint directory, Hub repo id, registered model name, or model name (with --init random).
         system: System message that opens the conversation.
-        max_new_tokens: Most tokens per reply.
-        temperature: Sampling temperature; 0 is greedy.
-        top_k: Sample among the k most likely tokens only.
-        top_p: Sample among the most likely tokens whose probabilities add up to top_p.
-        min_p: Drop tokens less likely than min_p times the most likely one.
-        repetition_penalty: Above 1 makes tokens already in the text less likely.
-        seed: Random seed for reproducible sampling.
         init: `pretrained` loads weights; `random` builds a named config with fresh weights.
         tokenizer_dir: Tokenizer folder (needed with --init random).
         device: cpu, cuda, cuda:1, ... (default: cuda if available).
@@ -169,15 +153,7 @@ def chat(
     from litllm.terminal_chat import run_chat
 
     llm = load_for_inference(source, init, tokenizer_dir, device, dtype, quantize)
-    run_chat(llm, system, sampling_options(locals()))
-
-
-SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
-
-
-def sampling_options(arguments: dict) -> dict:
-    """The sampling flags among a command's arguments, as `LLM.generate` keywords."""
-    return {name: arguments[name] for name in SAMPLING}
+    run_chat(llm, system, options)
 
 
 def serve(
@@ -231,7 +207,7 @@ def serve(
 
     check_serve_source(source, init, tokenizer_dir)
     if limits:
-        from litllm.serve.schemas import set_limits
+        from litllm.serve.request_models import set_limits
 
         set_limits(limits)
     api_key = api_key or os.environ.get("LITLLM_API_KEY") or None
@@ -264,7 +240,7 @@ def check_serve_source(source: str, init: str, tokenizer_dir: Optional[Path]) ->
         if tokenizer_dir is None:
             raise ValueError("--init random needs --tokenizer_dir: a folder with tokenizer.json or tokenizer.model")
         return
-    from litllm.api import resolve_checkpoint
+    from litllm.checkpoint.sources import resolve_checkpoint
 
     resolve_checkpoint(source)
 
@@ -292,7 +268,7 @@ def export(checkpoint: Path, out_dir: Path) -> None:
         checkpoint: A .ckpt file written by `litllm pretrain` or `litllm finetune`.
         out_dir: Folder to write model.safetensors, model_config.yaml and the tokenizer files to.
     """
-    from litllm.training import export_ckpt
+    from litllm.training.export import export_ckpt
 
     print(f"saved to {export_ckpt(checkpoint, out_dir)}")
 
@@ -315,7 +291,7 @@ def tokenizer_train(
         special_tokens: Special tokens to reserve (default: <|endoftext|>).
         max_bytes: Train on at most this many bytes of the corpus.
     """
-    from litllm.tokenizer_train import train_tokenizer
+    from litllm.training.tokenizer_training import train_tokenizer
 
     kwargs = {} if special_tokens is None else {"special_tokens": special_tokens}
     files = [files] if isinstance(files, str) else files
@@ -327,7 +303,7 @@ def tokenizer_train(
 
 def models_list() -> None:
     """List the local models: checkpoints downloaded to $LITLLM_HOME and directories registered by name."""
-    from litllm.registry import get_default_model, list_models
+    from litllm.local_models import get_default_model, list_models
 
     entries = list_models()
     if not entries:
@@ -348,7 +324,7 @@ def models_add(name: str, path: Path) -> None:
         name: The name to use it by, like `tiny` or `me/tiny`.
         path: The checkpoint directory (litllm, Hugging Face or LitGPT layout).
     """
-    from litllm.registry import add
+    from litllm.local_models import add
 
     entry = add(name, path)
     print(f"registered {entry.name} -> {entry.path}")
@@ -360,7 +336,7 @@ def models_remove(name: str) -> None:
     Args:
         name: A name given with `litllm models add`.
     """
-    from litllm.registry import remove
+    from litllm.local_models import remove
 
     remove(name)
     print(f"removed {name}")
@@ -373,7 +349,7 @@ def models_alias_set(alias: str, name: str) -> None:
         alias: The new name.
         name: The model it stands for.
     """
-    from litllm.registry import set_alias
+    from litllm.local_models import set_alias
 
     set_alias(alias, name)
     print(f"{alias} -> {name}")
@@ -385,7 +361,7 @@ def models_alias_remove(alias: str) -> None:
     Args:
         alias: An alias made with `litllm models alias set`.
     """
-    from litllm.registry import remove_alias
+    from litllm.local_models import remove_alias
 
     remove_alias(alias)
     print(f"removed alias {alias}")
@@ -397,7 +373,7 @@ def models_default(name: str) -> None:
     Args:
         name: A model name or alias.
     """
-    from litllm.registry import set_default_model
+    from litllm.local_models import set_default_model
 
     set_default_model(name)
     print(f"default model: {name}")
@@ -429,8 +405,6 @@ TRAINING_COMMANDS = {
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean the user asked for something impossible: shown as one line, exit 2."""
-    from litllm.checkpoint import HubError
-
     return (ValueError, OSError, UnknownModelError, HubError)
 
 
@@ -453,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         if argv and argv[0] in TRAINING_COMMANDS:
-            from litllm.training import run_training
+            from litllm.training.runs import run_training
 
             run_training(argv[0], argv[1:])
         else:

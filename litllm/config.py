@@ -1,8 +1,6 @@
-"""`Config`: every architecture knob of a GPT as a named field, and the registry of named configs.
+"""`Config`: every architecture knob of a GPT as a named field.
 
-Named configs are data: one YAML file per family in `litllm/model_configs/`, each with the family's
-`defaults` and a list of `models` that override them. Nothing here looks at a model's name to decide
-how it behaves.
+Nothing here looks at a model's name to decide how it behaves; named configs are data (`litllm.catalog`).
 """
 
 from __future__ import annotations
@@ -11,20 +9,11 @@ import copy
 import difflib
 import math
 from dataclasses import dataclass, field, fields
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-REGISTRY_DIR = Path(__file__).parent / "model_configs"
-
-
-class UnknownModelError(KeyError):
-    """A model name that is in no registry."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; show it as written
-        return str(self.args[0])
+from litllm.errors import UnknownModelError
+from litllm.paths import read_yaml_mapping, write_yaml
 
 
 @dataclass
@@ -174,23 +163,17 @@ class Config:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no model config at {str(path)!r}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ValueError(f"{str(path)!r} is not valid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ValueError(f"{str(path)!r} does not hold a mapping of Config fields")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml_mapping(path, "mapping of Config fields"), source=str(path))
 
     def save(self, path: str | Path) -> None:
         """Write `model_config.yaml` atomically."""
-        from litllm.checkpoint import atomic_write_text  # noqa: PLC0415
-
-        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_yaml(path, self.to_dict())
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> Config:
-        """The registry config called `name` (case-insensitive; an HF repo id works too), with overrides."""
+        """The catalog's config called `name` (case-insensitive; an HF repo id works too), with overrides."""
+        from litllm.catalog import named_configs  # noqa: PLC0415 - the catalog reads its YAML files on first use
+
         registry = named_configs()
         key = name.lower()
         if key not in registry:
@@ -204,37 +187,4 @@ class Config:
         return cls.from_dict({**copy.deepcopy(registry[key]), **overrides}, source=f"config {name!r}")
 
 
-@lru_cache(maxsize=1)
-def named_configs() -> dict[str, dict[str, Any]]:
-    """All registry entries, keyed by lower-cased name, as plain dicts of Config fields."""
-    out: dict[str, dict[str, Any]] = {}
-    for path in sorted(REGISTRY_DIR.glob("*.yaml")):
-        family = yaml.safe_load(path.read_text())
-        defaults = family.get("defaults", {})
-        for entry in family["models"]:
-            cfg = {**defaults, **entry}
-            key = cfg["name"].lower()
-            if key in out:
-                raise ValueError(f"{path.name}: model name {cfg['name']!r} is defined twice")
-            out[key] = cfg
-    return out
-
-
-def registry_rows() -> list[tuple[str, str, str | None]]:
-    """(name, family, hf_repo) for every registry entry, in file order."""
-    rows = []
-    for path in sorted(REGISTRY_DIR.glob("*.yaml")):
-        for entry in yaml.safe_load(path.read_text())["models"]:
-            rows.append((entry["name"], path.stem, entry.get("hf_repo")))
-    return rows
-
-
-def family_of(name: str) -> str:
-    """The registry file (family) a named config comes from."""
-    for model_name, family, _ in registry_rows():
-        if model_name.lower() == name.lower():
-            return family
-    raise UnknownModelError(f"unknown model name {name!r}")
-
-
-__all__ = ["Config", "UnknownModelError", "named_configs", "family_of", "registry_rows"]
+__all__ = ["Config", "UnknownModelError"]

@@ -7,8 +7,6 @@ nh query heads, nkv key/value heads, hs head size.
 from __future__ import annotations
 
 import math
-import weakref
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -17,8 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from litllm import cpu_attention, kernels, memory
 from litllm.config import Config
+from litllm.cpu import attention as cpu_attention
+from litllm.cpu.packing import Linear
 
 
 class GPT(nn.Module):
@@ -66,6 +65,7 @@ class GPT(nn.Module):
         length: int | None = None,
         hidden: bool = False,
         segments: Sequence[tuple[int, int]] | None = None,
+        kv_caches: Sequence[KVCache] | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) for tokens `idx` (B, T).
 
@@ -80,13 +80,15 @@ class GPT(nn.Module):
         segments: (cache row, length) of prompts packed one after the other into idx (1, T), input_pos 0: each is
             stored from slot 0 of its own cache row and attends to itself alone, with the arithmetic of running
             alone (one prefill for several prompts). last_only gives each one's last logits (len(segments), 1, V).
+        kv_caches: one cache per layer to read and fill instead of the model's own (`set_kv_cache`).
         """
         B, T = idx.shape
         start = 0 if input_pos is None else input_pos
-        if input_pos is not None and self.kv_caches is None:
-            raise RuntimeError("input_pos was given but no KV cache is set; call set_kv_cache() first")
+        caches = self.kv_caches if kv_caches is None else kv_caches
+        if input_pos is not None and caches is None:
+            raise RuntimeError("input_pos was given but no KV cache: pass kv_caches or call set_kv_cache() first")
         if segments is not None:
-            position_ids = self.check_segments(idx, input_pos, segments, position_ids, key_mask)
+            position_ids = self.check_segments(idx, input_pos, segments, position_ids, key_mask, caches)
             start, T = 0, max(n for _, n in segments)  # positions (and masks) reach as far as the longest one
         if isinstance(start, torch.Tensor):
             if T != 1 or start.shape != (B,):
@@ -117,7 +119,7 @@ class GPT(nn.Module):
         masks = AttentionMasks(self.config, start, B, T, S, key_mask, idx.device, segments)
         for i, block in enumerate(self.h):
             sliding = self.config.is_sliding(i)
-            cache = self.kv_caches[i] if input_pos is not None else None
+            cache = caches[i] if input_pos is not None else None
             x = block(x, local_rope if sliding else rope, masks.get(sliding), start, cache, S)
 
         if last_only and segments is not None:
@@ -140,13 +142,14 @@ class GPT(nn.Module):
         segments: Sequence[tuple[int, int]],
         position_ids: torch.Tensor | None,
         key_mask: torch.Tensor | None,
+        caches: Sequence[KVCache],
     ) -> torch.Tensor:
-        """The position ids (1, T) of packed prompts, after checking that the call can pack them."""
+        """The position ids (1, T) of packed prompts, after checking that the call can pack them into `caches`."""
         lengths = [n for _, n in segments]
         from_zero = isinstance(input_pos, int) and input_pos == 0
         if idx.shape[0] != 1 or not from_zero or position_ids is not None or key_mask is not None:
             raise ValueError("segments pack prompts into one row of idx at input_pos 0 (no position_ids, no key_mask)")
-        rows = self.kv_caches[0].k.shape[0]
+        rows = caches[0].k.shape[0]
         if not segments or min(lengths) < 1 or sum(lengths) != idx.shape[1]:
             raise ValueError(f"segment lengths {lengths} must be >= 1 and add up to the {idx.shape[1]} tokens given")
         if any(not 0 <= row < rows for row, _ in segments):
@@ -166,7 +169,7 @@ class GPT(nn.Module):
             raise ValueError(f"max_seq_length={max_seq_length} exceeds block_size={self.config.block_size}")
         param = self.wte.weight
         device = device or param.device
-        dtype = dtype or kv_cache_dtype(param.dtype, device)
+        dtype = dtype or cpu_attention.kv_cache_dtype(param.dtype, device)
         c = self.config
         self.kv_caches = [
             KVCache.empty(batch_size, c.n_query_groups, max_seq_length, c.head_size, device, dtype) for _ in self.h
@@ -174,74 +177,6 @@ class GPT(nn.Module):
 
     def clear_kv_cache(self) -> None:
         self.kv_caches = None
-
-    def prepack(self, enabled: bool = True, release: bool = False) -> int:
-        """Give every linear layer a oneDNN prepacked copy of its weight (see `Linear`), or with `enabled=False`
-        drop the copies. `release`: the copies replace the weights they were made from, which costs no memory; a
-        weight shared with another module (a tied output head) is then left as it is. Returns the bytes the copies
-        add to the weights'."""
-        linears = [m for m in self.modules() if isinstance(m, Linear)]
-        if not enabled:
-            for m in linears:
-                m.unpack()
-            return 0
-        if not release:
-            return sum(m.prepack() for m in linears)
-        for m in self.unshared_linears():
-            if not m.released:
-                m.prepack(release=True)
-                memory.return_freed_memory()  # layer by layer: the copies never pile up beside the weights
-        return 0
-
-    @torch.no_grad()
-    def pack_if_faster(self, one_row: bool, force: bool = False) -> bool:
-        """Replace the linear weights by packed copies (`prepack(release=True)`) if `force`, or if on this CPU the
-        packed kernel runs decode steps of this kind (one row, or several) faster than the best unpacked kernel,
-        timed on the model's own weights (about TUNE_BYTES of the blocks'). Records the
-        kernels it timed as this process's choices (`kernels.choose`). Returns whether the weights are packed."""
-        linears = [m for m in self.unshared_linears() if m.released or kernels.can_pack(m.weight.detach())]
-        if not linears:
-            return False
-        if any(m.released for m in linears):
-            return True  # packed already
-        if force:
-            self.prepack(release=True)
-            return True
-        # the blocks' weights only: oneDNN runs an unpacked weight through a reordered copy in a scratchpad it keeps,
-        # which for a large output head would stay as big as the head
-        sample, size = [], 0
-        for m in linears:
-            if m is not self.lm_head and size < TUNE_BYTES:
-                sample.append(m)
-                size += m.weight.numel() * m.weight.element_size()
-        if not sample:
-            sample = linears
-        rows, dtype = 1 if one_row else kernels.PROBE_ROWS, linears[0].weight.dtype
-        if self.lm_head in linears and sample is not linears:
-            # packed first, before the timing's kernels leave their buffers: packing holds the largest weight twice
-            self.lm_head.prepack(release=True)
-            memory.return_freed_memory()
-        weights = [m.weight.detach() for m in sample]
-        seconds = {k: kernels.seconds_per_pass(k, rows, weights) for k in kernels.unpacked_candidates(one_row)}
-        best = min(seconds, key=seconds.get)
-        del weights  # they would keep the released weights' memory alive
-        self.prepack(release=True)
-        packed = kernels.seconds_per_pass("packed", rows, [m.current_pack() for m in sample]) < seconds[best]
-        kernels.record(dtype, one_row, False, best)
-        kernels.record(dtype, one_row, True, "packed" if packed else best)
-        if not packed:
-            self.prepack(enabled=False)
-        return packed
-
-    def unshared_linears(self) -> list[Linear]:
-        """The linear layers whose weight no other module uses (a head tied to the embedding is left out)."""
-        uses = Counter(id(p) for _, p in self.named_parameters(remove_duplicate=False))
-        return [m for m in self.modules() if isinstance(m, Linear) and uses[id(m.weight)] == 1]
-
-    def prepacked_bytes(self) -> int:
-        """Bytes held by the packed copies that are still current."""
-        linears = [m for m in self.modules() if isinstance(m, Linear)]
-        return sum(m.weight.numel() * m.weight.element_size() for m in linears if m.current_pack() is not None)
 
     @torch.no_grad()
     def reset_parameters(self, std: float = 0.02) -> None:
@@ -257,9 +192,6 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, 0.0, std)
             elif isinstance(module, (RMSNorm, nn.LayerNorm)):
                 module.reset_parameters()
-
-
-TUNE_BYTES = 64 * 2**20  # block weights `GPT.pack_if_faster` times its kernels on, besides the output head
 
 
 class Block(nn.Module):
@@ -553,127 +485,6 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-class Linear(nn.Linear):
-    """nn.Linear whose CPU inference goes through the kernel this machine runs fastest (`litllm.kernels`).
-
-    `prepack()` adds a oneDNN prepacked copy of the weight, which on some CPUs multiplies 1.5-2.5x faster than
-    F.linear (benchmarks/decode.py). The copy is used only without autograd and only while the weight is the one it
-    was made from (same storage, same version counter, so an optimizer step or `load_state_dict` retires it).
-    `prepack(release=True)` makes the copy the only one, so packing costs no memory: the weight's own storage is
-    freed and it reads NaN until `unpack()` gives it back. Every path that needs its values unpacks first: a
-    forward with autograd or off the CPU, `state_dict`, `load_state_dict`, `.to()` and friends, copies and pickles.
-    """
-
-    packed: tuple[kernels.Packed, int, int] | None = None  # (oneDNN copy, weight's data_ptr, its _version)
-    released: bool = False  # the weight's storage was freed: `packed` holds its only copy
-
-    def prepack(self, release: bool = False) -> int:
-        """Make the packed copy (CPU, float32/bfloat16 weights); returns the bytes it adds to the weight's: the
-        weight's size, 0 if released or if no copy was made."""
-        w = self.weight.detach()
-        size = w.numel() * w.element_size()
-        packed = self.current_pack()
-        if packed is None:
-            if not kernels.can_pack(w):
-                return 0
-            # a weight about to be released gives its memory back block by block as it is packed (when nothing else
-            # shares it), so that packing a large output head never holds it twice
-            handing_back = release and not self.released and memory.sole_owner(self.weight, other_handles=1)
-            packed = kernels.pack(w, memory.release_pages if handing_back else None)
-        if release and not self.released:
-            # a zero-stride NaN view: same shape and dtype, no memory, and stray reads show up as NaN (made outside
-            # inference mode, like the weight it stands for, so that it keeps a version counter)
-            with torch.inference_mode(False):
-                self.weight.data = torch.full((), float("nan"), dtype=w.dtype).expand(w.shape)
-            self.released = True
-        self.packed = (packed, self.weight.data_ptr(), self.weight._version)
-        key = id(self.weight)
-        _packed_layers[key] = weakref.ref(
-            self, lambda ref: _packed_layers.pop(key) if _packed_layers.get(key) is ref else None
-        )
-        return 0 if self.released else size
-
-    def unpack(self) -> None:
-        """Drop the packed copy, first giving a released weight its storage and values back from it."""
-        if self.released and self.current_pack() is not None:
-            with torch.inference_mode(False):  # a plain tensor again, even when unpacked while generating
-                self.weight.data = kernels.unpacked(self.packed[0])
-        self.packed = None
-        self.released = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and not torch.is_grad_enabled():
-            if torch.compiler.is_compiling():  # one opaque operator in the graph (see cpu_linear)
-                return torch.ops.litllm.cpu_linear(x, self.weight, self.bias)
-            return self.cpu_inference(x)
-        if self.released:
-            self.unpack()
-        if x.device.type == "cpu" and kernels.train_with_onednn(x, self.weight):
-            return kernels.OneDNNLinear.apply(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
-
-    @torch.compiler.disable  # under torch.compile too: inductor's own lowering of these is slower (mv a lot)
-    def cpu_inference(self, x: torch.Tensor) -> torch.Tensor:
-        packed = self.current_pack()
-        if self.released:
-            if x.dtype == packed[0].dtype:
-                return kernels.packed_linear(x, packed, self.bias)
-            self.unpack()
-            packed = None
-        return kernels.linear(x, self.weight, self.bias, packed)
-
-    def current_pack(self) -> kernels.Packed | None:
-        """The packed copy if the weight is still the one it was made from; a stale copy is dropped."""
-        if self.packed is None:
-            return None
-        packed, ptr, version = self.packed
-        if self.weight.data_ptr() != ptr or self.weight._version != version:
-            self.packed = None  # changed since packing (an optimizer step, load_state_dict): free the copy
-            self.released = False  # and a released weight was replaced: it holds what it was given
-            return None
-        return packed
-
-    def _apply(self, fn, recurse: bool = True):  # .to(), .float(), ...: the packed copy would be stale
-        self.unpack()
-        return super()._apply(fn, recurse)
-
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        self.unpack()
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
-        self.unpack()
-        super()._load_from_state_dict(state_dict, prefix, *args)
-
-    def __getstate__(self) -> dict:  # copies and pickles carry the plain weight, never the packed copy
-        state = {**super().__getstate__(), "packed": None, "released": False}
-        if self.released and self.current_pack() is not None:
-            weight = nn.Parameter(kernels.unpacked(self.packed[0]), requires_grad=self.weight.requires_grad)
-            state["_parameters"] = {**state["_parameters"], "weight": weight}
-        return state
-
-
-# torch.compile cannot trace Linear.cpu_inference (data pointers, version counters, a packed copy in a module
-# attribute); broken into pieces around every linear layer, a compiled decode step ran 0.83-0.87x eager speed. So a
-# compiled forward calls one opaque operator, which finds the layer that owns the weight and runs its eager path.
-_packed_layers: dict[int, weakref.ref] = {}  # id(weight) -> the Linear that packed it
-
-
-@torch.library.custom_op("litllm::cpu_linear", mutates_args=())
-def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`Linear.cpu_inference` of the layer `weight` belongs to (plain `kernels.linear` if it never packed)."""
-    ref = _packed_layers.get(id(weight))
-    layer = ref() if ref is not None else None
-    if layer is None or layer.weight is not weight:
-        return kernels.linear(x, weight, bias, None)
-    return layer.cpu_inference(x)
-
-
-@cpu_linear.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return x.new_empty(*x.shape[:-1], weight.shape[0])
-
-
 def make_norm(config: Config, size: int) -> nn.Module:
     if config.norm_class == "rmsnorm":
         return RMSNorm(size, config.norm_eps, affine=config.norm_affine, unit_offset=config.norm_unit_offset)
@@ -733,20 +544,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 def softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
     return torch.tanh(x / cap) * cap
-
-
-def kv_cache_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
-    """The dtype of the KV cache of a model in `dtype`: its own, except float32 for bfloat16 on a CPU where
-    litllm's attention kernel does not build (`cpu_attention.available()`).
-
-    Decoding attends with one query per row, and torch's CPU attention kernel runs one bfloat16 query 2-4x slower
-    than one float32 query (batch 1-16, 80-1000 keys, AMD EPYC: 266 vs 78 us a layer for one row and 1000 keys), at
-    twice the memory (pythia-160m: 72 KiB a token of context instead of 36 KiB). litllm's kernel reads a bfloat16
-    cache at half the bytes of a float32 one.
-    """
-    if dtype == torch.bfloat16 and torch.device(device).type == "cpu" and not cpu_attention.available():
-        return torch.float32
-    return dtype
 
 
 class KVCache:

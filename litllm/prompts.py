@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
-import yaml
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from litllm.paths import read_yaml_mapping, write_yaml
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -119,10 +120,10 @@ class PromptStyle(ChatFormat):
         """A style from a prompt_style.yaml; one that names a built-in style only needs the fields it changes."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            data = read_yaml_mapping(path, "mapping of prompt style fields")
+        except OSError as e:
             raise ValueError(f"cannot read prompt style {str(path)!r}: {e}") from e
-        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        if not isinstance(data.get("name"), str):
             raise ValueError(f"{str(path)!r} should hold a mapping of prompt style fields, with a 'name'")
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(known))
@@ -133,9 +134,7 @@ class PromptStyle(ChatFormat):
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes this style as a prompt_style.yaml, atomically."""
-        from litllm.checkpoint import atomic_write_text  # imports torch: only when saving
-
-        atomic_write_text(Path(path), yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True))
+        write_yaml(path, asdict(self))
 
     def _render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool, bos: str, eos: str) -> str:
         def fill(template: str, content: str = "") -> str:

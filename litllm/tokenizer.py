@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from litllm.paths import atomic_write_bytes, read_json_object
+
 if TYPE_CHECKING:
     import torch
 
@@ -180,12 +182,12 @@ class Tokenizer:
             return
         for name in TOKENIZER_FILES:
             if (self.checkpoint_dir / name).is_file():
-                _write_atomic(out_dir / name, (self.checkpoint_dir / name).read_bytes())
+                atomic_write_bytes(out_dir / name, (self.checkpoint_dir / name).read_bytes())
         # config.json is the model's file, not ours: keep the BOS/EOS ids it gave in a generation_config.json.
         model_config = _read_json(self.checkpoint_dir / "config.json")
         ids = {k: model_config[k] for k in ("bos_token_id", "eos_token_id") if model_config.get(k) is not None}
         if ids and not (self.checkpoint_dir / "generation_config.json").is_file():
-            _write_atomic(out_dir / "generation_config.json", json.dumps(ids, indent=2).encode())
+            atomic_write_bytes(out_dir / "generation_config.json", json.dumps(ids, indent=2).encode())
 
     def _special_ids(self, kind: str, named: list[dict], numbered: list[dict]) -> list[int]:
         """Ids of the `kind` ("bos" or "eos") token from the config files, in priority order."""
@@ -315,8 +317,8 @@ def train_bpe(
     config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": add_bos_token}
     if special_tokens:
         config |= {"bos_token": special_tokens[0], "eos_token": special_tokens[0]}
-    _write_atomic(out_dir / "tokenizer.json", tokenizer.to_str(pretty=True).encode())
-    _write_atomic(out_dir / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False).encode())
+    atomic_write_bytes(out_dir / "tokenizer.json", tokenizer.to_str(pretty=True).encode())
+    atomic_write_bytes(out_dir / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False).encode())
     return Tokenizer(out_dir)
 
 
@@ -361,15 +363,7 @@ def _load_sp(path: Path) -> Any:
 
 def _read_json(path: Path) -> dict[str, Any]:
     """The JSON object in `path`, or {} when there is no such file."""
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {str(path)!r}: {e}") from e
-    if not isinstance(value, dict):
-        raise ValueError(f"{str(path)!r} should hold a JSON object, got {type(value).__name__}")
-    return value
+    return read_json_object(path) if path.is_file() else {}
 
 
 def _token_content(value: Any) -> str | None:
@@ -377,12 +371,3 @@ def _token_content(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("content")
     return value if isinstance(value, str) else None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

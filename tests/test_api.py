@@ -12,7 +12,7 @@ import torch
 from litllm import LLM
 from litllm.checkpoint import HubError, cached_checkpoint_dir
 from litllm.config import Config
-from litllm.engine import Request, SamplingParams, generate_tokens
+from litllm.inference.engine import Request, SamplingParams, generate_tokens
 
 
 def hf_greedy(hf_dir: Path, ids: list[int], n: int) -> list[int]:

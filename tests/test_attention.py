@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from litllm import cpu_attention
 from litllm.config import Config
+from litllm.cpu import attention as cpu_attention
 from litllm.model import GPT, CausalSelfAttention
 
 

@@ -78,7 +78,7 @@ def test_misspelt_option_is_rejected_by_name(litllm_dir: Path) -> None:
 
 
 def test_convert_round_trip_through_the_command_line(hf_llama_dir: Path, tmp_path: Path) -> None:
-    from litllm.checkpoint import read_hf_weights
+    from litllm.checkpoint.hf import read_hf_weights
 
     assert litllm("convert", "to_litllm", str(hf_llama_dir), str(tmp_path / "lit")).returncode == 0
     assert litllm("convert", "to_hf", str(tmp_path / "lit"), str(tmp_path / "hf")).returncode == 0
@@ -128,7 +128,7 @@ def test_chat_streams_replies_keeps_history_and_understands_commands(
 ) -> None:
     import io
 
-    from litllm.api import Conversation
+    from litllm.api import ChatSession as Conversation
     from litllm.cli import main
 
     sent: list[list[dict]] = []

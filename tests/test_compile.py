@@ -1,5 +1,5 @@
 """GPTModule(compile=True): the compiled blocks train like the eager ones (same loss and gradients), in bf16-mixed
-and in float32 (where eager linear layers may train through oneDNN, `litllm.kernels`); a compiled inference forward
+and in float32 (where eager linear layers may train through oneDNN, `litllm.cpu.kernels`); a compiled inference forward
 reaches the CPU kernels and packed weights through one operator, and a compiled decoding step litllm's attention
 kernel, with no graph break."""
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from litllm.config import Config
-from litllm.module import GPTModule
+from litllm.training.module import GPTModule
 
 CONFIG = Config(name="compile-test", block_size=32, vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_query_groups=2)
 
@@ -51,11 +51,12 @@ def test_compiled_blocks_train_like_eager_ones(autocast: bool) -> None:
 
 
 def test_compiled_inference_keeps_the_fast_cpu_kernels_in_one_graph() -> None:
+    from litllm.cpu.packing import prepack
     from litllm.model import GPT
 
     torch.manual_seed(0)
     model = GPT(CONFIG).eval()
-    model.prepack(release=True)  # the packed copies are then the only ones: the graph must reach them
+    prepack(model, release=True)  # the packed copies are then the only ones: the graph must reach them
     idx = torch.randint(0, 64, (2, 16))
     with torch.no_grad():
         want = model(idx)
@@ -65,7 +66,7 @@ def test_compiled_inference_keeps_the_fast_cpu_kernels_in_one_graph() -> None:
 
 
 def test_a_compiled_decoding_step_keeps_litllms_attention_kernel_in_one_graph() -> None:
-    from litllm import cpu_attention
+    from litllm.cpu import attention as cpu_attention
     from litllm.model import GPT
 
     if not cpu_attention.available():
@@ -85,7 +86,7 @@ def test_a_compiled_decoding_step_keeps_litllms_attention_kernel_in_one_graph() 
 
 
 def test_a_changed_weight_retires_the_copy_compiled_graphs_use() -> None:
-    from litllm.model import Linear, cpu_linear
+    from litllm.cpu.packing import Linear, cpu_linear
 
     layer = Linear(16, 8)
     layer.prepack()

@@ -9,7 +9,9 @@ import pytest
 import torch
 import yaml
 
-from litllm.config import REGISTRY_DIR, Config, UnknownModelError, family_of, named_configs
+from litllm.catalog import CATALOG_DIR as REGISTRY_DIR
+from litllm.catalog import family_of, named_configs
+from litllm.config import Config, UnknownModelError
 from litllm.model import GPT
 
 NAMES = [entry["name"] for entry in named_configs().values()]

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from litllm import cpu_attention, native
 from litllm.config import Config
-from litllm.model import GPT, kv_cache_dtype
+from litllm.cpu import attention as cpu_attention
+from litllm.cpu import native
+from litllm.cpu.attention import kv_cache_dtype
+from litllm.model import GPT
 
 pytestmark = pytest.mark.skipif(not cpu_attention.available(), reason="no C compiler to build the kernel")
 
@@ -105,7 +107,7 @@ def test_store_leaves_other_dtypes_to_torch() -> None:
 
 
 def test_the_kernel_is_built_once_per_source_compiler_and_cpu() -> None:
-    source = Path(cpu_attention.__file__).with_name("cpu_attention.c")
+    source = Path(cpu_attention.__file__).with_name("attention.c")
     built = native.build(source, tuple(native.REORDER_SUMS))
     stamp = built.stat().st_mtime_ns
     assert native.build(source, tuple(native.REORDER_SUMS)) == built and built.stat().st_mtime_ns == stamp
@@ -142,8 +144,8 @@ def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedPro
 FALLBACK = """
 import warnings, torch
 warnings.simplefilter("always")
-from litllm import cpu_attention
-from litllm.model import kv_cache_dtype
+from litllm.cpu import attention as cpu_attention
+from litllm.cpu.attention import kv_cache_dtype
 with warnings.catch_warnings(record=True) as caught:
     print(cpu_attention.available(), cpu_attention.available(), kv_cache_dtype(torch.bfloat16, "cpu"))
 print(len(caught), *[str(w.message) for w in caught])

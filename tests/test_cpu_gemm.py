@@ -14,10 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from litllm import cpu_gemm, kernels
 from litllm.config import Config
-from litllm.engine import Request, SamplingParams, Scheduler
-from litllm.model import GPT, Linear
+from litllm.cpu import gemm as cpu_gemm
+from litllm.cpu import kernels
+from litllm.cpu.packing import Linear, unshared_linears
+from litllm.inference.engine import Request, SamplingParams, Scheduler
+from litllm.model import GPT
 
 pytestmark = pytest.mark.skipif(not cpu_gemm.takes(torch.float32), reason="no C compiler, or no AVX-512")
 
@@ -135,7 +137,7 @@ def test_a_packed_linear_layer_runs_on_tiles_and_unpacks_exactly(dtype: torch.dt
 
 
 SWITCHED_OFF = """
-from litllm import cpu_gemm, kernels
+from litllm.cpu import gemm as cpu_gemm, kernels
 import torch
 packed = kernels.pack(torch.zeros(32, 8))
 print(cpu_gemm.available(), [cpu_gemm.is_tiles(block) for block in packed])
@@ -174,5 +176,5 @@ def test_a_request_decodes_bit_for_bit_the_same_alone_and_in_a_batch() -> None:
         return [(c.token_ids, c.logprobs) for c in requests]
 
     alone = [generate([p])[0] for p in prompts]
-    assert all(cpu_gemm.is_tiles(m.current_pack()[0]) for m in model.unshared_linears())
+    assert all(cpu_gemm.is_tiles(m.current_pack()[0]) for m in unshared_linears(model))
     assert generate(prompts) == alone

@@ -11,11 +11,11 @@ import torch
 from conftest import SAMPLE_TEXT
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from litllm.checkpoint import litllm_home
 from litllm.data import LitData, PythonStdlib, TextFiles
 from litllm.data.text_files import tokenize_file
+from litllm.paths import litllm_home
 from litllm.tokenizer import Tokenizer, train_bpe
-from litllm.tokenizer_train import tokenizer_for_corpus, train_tokenizer
+from litllm.training.tokenizer_training import tokenizer_for_corpus, train_tokenizer
 
 T = 16  # max_seq_length
 B = 4  # batch_size

@@ -10,7 +10,7 @@ import torch
 
 from litllm import LLM
 from litllm.config import Config
-from litllm.engine import Engine, Request, SamplingParams, Scheduler, first_argmax, process_logits
+from litllm.inference.engine import Engine, Request, SamplingParams, Scheduler, first_argmax, process_logits
 
 PROMPTS = ["def add(a, b):", "class Point:\n    def __init__(self, x, y):\n        self.x", "x", "print('hello world')"]
 

@@ -10,13 +10,8 @@ import torch
 import yaml
 from torch.testing import assert_close
 
-from litllm.checkpoint import (
-    CheckpointError,
-    config_from_litgpt,
-    convert_to_litllm,
-    deinterleave_litgpt_qkv,
-    load_checkpoint,
-)
+from litllm.checkpoint import CheckpointError, convert_to_litllm, load_checkpoint
+from litllm.checkpoint.litgpt import config_from_litgpt, deinterleave_litgpt_qkv
 
 litgpt = pytest.importorskip("litgpt")
 from litgpt.scripts.convert_lit_checkpoint import qkv_reassemble  # noqa: E402

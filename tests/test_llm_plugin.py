@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from litllm.registry import add
+from litllm.local_models import add
 
 pytestmark = pytest.mark.skipif(
     not any(ep.name == "litllm" for ep in entry_points(group="llm")),
@@ -48,7 +48,7 @@ def test_llm_models_list_shows_the_registry_without_importing_torch(llm_env: dic
     assert result.returncode == 0, result.stderr
     assert "litllm/tiny" in result.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
-    assert "litllm.registry" in imported and "torch" not in imported  # the plugin was loaded, torch was not
+    assert "litllm.local_models" in imported and "torch" not in imported  # the plugin was loaded, torch was not
 
 
 def test_llm_prompt_streams_a_reply(first_prompt: subprocess.CompletedProcess) -> None:

@@ -1,4 +1,4 @@
-"""litllm.memory: while training on the CPU, freed memory is kept and reused without fresh page faults; afterwards
+"""litllm.cpu.memory: while training on the CPU, freed memory is kept and reused without fresh page faults; afterwards
 glibc's defaults come back."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from litllm import memory
 from litllm.config import Config
-from litllm.module import GPTModule
+from litllm.cpu import memory
+from litllm.training.module import GPTModule
 
 pytestmark = pytest.mark.skipif(memory.glibc() is None, reason="the allocator settings are glibc's")
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(memory.glibc() is None, reason="the allocator se
 # run in a fresh interpreter: in a long-lived one, earlier tests leave free heap that a large tensor can reuse anyway
 FAULTS = """
 import resource, torch
-from litllm import memory
+from litllm.cpu import memory
 
 def step():  # large tensors of a few sizes made and dropped, as a training step does
     a, b = torch.ones(16 * 2**20), torch.ones(8 * 2**20)

@@ -11,10 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from litllm import cpu_gemm, engine, kernels
 from litllm.config import Config
-from litllm.engine import Request, SamplingParams, Scheduler
-from litllm.model import GPT, Linear
+from litllm.cpu import gemm as cpu_gemm
+from litllm.cpu import kernels
+from litllm.cpu.packing import Linear, prepack, prepacked_bytes
+from litllm.inference import engine
+from litllm.inference.engine import Request, SamplingParams, Scheduler
+from litllm.model import GPT
 from litllm.quantize import quantize_model
 
 CONFIG = Config(name="prepack-test", block_size=64, vocab_size=96, n_layer=2, n_embd=32, n_head=4, intermediate_size=64)
@@ -69,15 +72,15 @@ def test_autograd_never_takes_the_packed_path() -> None:
 def test_model_prepack_counts_bytes_and_drops_on_cast_and_copies() -> None:
     m = model()
     expected = sum(x.weight.numel() * x.weight.element_size() for x in linears(m))
-    assert m.prepack() == expected == m.prepacked_bytes()
-    assert m.prepack() == expected  # current copies are kept, not made again
+    assert prepack(m) == expected == prepacked_bytes(m)
+    assert prepack(m) == expected  # current copies are kept, not made again
     twin = copy.deepcopy(m)  # oneDNN tensors cannot be copied: copies start without them
-    assert twin.prepacked_bytes() == 0
+    assert prepacked_bytes(twin) == 0
     m.to(torch.bfloat16)
-    assert m.prepacked_bytes() == 0 and all(x.packed is None for x in linears(m))
-    m.prepack()
-    m.prepack(enabled=False)
-    assert m.prepacked_bytes() == 0
+    assert prepacked_bytes(m) == 0 and all(x.packed is None for x in linears(m))
+    prepack(m)
+    prepack(m, enabled=False)
+    assert prepacked_bytes(m) == 0
 
 
 def greedy(m: GPT, prompts: list[list[int]], prepack: bool | None = None) -> list[list[int]]:
@@ -101,15 +104,15 @@ def test_scheduler_packs_when_the_packed_kernel_wins_and_the_tokens_do_not_chang
     monkeypatch.setattr(kernels, "_chosen", {})
     m = model()
     plain = [greedy(m, [p], prepack=False)[0] for p in PROMPTS]
-    assert m.prepacked_bytes() == 0
+    assert prepacked_bytes(m) == 0
     monkeypatch.setattr(kernels, "seconds_per_pass", timings(packed=3.0))  # a CPU where packing loses
     weights = [x.weight.detach().clone() for x in linears(m)]
     assert greedy(m, PROMPTS) == plain
-    assert m.prepacked_bytes() == 0 and not any(x.released for x in linears(m))
+    assert prepacked_bytes(m) == 0 and not any(x.released for x in linears(m))
     assert all(torch.equal(x.weight, w) for x, w in zip(linears(m), weights, strict=True))  # given back exactly
     monkeypatch.setattr(kernels, "seconds_per_pass", timings(packed=1.0))  # a CPU where it wins
     assert [greedy(m, [p])[0] for p in PROMPTS] == plain
-    assert m.prepacked_bytes() > 0
+    assert prepacked_bytes(m) > 0
     assert all(x.released for x in linears(m))  # in place of the weights: no extra memory
     assert greedy(m, PROMPTS) == plain
     assert kernels.chosen()[f"torch.float32, 1 row, packed, {torch.get_num_threads()} threads"] == "packed"
@@ -120,9 +123,9 @@ def test_scheduler_prepack_true_packs_and_false_never(monkeypatch: pytest.Monkey
     monkeypatch.setattr(kernels, "seconds_per_pass", timings(packed=3.0))
     m = model()
     greedy(m, PROMPTS, prepack=False)
-    assert m.prepacked_bytes() == 0
+    assert prepacked_bytes(m) == 0
     greedy(m, PROMPTS, prepack=True)  # asked for explicitly: made whatever the timing says
-    assert m.prepacked_bytes() > 0
+    assert prepacked_bytes(m) > 0
 
 
 def test_a_released_weight_computes_the_same_and_frees_its_memory() -> None:
@@ -175,7 +178,7 @@ def test_model_release_skips_a_head_tied_to_the_embedding() -> None:
     idx = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         want = m(idx)
-        assert m.prepack(release=True) == 0
+        assert prepack(m, release=True) == 0
         torch.testing.assert_close(m(idx), want, rtol=1e-5, atol=1e-5)
     assert m.lm_head.weight is m.wte.weight and not m.lm_head.released and m.lm_head.packed is None
     assert all(x.released for x in linears(m) if x is not m.lm_head)
@@ -215,7 +218,7 @@ def test_admitting_many_requests_grows_the_cache_once(monkeypatch: pytest.Monkey
 
 def test_a_released_model_quantizes_from_its_real_weights() -> None:
     packed, plain = model(), model()
-    packed.prepack(release=True)
+    prepack(packed, release=True)
     quantize_model(packed, "bnb.int8")
     quantize_model(plain, "bnb.int8")
     idx = torch.tensor([[3, 1, 4, 1, 5]])
@@ -282,7 +285,7 @@ def test_a_weight_shared_with_another_tensor_keeps_its_values_when_released(monk
 # run in a fresh interpreter: its peak resident memory (ru_maxrss) is then this packing's
 RELEASE_PEAK = """
 import resource, torch
-from litllm.model import Linear
+from litllm.cpu.packing import Linear
 layer = Linear(1024, 32768, bias=False)  # 128 MiB of float32
 torch.nn.init.normal_(layer.weight)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -355,7 +355,7 @@ def resolve_refs(schema: object, document: dict) -> object:
 
 
 def test_limits_are_configurable() -> None:
-    from litllm.serve.schemas import LIMITS, ChatCompletionRequest, set_limits
+    from litllm.serve.request_models import LIMITS, ChatCompletionRequest, set_limits
 
     before = LIMITS.max_messages
     set_limits({"max_messages": 2})

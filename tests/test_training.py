@@ -98,7 +98,7 @@ def test_validation_reports_loss_perplexity_and_bits_per_byte(trained_run: Path)
 
 def test_exported_model_loads_generates_and_converts(trained_run: Path, tmp_path: Path) -> None:
     from litllm import LLM
-    from litllm.checkpoint import read_hf_weights
+    from litllm.checkpoint.hf import read_hf_weights
 
     llm = LLM.load(trained_run / "final")
     assert isinstance(llm.generate("ab", max_new_tokens=5, temperature=0), str)

@@ -8,13 +8,13 @@ torch is imported on the first prompt, not when `llm` loads its plugins, so `llm
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Optional, Union
+from typing import Optional
 
 import llm
-from pydantic import Field
+from pydantic import Field, create_model
 
-from litllm.model_api import chat_messages, load_llm, next_piece, sampling_kwargs
-from litllm.registry import list_models, resolve
+from litllm.llm_api import chat_messages, load_llm, next_piece, option_fields, sampling_kwargs
+from litllm.local_models import list_models, resolve
 
 PREFIX = "litllm/"
 
@@ -32,15 +32,12 @@ class LitllmModel(llm.Model):
     can_stream = True
     supports_schema = True
 
-    class Options(llm.Options):
-        max_tokens: Optional[int] = Field(None, description="Most tokens to generate", ge=1)
-        temperature: Optional[float] = Field(None, description="Sampling temperature; 0 is greedy", ge=0)
-        top_k: Optional[int] = Field(None, description="Sample among the k most likely tokens only", ge=0)
-        top_p: Optional[float] = Field(None, description="Sample among the tokens covering this probability", gt=0)
-        min_p: Optional[float] = Field(None, description="Drop tokens below min_p times the top probability", ge=0)
-        repetition_penalty: Optional[float] = Field(None, description="Above 1 discourages repeats", gt=0)
-        seed: Optional[int] = Field(None, description="Random seed for reproducible sampling")
-        stop: Optional[Union[str, list[str]]] = Field(None, description="Stop before this text")
+    # litllm's generation options, each unset (None) unless given; litllm checks their values
+    Options = create_model(
+        "Options",
+        __base__=llm.Options,
+        **{name: (Optional[kind], Field(None, description=text)) for name, (kind, text) in option_fields().items()},
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -34,9 +34,9 @@ import torch
 from filelock import FileLock
 from litdata import TokensLoader, optimize
 
-from litllm.checkpoint import atomic_write_text, litllm_home
 from litllm.data.litdata import StreamingTokens, token_dataset, token_stats
 from litllm.data.stdlib import stdlib_dir, stdlib_files
+from litllm.paths import atomic_write_text, litllm_home
 from litllm.tokenizer import Tokenizer
 
 TEXT_EXTENSIONS = (".txt", ".md", ".py")

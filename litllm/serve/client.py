@@ -309,12 +309,6 @@ def print_json(answer: Any) -> None:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
+    from litllm.paths import read_yaml_mapping
 
-    try:
-        content = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{str(path)!r} is not valid YAML: {e}") from e
-    if not isinstance(content, dict):
-        raise ValueError(f"{str(path)!r} is not a recipe: expected a mapping of recipe keys")
-    return content
+    return read_yaml_mapping(path, "recipe: expected a mapping of recipe keys")

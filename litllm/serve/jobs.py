@@ -25,7 +25,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
+from litllm.paths import read_yaml_mapping, write_yaml
 
 COMMANDS = ("pretrain", "finetune")
 CONFIG_FILE = "job_config.yaml"
@@ -108,7 +107,7 @@ class TrainingJobs:
             job_id, run_dir = self.new_run_dir(command)
             resolved["out_dir"] = str(run_dir)
             config_path = run_dir / CONFIG_FILE
-            atomic_write_yaml(config_path, resolved)
+            write_yaml(config_path, resolved)
             process = self.launch(command, config_path, run_dir / LOG_FILE)
             job = Job(job_id, command, run_dir, config_path, process, started=time.time())
             self.jobs[job_id] = job
@@ -223,10 +222,7 @@ def summary(job: Job) -> dict[str, Any]:
 
 
 def load_recipe(path: Path) -> dict[str, Any]:
-    content = yaml.safe_load(path.read_text())
-    if not isinstance(content, dict):
-        raise ValueError(f"recipe {str(path)!r} is not a mapping of recipe keys")
-    return content
+    return read_yaml_mapping(path, "mapping of recipe keys")
 
 
 def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
@@ -238,16 +234,6 @@ def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ValueError(f"override {key!r}: {'.'.join(parents[: i + 1])!r} is a value, not a section")
     node[last] = value
-
-
-def atomic_write_yaml(path: Path, content: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(content, f, sort_keys=False)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def terminate_group(process: subprocess.Popen, grace_s: float) -> None:

@@ -21,8 +21,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from litserve.specs.base import LitSpec
 from litserve.utils import LitAPIStatus, ResponseBufferItem
 
+from litllm.serve.control import list_models, resolve_model_source
+from litllm.serve.errors import APIError, error_body
 from litllm.serve.metrics import Metrics
-from litllm.serve.schemas import (
+from litllm.serve.request_models import (
     ChatCompletionRequest,
     CompletionRequest,
     GenerateRequest,
@@ -32,28 +34,6 @@ from litllm.serve.schemas import (
 )
 
 STATIC = Path(__file__).parent / "static"
-
-
-class APIError(Exception):
-    """An error a client caused or must know about; answered with an OpenAI-shaped JSON body."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-
-    def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, self.param, self.code)
-
-
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": error_body(status, message, param, code)}, status_code=status)
-
-
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    if status == 401:
-        kind = "authentication_error"
-    return {"message": message, "type": kind, "param": param, "code": code}
 
 
 class LitLLMSpec(LitSpec):
@@ -254,13 +234,9 @@ class LitLLMSpec(LitSpec):
         )
 
     async def models(self) -> JSONResponse:
-        from litllm.serve.control import list_models
-
         return JSONResponse(list_models(self.models_root))
 
     async def load_model(self, body: LoadModelRequest) -> JSONResponse:
-        from litllm.serve.control import resolve_model_source
-
         source = resolve_model_source(body.model_path, body.model_name, self.models_root)
         if self.workers > 1:  # a swap message reaches one worker of the queue, not all of them
             raise APIError(409, "load_model needs a server with one worker (--devices 1); restart it with the model")

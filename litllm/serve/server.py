@@ -22,11 +22,10 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from litllm.serve.errors import APIError, error_response
 from litllm.serve.metrics import Metrics
-from litllm.serve.routes import APIError, LitLLMSpec, error_response
+from litllm.serve.routes import LitLLMSpec
 from litllm.serve.worker import GenerationAPI, message_of, model_id
-
-CONFIG_HUB = Path(__file__).resolve().parent.parent.parent / "config_hub"
 
 
 class Gate:
@@ -134,14 +133,14 @@ def build_server(
     default_max_tokens: int = 256,
 ) -> tuple[ls.LitServer, LitLLMSpec]:
     """The LitServer for `source`, its routes registered; `server.run(...)` starts it."""
-    from litllm.registry import litllm_home
+    from litllm.paths import litllm_home, recipes_dir
 
     ready = mp.get_context("spawn").Event()
     spec = LitLLMSpec(
         model_id(source),
         models_root=Path(models_root or litllm_home()).resolve(),
         runs_root=Path(runs_root or Path.cwd() / "runs").resolve(),
-        recipes_root=CONFIG_HUB,
+        recipes_root=recipes_dir(),
         ready=ready,
         default_max_tokens=default_max_tokens,
         workers=devices if isinstance(devices, int) else 1,

@@ -24,7 +24,7 @@ from litserve.loops.continuous_batching_loop import ContinuousBatchingLoop, Outp
 from litserve.utils import LitAPIStatus
 
 from litllm.api import LLM
-from litllm.engine import Completion, Scheduler
+from litllm.inference.engine import Completion, Scheduler
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Generation: sampling, stop conditions, and a continuous-batching decode loop over the model's KV cache.
+"""Generation: stop conditions and a continuous-batching decode loop over the model's KV cache (sampling: `sampling`).
 
 A `Scheduler` owns a KV cache of a few rows ("slots"). Requests admitted together are prefilled in one forward pass,
 their prompts packed one after the other, each attending only to itself and filling its own free slot as it would
@@ -16,94 +16,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from litllm.model import GPT, KVCache, kv_cache_dtype
+from litllm.cpu import packing
+from litllm.cpu.attention import kv_cache_dtype
+from litllm.inference.options import SamplingParams
+from litllm.inference.sampling import first_argmax, process_logits, sample
+from litllm.model import GPT, KVCache
 
 if TYPE_CHECKING:
     from litllm.tokenizer import StreamDecoder, Tokenizer
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How the next token is chosen. temperature 0 is greedy; top_k 0 or None and top_p 1 mean no limit."""
-
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float = 1.0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not _is_number(self.temperature) or self.temperature < 0:
-            raise ValueError(f"temperature must be a number >= 0, got {self.temperature!r}")
-        if self.top_k is not None and (not _is_number(self.top_k) or not isinstance(self.top_k, int) or self.top_k < 0):
-            raise ValueError(f"top_k must be None or an integer >= 0 (0 = no limit), got {self.top_k!r}")
-        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not _is_number(self.min_p) or not 0 <= self.min_p < 1:
-            raise ValueError(f"min_p must be in [0, 1), got {self.min_p!r}")
-        if not _is_number(self.repetition_penalty) or self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be a number > 0 (1 = off), got {self.repetition_penalty!r}")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None) -> torch.Tensor:
-    """Float32 logits (n, V) after the repetition penalty, temperature and the top-k / top-p / min-p filters."""
-    if params.repetition_penalty != 1.0 and seen is not None:
-        # tokens already in the text get less likely: positive logits are divided, negative ones multiplied
-        penalised = torch.where(logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty)
-        # a penalty far from 1 must not take a finite logit to +-inf: inf - inf in the shift below would be NaN
-        big = torch.finfo(logits.dtype).max
-        penalised = torch.where(logits.isfinite(), penalised.clamp(-big, big), logits)
-        logits = torch.where(seen, penalised, logits)
-    if params.temperature == 0:
-        return logits
-    # shifted so that the largest is 0 first: a tiny temperature then sends the others to -inf, never the top to inf
-    # (inf - inf would make the probabilities NaN); softmax does not see the shift. A temperature below the dtype's
-    # smallest normal number would round to 0 (0 / 0): it is raised to that.
-    temperature = max(params.temperature, torch.finfo(logits.dtype).tiny)
-    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
-    if params.top_k:
-        k = min(params.top_k, logits.shape[-1])
-        kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (n, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        # drop a token when the tokens ranked above it already cover top_p; the first always stays (a top_p below
-        # float32's smallest number would round to 0 in the comparison and drop it too)
-        drop_sorted = probs.cumsum(dim=-1) - probs >= params.top_p
-        drop_sorted[..., 0] = False
-        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
-    if params.min_p > 0:
-        probs = logits.softmax(dim=-1)
-        logits = logits.masked_fill(probs < params.min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
-    return logits
-
-
-def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Next token ids (n,) from processed logits (n, V)."""
-    if params.temperature == 0:
-        return first_argmax(logits)
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator).squeeze(-1)
-
-
-def first_argmax(logits: torch.Tensor, block: int = 128) -> torch.Tensor:
-    """`logits.argmax(dim=-1)` of (n, V) logits (the first of equal maxima), by the maxima of blocks of the vocabulary
-    first: torch's argmax over a row is a sequential scan (16 rows of 50k: ~200 us on the CPU, this ~45 us)."""
-    n, V = logits.shape
-    blocks = V // block
-    if blocks < 2 or logits.stride(1) != 1:
-        return logits.argmax(dim=-1)
-    tiled = logits.as_strided((n, blocks, block), (logits.stride(0), block, 1))  # the whole blocks of each row
-    top, top_block = tiled.amax(dim=-1).max(dim=-1)  # (n,): the first block holding each row's maximum
-    index = top_block * block + tiled[torch.arange(n, device=logits.device), top_block].argmax(dim=-1)
-    if blocks * block < V:  # a tail shorter than a block: it wins only if strictly larger (ties go to the first)
-        tail_top, tail_index = logits[:, blocks * block :].max(dim=-1)
-        index = torch.where(tail_top > top, tail_index + blocks * block, index)
-    return index
 
 
 class Constraint(Protocol):
@@ -227,10 +147,10 @@ class Scheduler:
 
     Call `submit` to queue a request and `step` to advance every active row by one token.
 
-    `prepack`: on the CPU, linear weights can be replaced by packed copies (`GPT.prepack(release=True)`: no extra
-    memory; in `cpu_gemm` tiles where that kernel runs, else for oneDNN; 1.5-2.5x decoding speed on an AMD EPYC).
-    None (default): at the first prompt, and at the first decode step of one row and of several, if the packed
-    kernel is this CPU's fastest for such steps, timed on the model's own weights (`GPT.pack_if_faster`); True: at
+    `prepack`: on the CPU, linear weights can be replaced by packed copies (`packing.prepack(model, release=True)`:
+    no extra memory; in `cpu_gemm` tiles where that kernel runs, else for oneDNN; 1.5-2.5x decoding speed on an AMD
+    EPYC). None (default): at the first prompt, and at the first decode step of one row and of several, if the packed
+    kernel is this CPU's fastest for such steps, timed on the model's own weights (`packing.pack_if_faster`); True: at
     the first prompt; False: never.
     """
 
@@ -374,17 +294,13 @@ class Scheduler:
             self._pack_if_faster(one_row=self.max_batch_size == 1)
         prompts = [g.request.prompt for g in groups]
         idx = torch.tensor([[t for prompt in prompts for t in prompt]], dtype=torch.long, device=self.device)  # (1, T)
-        try:
-            if len(groups) == 1:
-                first = groups[0].completions[0].slot
-                self.model.kv_caches = [cache.rows(first, first + 1) for cache in self.caches]
-                logits = self.model(idx, 0, last_only=True)[:, -1]  # (1, V)
-            else:
-                self.model.kv_caches = self.caches
-                segments = [(g.completions[0].slot, len(g.request.prompt)) for g in groups]
-                logits = self.model(idx, 0, last_only=True, segments=segments)[:, -1]  # (len(groups), V)
-        finally:
-            self.model.kv_caches = None
+        if len(groups) == 1:
+            first = groups[0].completions[0].slot
+            caches = [cache.rows(first, first + 1) for cache in self.caches]
+            logits = self.model(idx, 0, last_only=True, kv_caches=caches)[:, -1]  # (1, V)
+        else:
+            segments = [(g.completions[0].slot, len(g.request.prompt)) for g in groups]
+            logits = self.model(idx, 0, last_only=True, segments=segments, kv_caches=self.caches)[:, -1]  # (groups, V)
         for group, row in zip(groups, logits.split(1), strict=True):
             self._start(group, row)
 
@@ -409,10 +325,10 @@ class Scheduler:
 
     def _pack_if_faster(self, one_row: bool) -> None:
         """Pack the model's linear weights in place of their plain copies if asked to, or if this CPU runs the
-        packed kernel fastest for this kind of step (`GPT.pack_if_faster`)."""
+        packed kernel fastest for this kind of step (`packing.pack_if_faster`)."""
         self.pack_decided.add(one_row)
         if self.device.type == "cpu":
-            self.model.pack_if_faster(one_row, force=bool(self.prepack))
+            packing.pack_if_faster(self.model, one_row, force=bool(self.prepack))
 
     def _decode(self, rows: list[Completion]) -> None:
         """One forward pass over the cache rows in use: each active row feeds its last token at its own position."""
@@ -427,12 +343,9 @@ class Scheduler:
             input_pos: int | torch.Tensor = longest  # every row at one position: no mask needed
         else:
             input_pos = torch.tensor(positions, device=self.device)
-        self.model.kv_caches = [cache.rows(0, R) for cache in self.caches]
-        try:
-            idx = torch.tensor(tokens, device=self.device).view(R, 1)
-            logits = self.model(idx, input_pos, length=longest + 1)[:, -1]  # (R, V)
-        finally:
-            self.model.kv_caches = None
+        idx = torch.tensor(tokens, device=self.device).view(R, 1)
+        caches = [cache.rows(0, R) for cache in self.caches]
+        logits = self.model(idx, input_pos, length=longest + 1, kv_caches=caches)[:, -1]  # (R, V)
         for c in rows:
             c.length += 1
         plain: list[Completion] = []  # greedy rows with nothing to adjust: one argmax for all of them

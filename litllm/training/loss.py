@@ -4,7 +4,7 @@ The full logits are never kept in float32 and there is no separate log-softmax b
 turns into its gradient in place, and the head's two gradient matrix products run once over all rows. Same
 values as `F.cross_entropy(F.linear(...))` up to float rounding (tests/test_fused.py). On a 2-core AMD EPYC,
 pythia-160m's head and loss (2048 rows, bf16 autocast) took 695 ms forward and backward against 1071 ms for the
-earlier logsumexp version, with the allocator keeping freed memory (`litllm.memory`); and no float32 copy of the
+earlier logsumexp version, with the allocator keeping freed memory (`litllm.cpu.memory`); and no float32 copy of the
 logits is held.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from litllm import kernels
+from litllm.cpu import kernels
 
 CHUNK_BYTES = 32 * 2**20  # float32 logits per chunk: small enough to stay in a large last-level cache
 

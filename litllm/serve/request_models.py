@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from litllm.serve.errors import APIError
 
 
 class Limits(BaseModel):
@@ -49,9 +52,34 @@ class Message(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
+class JSONSchemaFormat(BaseModel):
+    """OpenAI's `response_format.json_schema`: a named schema the reply must validate against."""
+
+    model_config = ConfigDict(extra="ignore")  # description, strict: the reply always obeys the schema here
+
+    name: str = "response"
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: plain text, any JSON object, or JSON valid against a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JSONSchemaFormat] = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format of type json_schema needs json_schema: {'name': ..., 'schema': {...}}")
+        return self
+
+
 Temperature = Annotated[float, Field(ge=0, le=2)]
 TopP = Annotated[float, Field(gt=0, le=1)]
 Stop = Union[str, list[str], None]
+
+
+STRUCTURED = ("response_format", "guided_json", "guided_regex", "guided_grammar")
 
 
 class SamplingFields(BaseModel):
@@ -72,6 +100,11 @@ class SamplingFields(BaseModel):
     stream: bool = False
     stream_options: Optional[dict[str, Any]] = None
     logprobs: Optional[bool] = None
+    # structured output: OpenAI's response_format, or vLLM's guided decoding fields (at most one of them)
+    response_format: Optional[ResponseFormat] = None
+    guided_json: Optional[Union[dict[str, Any], str]] = None
+    guided_regex: Optional[str] = Field(None, min_length=1)
+    guided_grammar: Optional[str] = Field(None, min_length=1)
 
     @field_validator("stop")
     @classmethod
@@ -89,7 +122,31 @@ class SamplingFields(BaseModel):
             raise ValueError(f"max_tokens must be between 1 and {LIMITS.max_tokens}, got {self.max_tokens}")
         if self.n > LIMITS.max_n:
             raise ValueError(f"n must be between 1 and {LIMITS.max_n}, got {self.n}")
+        given = [name for name in STRUCTURED if getattr(self, name) is not None and not self._plain_text(name)]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of {', '.join(STRUCTURED)}; got {' and '.join(given)}")
         return self
+
+    def _plain_text(self, name: str) -> bool:
+        return name == "response_format" and self.response_format.type == "text"
+
+    def structure(self) -> dict[str, Any]:
+        """The schema, regex or grammar the reply must follow, as generation options (none: {})."""
+        if self.guided_regex is not None:
+            return {"regex": self.guided_regex}
+        if self.guided_grammar is not None:
+            return {"grammar": self.guided_grammar}
+        if isinstance(self.guided_json, str) and self.guided_json.lstrip().startswith("{"):
+            try:
+                return {"schema": json.loads(self.guided_json)}  # a schema sent as JSON text, as vLLM accepts it
+            except ValueError as e:
+                raise APIError(400, f"guided_json is not valid JSON: {e}", param="guided_json") from None
+        if self.guided_json is not None:
+            return {"schema": self.guided_json}  # a dict, or llm's "name, age int" syntax
+        fmt = self.response_format
+        if fmt is None or fmt.type == "text":
+            return {}
+        return {"schema": fmt.json_schema.schema_ if fmt.type == "json_schema" else {"type": "object"}}
 
     def options(self, default_max_tokens: int) -> dict[str, Any]:
         """Keyword arguments for `LLM.chat_request` / `LLM.completion_request`."""
@@ -105,6 +162,7 @@ class SamplingFields(BaseModel):
             "stop": stop,
             "num_samples": self.n,
             "logprobs": bool(self.logprobs),
+            **self.structure(),
         }
 
     @property

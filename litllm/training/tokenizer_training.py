@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from litllm.checkpoint import litllm_home
 from litllm.data.base import DataModule
 from litllm.data.stdlib import stdlib_files, take_bytes
 from litllm.data.text_files import find_text_files, readable_files, stable_hash
+from litllm.paths import litllm_home
 from litllm.tokenizer import train_bpe
 
 

@@ -13,7 +13,7 @@ against oneDNN's prepacked kernel: float32 1.15x at one row, 1.47x at 16; bfloat
 into oneDNN's blocked layout.
 
 So the choice is timed, for each (dtype, one row or several, prepacked or not, threads): on a model's own weights
-when the generation engine first runs it (`GPT.pack_if_faster`), else on synthetic weights at the first call;
+when the generation engine first runs it (`packing.pack_if_faster`), else on synthetic weights at the first call;
 it holds for the rest of the process.
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from litllm import cpu_gemm
-from litllm.memory import return_freed_memory
+from litllm.cpu import gemm as cpu_gemm
+from litllm.cpu.memory import return_freed_memory
 
 PROBE_BYTES = 16 * 2**20  # weights the probe streams through (the ranking held from 4 to 48 MiB here)
 PROBE_SHAPE = (2048, 1024)  # (out, in) of each probe weight: the size of a small model's projections

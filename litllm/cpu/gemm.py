@@ -1,4 +1,4 @@
-"""Linear layers on the CPU by a small C kernel (`cpu_gemm.c`) on weights packed in tiles: the matrix products of
+"""Linear layers on the CPU by a small C kernel (`gemm.c`) on weights packed in tiles: the matrix products of
 decoding steps, which oneDNN's prepacked kernel ran below what memory can feed.
 
 A weight (N, K) is packed as N/16 tiles (`pack`); `linear` multiplies rows of activations by it, 16 rows per pass
@@ -8,8 +8,8 @@ GFLOP/s), 0.97x at 64-1024 rows (a prompt); bfloat16 1.14x at 1 row, 1.47x at 16
 blocking wins on long prompts). A row's result does not depend on the other rows (every output is summed in the
 same order), so batched decoding computes each row bit for bit as alone.
 
-Built on first use (`litllm.native`). float32 needs AVX-512 and bfloat16 its bfloat16 dot products too (`takes`);
-without them, without a compiler, or with `LITLLM_CPU_GEMM=0`, `litllm.kernels` packs weights for oneDNN instead.
+Built on first use (`litllm.cpu.native`). float32 needs AVX-512 and bfloat16 its bfloat16 dot products too (`takes`);
+without them, without a compiler, or with `LITLLM_CPU_GEMM=0`, `litllm.cpu.kernels` packs weights for oneDNN instead.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import functools
 
 import torch
 
-from litllm import native
+from litllm.cpu import native
 
 TILE = 16  # outputs per tile
 
@@ -120,7 +120,7 @@ def _library() -> ctypes.CDLL | None:
     # sums are not reordered (no REORDER_SUMS), so that every row's are the same whatever the kernel's width;
     # multiply-adds are fused, as every width does
     flags = ("-ffp-contract=fast",)
-    lib = native.load("cpu_gemm.c", "LITLLM_CPU_GEMM", "CPU matrix kernel", "linear layers use oneDNN's", flags)
+    lib = native.load("gemm.c", "LITLLM_CPU_GEMM", "CPU matrix kernel", "linear layers use oneDNN's", flags)
     if lib is None:
         return None
     pointer, i64 = ctypes.c_void_p, ctypes.c_int64

@@ -15,14 +15,16 @@ import asyncio
 import datetime
 import threading
 import time
+import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from litllm.config import UnknownModelError
-from litllm.registry import (
+from litllm.errors import UnknownModelError
+from litllm.inference.options import GenerationOptions, option_names
+from litllm.local_models import (
     get_default_model,
     list_models,
     lookup,
@@ -34,11 +36,21 @@ from litllm.registry import (
 
 if TYPE_CHECKING:
     from litllm.api import LLM
-    from litllm.engine import TextStream
+    from litllm.inference.engine import TextStream
 
-# the sampling keyword arguments of `LLM.chat`; `max_tokens` is accepted as another name for max_new_tokens
-SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "stop")
+# the generation options a prompt takes (the schema is an argument of its own; one reply, no log-probabilities);
+# `max_tokens`, llm's name, is accepted for max_new_tokens
+SAMPLING_OPTIONS = tuple(name for name in option_names() if name not in ("schema", "num_samples", "logprobs"))
 OPTION_ALIASES = {"max_tokens": "max_new_tokens"}
+
+
+def option_fields() -> dict[str, tuple[Any, str]]:
+    """Each prompt option by the name `llm` users give it: (its type, its help)."""
+    hints = typing.get_type_hints(GenerationOptions)
+    names = {alias: name for alias, name in OPTION_ALIASES.items()}
+    names.update({name: name for name in SAMPLING_OPTIONS if name not in OPTION_ALIASES.values()})
+    helps = {f.name: f.metadata.get("help", "") for f in fields(GenerationOptions)}
+    return {alias: (hints[name], helps[name]) for alias, name in names.items()}
 
 
 @dataclass(frozen=True)

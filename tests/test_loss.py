@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from litllm import fused
 from litllm.config import Config
-from litllm.module import GPTModule, fused_head_applies
+from litllm.training import loss as fused
+from litllm.training.module import GPTModule, fused_head_applies
 
 
 def grads(fn, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor | None]]:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from litllm import registry
+from litllm import local_models as registry
 from litllm.cli import main
 from litllm.config import UnknownModelError
-from litllm.registry import (
+from litllm.local_models import (
     add,
     get_default_model,
     list_models,
@@ -39,7 +39,7 @@ def downloaded(repo_id: str) -> Path:
 
 
 def test_litllm_home_follows_the_environment_and_checkpoint_module_shares_it(tmp_path: Path, monkeypatch) -> None:
-    from litllm.checkpoint import litllm_home as checkpoint_home
+    from litllm.checkpoint.hub import litllm_home as checkpoint_home
 
     monkeypatch.setenv("LITLLM_HOME", str(tmp_path))
     assert litllm_home() == checkpoint_home() == tmp_path
@@ -82,7 +82,7 @@ def test_names_that_could_escape_or_confuse_are_refused(tmp_path: Path, name: st
 
 def test_registrations_persist_across_processes(tmp_path: Path) -> None:
     add("kept", checkpoint(tmp_path / "run"))
-    code = "from litllm.registry import resolve; print(resolve('kept'))"
+    code = "from litllm.local_models import resolve; print(resolve('kept'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, check=True)
     assert out.stdout.strip() == str(tmp_path / "run")
     assert json.loads((litllm_home() / "models.json").read_text()) == {"kept": str(tmp_path / "run")}
@@ -197,7 +197,7 @@ def test_writes_leave_no_temporary_files(tmp_path: Path) -> None:
 
 
 def test_importing_the_registry_does_not_import_torch() -> None:
-    code = "import sys, litllm.registry; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, litllm.local_models; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

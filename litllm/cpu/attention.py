@@ -2,11 +2,11 @@
 
 torch's CPU attention (SDPA's flash kernel) runs one query per row far below memory bandwidth: 16 rows of up to 96
 keys with pythia-160m's heads took ~560 us a layer in float32 (~13 GB/s), and a bfloat16 cache was slower still;
-batched decoding spent a third of its time there. `cpu_attention.c` reads each row's keys and values from memory
+batched decoding spent a third of its time there. `attention.c` reads each row's keys and values from memory
 once, prefetching ahead: ~185 us for that layer in float32 and ~95 us from a bfloat16 cache (AMD EPYC, 2 threads,
 ~38 GB/s).
 
-The kernel is built on first use (`litllm.native`). Without a compiler, or with `LITLLM_CPU_ATTENTION=0`,
+The kernel is built on first use (`litllm.cpu.native`). Without a compiler, or with `LITLLM_CPU_ATTENTION=0`,
 `available()` is False and the model keeps torch's kernel.
 """
 
@@ -17,7 +17,7 @@ import functools
 
 import torch
 
-from litllm import native
+from litllm.cpu import native
 
 DTYPES = {torch.float32: "attend_float32", torch.bfloat16: "attend_bfloat16"}
 
@@ -26,6 +26,20 @@ DTYPES = {torch.float32: "attend_float32", torch.bfloat16: "attend_bfloat16"}
 def available() -> bool:
     """Whether the kernel is built (or builds now) and loads on this machine."""
     return _library() is not None
+
+
+def kv_cache_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
+    """The dtype of the KV cache of a model in `dtype`: its own, except float32 for bfloat16 on a CPU where
+    this kernel does not build (`available()`).
+
+    Decoding attends with one query per row, and torch's CPU attention kernel runs one bfloat16 query 2-4x slower
+    than one float32 query (batch 1-16, 80-1000 keys, AMD EPYC: 266 vs 78 us a layer for one row and 1000 keys), at
+    twice the memory (pythia-160m: 72 KiB a token of context instead of 36 KiB). litllm's kernel reads a bfloat16
+    cache at half the bytes of a float32 one.
+    """
+    if dtype == torch.bfloat16 and torch.device(device).type == "cpu" and not available():
+        return torch.float32
+    return dtype
 
 
 def supports(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
@@ -107,7 +121,7 @@ def store(cache: torch.Tensor, new: torch.Tensor, positions: torch.Tensor) -> bo
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     lib = native.load(
-        "cpu_attention.c",
+        "attention.c",
         "LITLLM_CPU_ATTENTION",
         "CPU attention kernel",
         "decoding uses torch's slower one",

@@ -5,6 +5,9 @@ when no other model shares it, as `name`) or to a directory the user registered 
 `final/`, a converted Hugging Face model). Registrations live in `$LITLLM_HOME/models.json`, aliases in
 `aliases.json` and the default model in `default_model.txt`.
 
+What a user names in general (a path, a catalog name, a Hub repo id too) goes through the one resolver,
+`litllm.checkpoint.sources`, which asks this registry after paths.
+
 This module imports no torch, so the CLI's listing commands and the `llm` plugin start fast.
 """
 
@@ -13,23 +16,20 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from litllm.config import UnknownModelError
+from litllm.checkpoint.layout import LAYOUTS, checkpoint_kind
+from litllm.errors import UnknownModelError
+from litllm.paths import atomic_write_text, litllm_home
 
 MODELS_FILE = "models.json"
 ALIASES_FILE = "aliases.json"
 DEFAULT_FILE = "default_model.txt"
 # one or two path components ("tiny" or "org/tiny"), each starting with a word character: no "..", no "/x"
 NAME = re.compile(r"^\w[\w.+-]*(/\w[\w.+-]*)?$")
-CHECKPOINT_LAYOUTS = (
-    "model_config.yaml + model.safetensors (litllm), config.json + *.safetensors (Hugging Face) "
-    "or model_config.yaml + lit_model.pth (LitGPT)"
-)
 
 
 @dataclass(frozen=True)
@@ -40,24 +40,6 @@ class ModelEntry:
     path: Path
     source: Literal["downloaded", "registered"]
     aliases: tuple[str, ...] = ()
-
-
-def litllm_home() -> Path:
-    """Where litllm keeps downloaded and converted checkpoints: $LITLLM_HOME, default ~/.cache/litllm."""
-    return Path(os.environ.get("LITLLM_HOME") or Path.home() / ".cache" / "litllm")
-
-
-def checkpoint_kind(path: Path) -> str | None:
-    """'litllm', 'hf' or 'litgpt' when `path` is a checkpoint directory litllm loads, else None."""
-    if not path.is_dir():
-        return None
-    if (path / "model_config.yaml").is_file() and (path / "model.safetensors").is_file():
-        return "litllm"
-    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
-        return "hf"
-    if (path / "model_config.yaml").is_file() and (path / "lit_model.pth").is_file():
-        return "litgpt"
-    return None
 
 
 def check_name(name: str, what: str = "model name") -> str:
@@ -140,7 +122,7 @@ def add(name: str, path: str | Path) -> ModelEntry:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint directory {str(path)!r} does not exist")
     if checkpoint_kind(path) is None:
-        raise ValueError(f"{str(path)!r} is not a checkpoint directory: expected {CHECKPOINT_LAYOUTS}")
+        raise ValueError(f"{str(path)!r} is not a checkpoint directory: expected {LAYOUTS}")
     if model_paths().get(name, (None, "registered"))[1] == "downloaded":
         raise ValueError(f"{name!r} is the name of a downloaded model; choose another name")
     if name in read_json(ALIASES_FILE):
@@ -191,7 +173,7 @@ def set_default_model(name: str | None) -> None:
         path.unlink(missing_ok=True)
         return
     resolve(name)
-    atomic_write(path, name + "\n")
+    atomic_write_text(path, name + "\n")
 
 
 def get_default_model(default: str | None = None) -> str | None:
@@ -221,20 +203,7 @@ def read_json(filename: str) -> dict[str, str]:
 
 def write_json(filename: str, data: dict[str, str]) -> None:
     """Write a {str: str} JSON file under $LITLLM_HOME atomically."""
-    atomic_write(litllm_home() / filename, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(litllm_home() / filename, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 __all__ = [

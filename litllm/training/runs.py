@@ -13,28 +13,26 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from litllm.checkpoint import CheckpointError, atomic_write_text, copy_tokenizer_files, save_checkpoint
+from litllm.checkpoint.layout import copy_tokenizer_files
 from litllm.data.base import DataModule
-from litllm.module import GPTModule
+from litllm.errors import RunDirectoryError
+from litllm.paths import atomic_write_text
 from litllm.tokenizer import Tokenizer
+from litllm.training.callbacks import AtomicCheckpointIO, TokenThroughput
+from litllm.training.export import ExportFinal
+from litllm.training.module import GPTModule
 
 COMMANDS = ("pretrain", "finetune", "evaluate")
-
-
-class RunDirectoryError(ValueError):
-    """A run directory that would be overwritten, or a resume target that does not exist."""
 
 
 def cpu_supports_bf16() -> bool:
@@ -46,114 +44,6 @@ def default_precision() -> str:
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
-
-
-class TokenThroughput(ThroughputMonitor):
-    """Lightning's ThroughputMonitor (tokens/s, FLOPs/s, MFU) with a settable peak, plus tokens/s on the bar."""
-
-    def __init__(self, peak_flops: Optional[float] = None) -> None:
-        super().__init__(batch_size_fn=lambda b: b["input_ids"].shape[0], length_fn=lambda b: b["input_ids"].numel())
-        self.peak_flops = peak_flops
-        self.last: tuple[float, int] | None = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if self.peak_flops:
-            self.available_flops = int(self.peak_flops)
-            for throughput in self._throughputs.values():
-                throughput.available_flops = int(self.peak_flops)
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args
-    ) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
-        now, tokens = time.perf_counter(), batch["input_ids"].numel() * trainer.world_size
-        if self.last is not None:
-            pl_module.log("tok/s", tokens / max(now - self.last[0], 1e-9), prog_bar=True, logger=False)
-        self.last = (now, tokens)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file beside it, then renames: a crash never leaves a torn file."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            raise OSError(
-                f"could not write checkpoint {str(path)!r} ({e.strerror or e}); earlier checkpoints are intact"
-            ) from e
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-class ExportFinal(Callback):
-    """At the end of training, export an inference checkpoint to <run>/final (rank 0 writes)."""
-
-    def __init__(self, run_dir: Path, tokenizer_dir: Path) -> None:
-        self.run_dir, self.tokenizer_dir = run_dir, tokenizer_dir
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: GPTModule) -> None:
-        export_module(pl_module, self.run_dir / "final", self.tokenizer_dir, trainer)
-
-
-def full_state_dict(gpt: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's unsharded weights on CPU (gathers FSDP2 shards)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    state = get_model_state_dict(gpt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return {k.replace("._checkpoint_wrapped_module", ""): v for k, v in state.items()}
-
-
-def export_module(module: GPTModule, out_dir: Path, tokenizer_dir: Path, trainer: L.Trainer | None = None) -> None:
-    from litllm.model import GPT
-
-    state = full_state_dict(module.gpt)
-    if trainer is not None and not trainer.is_global_zero:
-        return
-    gpt = GPT.empty(module.config)
-    gpt.load_state_dict(state, strict=False)
-    save_checkpoint(gpt, out_dir, tokenizer_dir=tokenizer_dir)
-    hparams = Path(out_dir).parent / "hyperparameters.yaml"
-    if hparams.is_file():
-        atomic_write_text(Path(out_dir) / "hyperparameters.yaml", hparams.read_text())
-    print(f"exported the trained model to {out_dir}")
-
-
-def export_ckpt(ckpt_path: Path, out_dir: Path) -> Path:
-    """Turn a Lightning .ckpt of a litllm run into an inference checkpoint directory."""
-    from litllm.checkpoint import load_state_into
-    from litllm.config import Config
-    from litllm.model import GPT
-
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"checkpoint {str(ckpt_path)!r} does not exist")
-    if ckpt_path.is_dir():
-        raise CheckpointError(f"{str(ckpt_path)!r} is a sharded checkpoint folder; export it with the run's `final/`")
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch reports a bad file in several ways
-        raise CheckpointError(f"cannot read {str(ckpt_path)!r} as a Lightning checkpoint: {e}") from e
-    if "model_config" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(f"{str(ckpt_path)!r} is not a litllm training checkpoint (no model_config)")
-    config = Config.from_dict(ckpt["model_config"], source=str(ckpt_path))
-    state = {
-        k.removeprefix("gpt.").replace("._checkpoint_wrapped_module", ""): v for k, v in ckpt["state_dict"].items()
-    }
-    state = {k: v for k, v in state.items() if not k.startswith(("val_", "train_"))}
-    gpt = GPT.empty(config)
-    load_state_into(gpt, state, str(ckpt_path))
-    tokenizer_dir = ckpt_path.parent.parent / "tokenizer"
-    save_checkpoint(gpt, out_dir, tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None)
-    return Path(out_dir)
 
 
 class LitLLMCLI(LightningCLI):
@@ -320,11 +210,11 @@ def resolve_tokenizer(module: GPTModule, data: DataModule, run_dir: Path) -> Pat
     if module.tokenizer_dir is not None:
         source = Path(module.tokenizer_dir)
     elif module.init_from is not None:
-        from litllm.api import resolve_checkpoint
+        from litllm.checkpoint.sources import resolve_checkpoint
 
         source = resolve_checkpoint(module.init_from)
     else:
-        from litllm.tokenizer_train import tokenizer_for_corpus
+        from litllm.training.tokenizer_training import tokenizer_for_corpus
 
         source = tokenizer_for_corpus(data, vocab_size=module.config.vocab_size)
     Tokenizer(source).save(target)

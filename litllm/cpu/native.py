@@ -1,4 +1,4 @@
-"""Small C kernels compiled on first use: `load("cpu_attention.c", switch="LITLLM_CPU_ATTENTION", ...)`.
+"""Small C kernels compiled on first use: `load("attention.c", switch="LITLLM_CPU_ATTENTION", ...)`.
 
 Each source next to this file is built with the system's C compiler (`$CC`, else `cc`) for this CPU
 (`-march=native`), with OpenMP, into `$LITLLM_HOME/kernels/<stem>-<hash>.so`, once per source, compiler and CPU, and
@@ -16,12 +16,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import warnings
 from pathlib import Path
 
-from litllm.registry import litllm_home
+from litllm.paths import atomic_path, litllm_home
 
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
 REORDER_SUMS = ["-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
@@ -55,19 +54,14 @@ def build(source: Path, flags: tuple[str, ...] = ()) -> Path:
     version = _compiler_version(compiler)
     flags = (*FLAGS, *flags)
     key = hashlib.sha256("\0".join([source.read_text(), compiler, version, *flags, _cpu_identity()]).encode())
-    target = litllm_home() / "kernels" / f"{source.stem}-{key.hexdigest()[:16]}.so"
+    target = litllm_home() / "kernels" / f"cpu_{source.stem}-{key.hexdigest()[:16]}.so"
     with _build_lock:
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-            os.close(fd)
-            try:
-                done = subprocess.run([compiler, *flags, str(source), "-o", tmp], capture_output=True, text=True)
+            # atomic: another process building the same file sees all of it or nothing
+            with atomic_path(target) as tmp:
+                done = subprocess.run([compiler, *flags, str(source), "-o", str(tmp)], capture_output=True, text=True)
                 if done.returncode != 0:
                     raise OSError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
-                os.replace(tmp, target)  # atomic: another process building the same file sees all of it or nothing
-            finally:
-                Path(tmp).unlink(missing_ok=True)
     return target
 
 

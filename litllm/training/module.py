@@ -7,22 +7,22 @@ configurations of this one module.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric, SumMetric
 
-from litllm.config import Config, named_configs
+from litllm.catalog import named_configs
+from litllm.config import Config
+from litllm.cpu.packing import Linear
 from litllm.data.base import IGNORE_INDEX
-from litllm.fused import linear_cross_entropy
-from litllm.memory import keep_freed_memory
-from litllm.model import GPT, Block, Linear
+from litllm.model import GPT, Block
+from litllm.training.callbacks import KeepFreedMemory, RandomStates
+from litllm.training.loss import linear_cross_entropy
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -122,8 +122,8 @@ class GPTModule(L.LightningModule):
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        from litllm.api import resolve_checkpoint
-        from litllm.checkpoint import load_checkpoint
+        from litllm.checkpoint.loading import load_checkpoint
+        from litllm.checkpoint.sources import resolve_checkpoint
 
         source = load_checkpoint(resolve_checkpoint(self.init_from), dtype=torch.float32)
         set_model_state_dict(self.gpt, source.state_dict(), options=StateDictOptions(full_state_dict=True))
@@ -142,13 +142,9 @@ class GPTModule(L.LightningModule):
 
         apply_activation_checkpointing(self.gpt, check_fn=lambda m: isinstance(m, Block))
 
-    def setup(self, stage: str) -> None:
-        if self._trainer is not None and self.trainer.strategy.root_device.type == "cpu":
-            # every step allocates the same large tensors again: keep freed memory for them (litllm/memory.py)
-            keep_freed_memory(True)
-
-    def teardown(self, stage: str) -> None:
-        keep_freed_memory(False)
+    def configure_callbacks(self) -> list[L.Callback]:
+        """What every run of this module needs, under any Trainer: CPU allocator reuse, exact-resume RNG states."""
+        return [KeepFreedMemory(), RandomStates()]
 
     def on_train_start(self) -> None:
         batch_size = getattr(self.trainer.datamodule, "batch_size", None)
@@ -237,13 +233,6 @@ class GPTModule(L.LightningModule):
     # ---- exact resume -----------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        # plain tensors and numbers only, so the file loads with torch.load(weights_only=True)
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-            "python": random.getstate(),
-        }
         checkpoint["model_config"] = self.config.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -251,12 +240,6 @@ class GPTModule(L.LightningModule):
         if saved is not None and Config.from_dict(saved) != self.config:
             diff = sorted(k for k, v in saved.items() if getattr(self.config, k, None) != v)
             raise ValueError(f"the checkpoint was trained with a different model (fields differ: {', '.join(diff)})")
-        states = checkpoint.get("rng_states")
-        if states:
-            torch.set_rng_state(states["torch"])
-            kind, keys, pos, has_gauss, gauss = states["numpy"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-            random.setstate(states["python"])
 
 
 def fused_head_applies(gpt: GPT) -> bool:
@@ -296,8 +279,8 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float) -> Call
 def resolve_config(model: Union[str, dict, None], init_from: Optional[str]) -> Config:
     """The Config a training run uses: the checkpoint's when starting from one, else the one described."""
     if init_from is not None:
-        from litllm.api import resolve_checkpoint
-        from litllm.checkpoint import checkpoint_config
+        from litllm.checkpoint.loading import checkpoint_config
+        from litllm.checkpoint.sources import resolve_checkpoint
 
         config = checkpoint_config(resolve_checkpoint(init_from))
         if model is not None:

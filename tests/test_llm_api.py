@@ -14,8 +14,8 @@ from pydantic import BaseModel
 
 import litllm
 from litllm.config import UnknownModelError
-from litllm.model_api import Model, Usage, get_async_model, get_model, get_models
-from litllm.registry import add, set_alias, set_default_model
+from litllm.llm_api import Model, Usage, get_async_model, get_model, get_models
+from litllm.local_models import add, set_alias, set_default_model
 from litllm.schema import schema_dsl
 
 

@@ -1,0 +1,153 @@
+"""The one list of generation options: `GenerationOptions` (with `SamplingParams`, the part that chooses each
+token), taken by every interface: `LLM.generate` and `chat`, the CLI's `generate` and `chat`, the llm-style API and
+the server's request bodies. Standard library only: the CLI and the llm-style API import it without torch."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Optional, Union
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen. temperature 0 is greedy; top_k 0 or None and top_p 1 mean no limit."""
+
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; 0 is greedy."})
+    top_k: Optional[int] = field(default=None, metadata={"help": "Sample among the k most likely tokens only."})
+    top_p: float = field(
+        default=1.0, metadata={"help": "Sample among the most likely tokens whose probabilities add up to top_p."}
+    )
+    min_p: float = field(
+        default=0.0, metadata={"help": "Drop tokens less likely than min_p times the most likely one."}
+    )
+    repetition_penalty: float = field(
+        default=1.0, metadata={"help": "Above 1 makes tokens already in the text less likely."}
+    )
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a number >= 0, got {self.temperature!r}")
+        if self.top_k is not None and (not _is_number(self.top_k) or not isinstance(self.top_k, int) or self.top_k < 0):
+            raise ValueError(f"top_k must be None or an integer >= 0 (0 = no limit), got {self.top_k!r}")
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not _is_number(self.min_p) or not 0 <= self.min_p < 1:
+            raise ValueError(f"min_p must be in [0, 1), got {self.min_p!r}")
+        if not _is_number(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be a number > 0 (1 = off), got {self.repetition_penalty!r}")
+
+
+@dataclass(frozen=True)
+class GenerationOptions(SamplingParams):
+    """Everything a generation may be asked for besides its prompt: how tokens are sampled, how many, when to stop,
+    and what shape the output must take. Every interface takes these names; `from_options` checks them."""
+
+    max_new_tokens: int = field(default=50, metadata={"help": "Most tokens to generate."})
+    seed: Optional[int] = field(default=None, metadata={"help": "Random seed for reproducible sampling."})
+    stop: Union[str, list[str], None] = field(
+        default=None, metadata={"help": 'Strings that end the generation (--stop \'["\\n\\n", "###"]\').'}
+    )
+    num_samples: int = field(default=1, metadata={"help": "Samples of the prompt to draw (they share one prefill)."})
+    logprobs: bool = field(default=False, metadata={"help": "Report the log-probability of every generated token."})
+    schema: Union[dict, type, str, None] = field(
+        default=None,
+        metadata={"help": "JSON schema (a dict, a pydantic class or llm's 'name, age int' syntax) the output obeys."},
+    )
+    regex: Optional[str] = field(default=None, metadata={"help": "Regular expression the whole output matches."})
+    grammar: Optional[str] = field(default=None, metadata={"help": "Lark grammar the output is a sentence of."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise TypeError(f"seed must be an integer or None, got {self.seed!r}")
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop
+        if stops is not None and (not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) for s in stops)):
+            raise TypeError(f"stop must be a string or a list of strings, got {self.stop!r}")
+        if not isinstance(self.num_samples, int) or isinstance(self.num_samples, bool) or self.num_samples < 1:
+            raise ValueError(f"num_samples must be an integer >= 1, got {self.num_samples!r}")
+        given = [name for name in ("schema", "regex", "grammar") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of schema, regex and grammar, got {' and '.join(given)}")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> GenerationOptions:
+        """The options named in keyword arguments; an unknown name is a TypeError that lists the accepted ones."""
+        known = option_names()
+        unknown = [name for name in options if name not in known]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"unknown generation option {unknown[0]!r}{hint}; accepted: {', '.join(known)}")
+        return cls(**options)
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """The options that choose each token."""
+        return SamplingParams(**{f.name: getattr(self, f.name) for f in fields(SamplingParams)})
+
+    @property
+    def stop_strings(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def changed(self) -> dict[str, Any]:
+        """The options that differ from their defaults."""
+        defaults = GenerationOptions()
+        return {k: v for k, v in asdict(self).items() if v != getattr(defaults, k)}
+
+
+def option_names() -> tuple[str, ...]:
+    """The names of the generation options, in their order."""
+    return tuple(f.name for f in fields(GenerationOptions))
+
+
+def with_options(
+    names: Iterable[str] | None = None, defaults: dict[str, Any] | None = None, types: dict[str, Any] | None = None
+) -> Callable[[Callable], Callable]:
+    """Give a function that takes `**options` the generation options as keyword parameters in its signature (and
+    their help under its docstring's "Args:"), so that help(), IDEs and jsonargparse's CLI show them.
+
+    names: the options it takes (default: all); defaults and types: its own, where they differ from the dataclass's.
+    """
+    chosen = [f for f in fields(GenerationOptions) if names is None or f.name in set(names)]
+    defaults = defaults or {}
+    types = {**typing.get_type_hints(GenerationOptions), **(types or {})}  # real types, not the strings of `f.type`
+
+    def decorate(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+        params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        taken = {p.name for p in params}
+        for f in chosen:
+            if f.name in taken:
+                continue
+            default = defaults.get(f.name, f.default if f.default is not MISSING else None)
+            kind = inspect.Parameter.KEYWORD_ONLY
+            params.append(inspect.Parameter(f.name, kind, default=default, annotation=types[f.name]))
+        fn.__signature__ = signature.replace(parameters=params)
+        fn.__doc__ = _with_option_help(fn.__doc__ or "", [f for f in chosen if f.name not in taken])
+        return fn
+
+    return decorate
+
+
+def _with_option_help(doc: str, options: Sequence[Any]) -> str:
+    """`doc` with one "name: help" line per option added at the end of its "Args:" section (made if missing)."""
+    lines = inspect.cleandoc(doc).splitlines() if doc else []
+    if "Args:" not in lines:
+        lines += ["", "Args:"]
+    at = lines.index("Args:") + 1
+    while at < len(lines) and (lines[at].startswith(" ") or not lines[at]):
+        at += 1
+    while lines[at - 1] == "":
+        at -= 1
+    added = [f"    {f.name}: {f.metadata.get('help', '')}" for f in options]
+    return "\n".join(lines[:at] + added + lines[at:]) + "\n"

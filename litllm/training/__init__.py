@@ -1,0 +1,1 @@
+"""Training: the LightningModule, its loss, callbacks, and runs driven by LightningCLI recipes."""

@@ -1,0 +1,90 @@
+"""The callbacks and the checkpoint plugin of a training run: throughput, atomic checkpoints, and two that
+`GPTModule` brings with it whatever Trainer runs it (`configure_callbacks`): the allocator mode of CPU
+training and the random number generators' states for an exact resume."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Optional
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from litllm.cpu.memory import keep_freed_memory
+from litllm.paths import atomic_path
+
+
+class TokenThroughput(ThroughputMonitor):
+    """Lightning's ThroughputMonitor (tokens/s, FLOPs/s, MFU) with a settable peak, plus tokens/s on the bar."""
+
+    def __init__(self, peak_flops: Optional[float] = None) -> None:
+        super().__init__(batch_size_fn=lambda b: b["input_ids"].shape[0], length_fn=lambda b: b["input_ids"].numel())
+        self.peak_flops = peak_flops
+        self.last: tuple[float, int] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.peak_flops:
+            self.available_flops = int(self.peak_flops)
+            for throughput in self._throughputs.values():
+                throughput.available_flops = int(self.peak_flops)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
+        now, tokens = time.perf_counter(), batch["input_ids"].numel() * trainer.world_size
+        if self.last is not None:
+            pl_module.log("tok/s", tokens / max(now - self.last[0], 1e-9), prog_bar=True, logger=False)
+        self.last = (now, tokens)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, then renames: a crash never leaves a torn file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except OSError as e:
+            raise OSError(
+                f"could not write checkpoint {str(path)!r} ({e.strerror or e}); earlier checkpoints are intact"
+            ) from e
+
+
+class KeepFreedMemory(Callback):
+    """While training on the CPU, freed memory stays in the process for the tensors every step allocates again
+    (`litllm.cpu.memory`); the allocator's defaults come back at the end."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.strategy.root_device.type == "cpu":
+            keep_freed_memory(True)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        keep_freed_memory(False)
+
+
+class RandomStates(Callback):
+    """Saves the torch, numpy and Python random number generators' states in every checkpoint and restores them on
+    resume, so that a resumed run draws what the uninterrupted one would have."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        # plain tensors and numbers only, so the file loads with torch.load(weights_only=True)
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            kind, keys, pos, has_gauss, gauss = states["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(states["python"])
