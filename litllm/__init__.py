@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from litllm.api import LLM
     from litllm.config import Config
     from litllm.errors import UnknownModelError
-    from litllm.schema import schema_dsl
+    from litllm.inference.constraints import schema_dsl
 
 
 def __getattr__(name: str) -> Any:
@@ -32,7 +32,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(litllm.llm_api, name)
     if name == "schema_dsl":
-        from litllm.schema import schema_dsl
+        from litllm.inference.constraints import schema_dsl
 
         return schema_dsl
     raise AttributeError(f"module 'litllm' has no attribute {name!r}")

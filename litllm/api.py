@@ -15,6 +15,7 @@ from litllm.checkpoint.loading import load_checkpoint
 from litllm.checkpoint.own import save_checkpoint
 from litllm.checkpoint.sources import resolve_checkpoint
 from litllm.config import Config
+from litllm.inference.constraints import make_constraint
 from litllm.inference.engine import Completion, Request, Scheduler, TextStream
 from litllm.inference.options import GenerationOptions, with_options
 from litllm.model import GPT
@@ -273,26 +274,23 @@ class LLM:
         limit = self.config.block_size
         if len(ids) >= limit:
             raise ValueError(f"prompt is {len(ids)} tokens long; the model's context is {limit} tokens")
-        schema, seed, num_samples, logprobs = options.schema, options.seed, options.num_samples, options.logprobs
-        constraint = None
-        if schema is not None:
-            from litllm.schema import JSONConstraint, resolve_schema
-
-            resolved = resolve_schema(schema)
-            tokenizer, vocab, ends = self.tokenizer, self.config.vocab_size, stop_ids
-
-            def constraint() -> JSONConstraint:
-                return JSONConstraint(resolved, tokenizer, ends, vocab_size=vocab)
-
+        constraint = make_constraint(
+            self.tokenizer,
+            stop_ids,
+            self.config.vocab_size,
+            schema=options.schema,
+            regex=options.regex,
+            grammar=options.grammar,
+        )
         return Request(
             ids,
             min(options.max_new_tokens, limit - len(ids)),
             options.sampling,
-            seed=seed,
+            seed=options.seed,
             stop=[*stop_strings, *options.stop_strings],
             stop_ids=stop_ids,
-            num_samples=num_samples,
-            logprobs=logprobs,
+            num_samples=options.num_samples,
+            logprobs=options.logprobs,
             constraint=constraint,
         )
 

@@ -7,9 +7,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from litllm.errors import UnknownModelError
+from litllm.paths import read_yaml_mapping
 
 CATALOG_DIR = Path(__file__).parent / "model_configs"
 
@@ -19,7 +18,7 @@ def named_configs() -> dict[str, dict[str, Any]]:
     """All catalog entries, keyed by lower-cased name, as plain dicts of Config fields."""
     out: dict[str, dict[str, Any]] = {}
     for path in sorted(CATALOG_DIR.glob("*.yaml")):
-        family = yaml.safe_load(path.read_text())
+        family = read_yaml_mapping(path, "catalog family")
         defaults = family.get("defaults", {})
         for entry in family["models"]:
             cfg = {**defaults, **entry}
@@ -34,7 +33,7 @@ def catalog_rows() -> list[tuple[str, str, str | None]]:
     """(name, family, hf_repo) for every catalog entry, in file order."""
     rows = []
     for path in sorted(CATALOG_DIR.glob("*.yaml")):
-        for entry in yaml.safe_load(path.read_text())["models"]:
+        for entry in read_yaml_mapping(path, "catalog family")["models"]:
             rows.append((entry["name"], path.stem, entry.get("hf_repo")))
     return rows
 

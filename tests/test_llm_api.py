@@ -14,9 +14,9 @@ from pydantic import BaseModel
 
 import litllm
 from litllm.config import UnknownModelError
+from litllm.inference.constraints import schema_dsl
 from litllm.llm_api import Model, Usage, get_async_model, get_model, get_models
 from litllm.local_models import add, set_alias, set_default_model
-from litllm.schema import schema_dsl
 
 
 @pytest.fixture

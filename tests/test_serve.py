@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import shutil
 import signal
 import threading
@@ -173,6 +174,52 @@ def test_bad_requests_get_an_openai_shaped_4xx(server: Server, body: dict, param
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
     if param:
         assert error["param"] == param
+
+
+POINT = {"type": "object", "properties": {"x": {"type": "integer"}, "label": {"type": "string"}}, "required": ["x"]}
+
+
+@pytest.mark.parametrize(
+    ("fields", "check"),
+    [
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "point", "schema": POINT}}}, "point"),
+        ({"response_format": {"type": "json_object"}}, "object"),
+        ({"guided_json": POINT}, "point"),
+        ({"guided_json": json.dumps(POINT)}, "point"),
+        ({"guided_regex": "[0-9]{3}-[a-z]{2}"}, "regex"),
+        ({"guided_grammar": 'start: "yes" | "no"'}, "grammar"),
+    ],
+)
+def test_structured_output_shapes_the_reply(server: Server, fields: dict, check: str) -> None:
+    import jsonschema
+
+    status, body = chat(server, max_tokens=60, temperature=1.0, seed=2, **fields)
+    assert status == 200, body
+    content = body["choices"][0]["message"]["content"]
+    if check == "point":
+        jsonschema.validate(json.loads(content), POINT)
+    elif check == "object":
+        assert isinstance(json.loads(content), dict)
+    elif check == "regex":
+        assert re.fullmatch("[0-9]{3}-[a-z]{2}", content), content
+    else:
+        assert content in ("yes", "no")
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"guided_regex": "[0-9"}, "regex"),
+        ({"guided_grammar": "start: nothing_defined"}, "grammar"),
+        ({"guided_json": "{not json"}, "guided_json is not valid JSON"),
+        ({"guided_regex": "a", "guided_grammar": 'start: "a"'}, "at most one of"),
+        ({"response_format": {"type": "json_schema"}}, "json_schema needs json_schema"),
+    ],
+)
+def test_bad_structured_output_is_a_4xx_naming_it(server: Server, fields: dict, fragment: str) -> None:
+    status, body = chat(server, max_tokens=10, **fields)
+    assert status in (400, 422), body
+    assert fragment in body["error"]["message"]
 
 
 def test_bad_json_and_unknown_model_are_400(server: Server) -> None:

@@ -34,6 +34,9 @@ class Constraint(Protocol):
     def allowed(self, budget: int) -> torch.Tensor:
         """Bool (V,) of the tokens that may come next, when at most `budget` more tokens may be generated."""
 
+    def fits(self, token_id: int, budget: int) -> bool:
+        """Whether the output can still be finished within `budget` - 1 tokens after `token_id` (an allowed token)."""
+
     def advance(self, token_id: int) -> None: ...
 
     def min_tokens(self) -> int: ...
@@ -380,11 +383,32 @@ class Scheduler:
             logits = logits[:, : allowed.shape[1]].masked_fill(~allowed, float("-inf"))
             if seen is not None:
                 seen = seen[:, : allowed.shape[1]]
-        logits = process_logits(logits, request.params, seen)
+        masked = logits
+        logits = process_logits(masked, request.params, seen)
         tokens = sample(logits, request.params, group.generator)
+        if completions[0].constraint is not None:
+            self._refit(group, completions, masked, seen, tokens, budgets)
         logprobs = raw.log_softmax(dim=-1).gather(1, tokens[:, None])[:, 0].tolist() if request.logprobs else None
         for i, (c, token) in enumerate(zip(completions, tokens.tolist(), strict=True)):
             self._accept(c, token, logprobs[i] if logprobs else None)
+
+    def _refit(
+        self,
+        group: _Group,
+        completions: list[Completion],
+        masked: torch.Tensor,
+        seen: torch.Tensor | None,
+        tokens: torch.Tensor,
+        budgets: list[int],
+    ) -> None:
+        """Sample again, without it, a token after which a constrained output could no longer be finished in time:
+        the same as masking every such token, at the cost of one check per sampled token."""
+        params = group.request.params
+        for i, c in enumerate(completions):
+            while not c.constraint.fits(int(tokens[i]), budgets[i]):
+                masked[i, tokens[i]] = float("-inf")
+                row = process_logits(masked[i : i + 1], params, None if seen is None else seen[i : i + 1])
+                tokens[i] = sample(row, params, group.generator)[0]
 
     def _accept(self, c: Completion, token: int, logprob: float | None) -> None:
         request = c.request

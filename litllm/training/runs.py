@@ -46,42 +46,24 @@ def default_precision() -> str:
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
+# the options of a run besides the module, data and Trainer: (name, type, default, help)
+RUN_OPTIONS = (
+    ("out_dir", Optional[str], None, "Run directory (default: out/<command>/<model>-<time>); never overwritten."),
+    ("resume", Optional[str], None, "'auto' (the latest checkpoint in out_dir) or a .ckpt path."),
+    ("checkpoint_every", int, 100, "Save a checkpoint every N optimizer steps (0: at the end only)."),
+    ("logger_kind", str, "csv", "csv, tensorboard or csv,tensorboard (ignored when trainer.logger is set)."),
+    ("peak_flops", Optional[float], None, "Peak FLOP/s of one device in the training dtype, for MFU."),
+)
+
+
 class LitLLMCLI(LightningCLI):
     """LightningCLI plus litllm's run options; the Trainer it builds writes into the run directory."""
 
     command = "pretrain"
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument(
-            "--out_dir",
-            type=Optional[str],
-            default=None,
-            help="Run directory (default: out/<command>/<model>-<time>); never overwritten.",
-        )
-        parser.add_argument(
-            "--resume",
-            type=Optional[str],
-            default=None,
-            help="'auto' (the latest checkpoint in out_dir) or a .ckpt path.",
-        )
-        parser.add_argument(
-            "--checkpoint_every",
-            type=int,
-            default=100,
-            help="Save a checkpoint every N optimizer steps (0: at the end only).",
-        )
-        parser.add_argument(
-            "--logger_kind",
-            type=str,
-            default="csv",
-            help="csv, tensorboard or csv,tensorboard (ignored when trainer.logger is set).",
-        )
-        parser.add_argument(
-            "--peak_flops",
-            type=Optional[float],
-            default=None,
-            help="Peak FLOP/s of one device in the training dtype, for MFU.",
-        )
+        for name, kind, default, text in RUN_OPTIONS:
+            parser.add_argument(f"--{name}", type=kind, default=default, help=text)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         cfg, module, data = self.config, self.model, self.datamodule
