@@ -40,9 +40,11 @@ def __getattr__(name: str) -> Any:
 
 # the llm-style API over the local model registry (litllm/model_api.py)
 MODEL_API = (
+    "Attachment",
     "get_model",
     "get_async_model",
     "get_models",
+    "get_async_models",
     "set_alias",
     "remove_alias",
     "set_default_model",

@@ -95,6 +95,7 @@ class LLM:
         self,
         prompt: str | list[str],
         sys_prompt: str | None = None,
+        *,
         stream: bool = False,
         return_as_token_ids: bool = False,
         **options: Any,

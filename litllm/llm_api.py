@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import inspect
 import threading
 import time
 import typing
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from litllm.attachments import TEXT_TYPES, Attachment, check_attachments, user_content
 from litllm.errors import UnknownModelError
 from litllm.inference.options import GenerationOptions, option_names
 from litllm.local_models import (
@@ -59,6 +61,8 @@ class Usage:
 
     input: int
     output: int
+    details: dict[str, Any] | None = None
+    """Counts beyond input and output, where a model has them (None for litllm's models)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Prompt:
     system: str | None = None
     schema: dict | type | str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()
 
 
 def sampling_kwargs(options: dict[str, Any]) -> dict[str, Any]:
@@ -87,11 +92,13 @@ def sampling_kwargs(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def chat_messages(prompt: str, system: str | None, turns: list[tuple[Any, str]]) -> list[dict[str, str]]:
-    """Chat messages for `prompt` after earlier (prompt, reply text) turns; the latest system prompt leads."""
+    """Chat messages for `prompt` after earlier (prompt, reply text) turns; the latest system prompt leads. An
+    earlier prompt's text attachments (litllm's or llm's) go into its message, as they did when it was sent."""
     system = system or next((p.system for p, _ in reversed(turns) if p.system), None)
     messages = [{"role": "system", "content": system}] if system else []
     for earlier, reply in turns:
-        messages += [{"role": "user", "content": earlier.prompt}, {"role": "assistant", "content": reply}]
+        content = user_content(earlier.prompt, getattr(earlier, "attachments", None) or ())
+        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": reply}]
     return [*messages, {"role": "user", "content": prompt}]
 
 
@@ -139,7 +146,6 @@ class _Model:
 
     supports_schema = True
     can_stream = True
-    attachment_types: frozenset[str] = frozenset()
 
     def __init__(self, model_id: str, path: Path) -> None:
         self.model_id = model_id
@@ -147,6 +153,11 @@ class _Model:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.model_id}>"
+
+    @property
+    def attachment_types(self) -> set[str]:
+        """The attachment types a prompt may carry: text, whose content goes into the prompt (any text/* too)."""
+        return set(TEXT_TYPES)
 
     def llm(self) -> LLM:
         """The loaded `LLM` (loaded on first call, then shared)."""
@@ -162,9 +173,11 @@ class _Model:
         system: str | None = None,
         schema: dict | type | str | None = None,
         attachments: list | None = None,
+        key: str | None = None,
         **options: Any,
     ) -> Response | AsyncResponse:
-        """A lazy response to `text`; options are sampling settings (temperature, max_tokens, seed, stop, ...)."""
+        """A lazy response to `text`; options are generation options (temperature, max_tokens, seed, stop, regex, ...).
+        `key` is accepted as `llm` models take it, and unused: local models need no API key."""
         return self._prompt(text, system, schema, attachments, options, None)
 
     def _prompt(
@@ -176,14 +189,13 @@ class _Model:
         options: dict[str, Any],
         conversation: Conversation | None,
     ) -> Response | AsyncResponse:
-        if attachments:
-            raise ValueError(f"{self.model_id} is a text model and accepts no attachments")
         if not isinstance(text, str):
             raise TypeError(f"the prompt must be a string, got {type(text).__name__}")
+        attached = tuple(check_attachments(attachments, self.model_id))
         sampling_kwargs(options)
         history = list(conversation.responses) if conversation else []
         response_class = AsyncResponse if isinstance(self, AsyncModel) else Response
-        response = response_class(self, Prompt(text, system, schema, dict(options)), history)
+        response = response_class(self, Prompt(text, system, schema, dict(options), attached), history)
         if conversation:
             conversation.responses.append(response)
         return response
@@ -211,6 +223,7 @@ class Conversation:
         system: str | None = None,
         schema: dict | type | str | None = None,
         attachments: list | None = None,
+        key: str | None = None,
         **options: Any,
     ) -> Response | AsyncResponse:
         """The next turn: a lazy response (async for an `AsyncModel`) to `text` after the earlier turns."""
@@ -238,13 +251,6 @@ class _Response:
         state = "done" if self.done else "pending"
         return f"<{type(self).__name__} {self.model.model_id} {state}: {self.prompt.prompt[:40]!r}>"
 
-    def on_done(self, callback: Callable[[Any], None]) -> None:
-        """Call `callback(response)` once the response is complete (now, if it already is)."""
-        if self.done:
-            callback(self)
-        else:
-            self._callbacks.append(callback)
-
     def _claim(self) -> None:
         """Mark the response as being generated; a second reader while that runs would start it twice."""
         if self._reading:
@@ -254,7 +260,8 @@ class _Response:
     def _start(self, turns: list[tuple[Prompt, str]]) -> tuple[TextStream, threading.Lock]:
         self._started = datetime.datetime.now(datetime.timezone.utc)
         self._clock = time.perf_counter()
-        self.messages = chat_messages(self.prompt.prompt, self.prompt.system, turns)
+        content = user_content(self.prompt.prompt, self.prompt.attachments)
+        self.messages = chat_messages(content, self.prompt.system, turns)
         try:
             llm, lock = load_llm(self.model.path)
             options = sampling_kwargs(self.prompt.options)
@@ -263,18 +270,21 @@ class _Response:
             self._reading = False  # nothing started: reading again retries
             raise
 
-    def _finish(self, stream: TextStream) -> None:
+    def _finish(self, stream: TextStream) -> list[Callable[[Any], Any]]:
+        """Record the end of the generation; returns the done callbacks, for the caller to run in order."""
         if self.done:
-            return
+            return []
         if stream.finish_reason is None:  # the reader stopped early
             stream.close()
         self.done = True
         self.finish_reason = stream.finish_reason or "cancelled"
         self._usage = Usage(stream.prompt_tokens, stream.completion_tokens)
         self._duration_s = time.perf_counter() - self._clock
-        for callback in self._callbacks:
-            callback(self)
-        self._callbacks.clear()
+        callbacks, self._callbacks = self._callbacks, []
+        return callbacks
+
+    def _datetime_utc(self) -> str:
+        return self._started.isoformat() if self._started else ""
 
     def _record(self) -> dict[str, Any]:
         return {
@@ -287,7 +297,7 @@ class _Response:
             "response": "".join(self.chunks),
             "finish_reason": self.finish_reason,
             "usage": {"input": self._usage.input, "output": self._usage.output},
-            "datetime_utc": self._started.isoformat() if self._started else None,
+            "datetime_utc": self._datetime_utc() or None,
             "duration_ms": round(self._duration_s * 1000),
         }
 
@@ -307,10 +317,28 @@ class Response(_Response):
                 self.chunks.append(piece)
                 yield piece
         finally:
-            self._finish(stream)
+            for callback in self._finish(stream):
+                callback(self)
 
     def __str__(self) -> str:
         return self.text()
+
+    def on_done(self, callback: Callable[[Response], Any]) -> None:
+        """Call `callback(response)` once the response is complete (now, if it already is)."""
+        if self.done:
+            callback(self)
+        else:
+            self._callbacks.append(callback)
+
+    def duration_ms(self) -> int:
+        """How long the generation took, in milliseconds (generating it if that has not happened yet)."""
+        self.text()
+        return round(self._duration_s * 1000)
+
+    def datetime_utc(self) -> str:
+        """When the generation started, as an ISO 8601 UTC time (generating it if that has not happened yet)."""
+        self.text()
+        return self._datetime_utc()
 
     def text(self) -> str:
         """The whole text of the response (generating it if that has not happened yet)."""
@@ -345,7 +373,35 @@ class AsyncResponse(_Response):
                 self.chunks.append(piece)
                 yield piece
         finally:
-            self._finish(stream)
+            for callback in self._finish(stream):
+                await _call(callback, self)
+
+    def __await__(self) -> Generator[Any, None, AsyncResponse]:
+        """`response = await model.prompt(...)`: the response, complete."""
+
+        async def complete() -> AsyncResponse:
+            await self.text()
+            return self
+
+        return complete().__await__()
+
+    async def on_done(self, callback: Callable[[AsyncResponse], Any]) -> None:
+        """Call `callback(response)` (a function or an `async def`) once the response is complete; at once, and
+        awaited, if it already is."""
+        if self.done:
+            await _call(callback, self)
+        else:
+            self._callbacks.append(callback)
+
+    async def duration_ms(self) -> int:
+        """How long the generation took, in milliseconds."""
+        await self.text()
+        return round(self._duration_s * 1000)
+
+    async def datetime_utc(self) -> str:
+        """When the generation started, as an ISO 8601 UTC time."""
+        await self.text()
+        return self._datetime_utc()
 
     async def text(self) -> str:
         """The whole text of the response."""
@@ -390,15 +446,29 @@ def get_models() -> list[Model]:
     return [Model(e.name, e.path) for e in list_models()]
 
 
+async def _call(callback: Callable[[Any], Any], response: AsyncResponse) -> None:
+    """Run a done callback, awaiting it when it is an `async def`."""
+    result = callback(response)
+    if inspect.isawaitable(result):
+        await result
+
+
+def get_async_models() -> list[AsyncModel]:
+    """Every model of the local registry, as async models."""
+    return [AsyncModel(e.name, e.path) for e in list_models()]
+
+
 __all__ = [
     "AsyncModel",
     "AsyncResponse",
+    "Attachment",
     "Conversation",
     "Model",
     "Prompt",
     "Response",
     "Usage",
     "get_async_model",
+    "get_async_models",
     "get_default_model",
     "get_model",
     "get_models",

@@ -201,6 +201,16 @@ def test_nanochat_engine_generate_batch(llm: LLM) -> None:
     assert columns == list(engine.generate(tokens, num_samples=2, max_tokens=5, temperature=1.0, seed=3))
 
 
+def test_nanochat_engine_defaults_draw_fresh_samples_of_at_most_256_tokens(llm: LLM) -> None:
+    engine = Engine(llm.model, llm.tokenizer)
+    tokens = llm.tokenizer.encode("def add")
+    first, _ = engine.generate_batch(tokens, num_samples=2, max_tokens=12, temperature=1.0)
+    second, _ = engine.generate_batch(tokens, num_samples=2, max_tokens=12, temperature=1.0)
+    assert first != second  # no seed: each call draws anew (with seed=42 as default, every call repeated)
+    greedy, masks = engine.generate_batch(tokens, temperature=0)
+    assert len(greedy[0]) - len(tokens) == sum(masks[0]) <= min(256, llm.config.block_size - len(tokens))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [

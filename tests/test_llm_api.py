@@ -28,7 +28,7 @@ def tiny(litllm_dir: Path) -> Model:
 
 def test_get_model_names_the_model_after_its_registry_entry(tiny: Model) -> None:
     assert tiny.model_id == "tiny"
-    assert tiny.supports_schema and not tiny.attachment_types
+    assert tiny.supports_schema and "text/plain" in tiny.attachment_types and isinstance(tiny.attachment_types, set)
 
 
 def test_get_model_follows_an_alias_to_the_model(tiny: Model) -> None:
@@ -136,9 +136,95 @@ def test_an_unknown_option_is_a_type_error_naming_it(tiny: Model) -> None:
         tiny.prompt("hello", temprature=0)
 
 
-def test_attachments_are_refused_by_a_text_model(tiny: Model) -> None:
-    with pytest.raises(ValueError, match="text model and accepts no attachments"):
+def test_an_image_attachment_is_refused_naming_the_types_a_text_model_takes(tiny: Model) -> None:
+    with pytest.raises(
+        ValueError, match="tiny takes text attachments only \\(application/json, .*\\), not 'image/png'"
+    ):
+        tiny.prompt("describe this", attachments=[litllm.Attachment(path="cat.png")])
+    with pytest.raises(TypeError, match="litllm.Attachment objects, got str"):
         tiny.prompt("describe this", attachments=["cat.png"])
+
+
+def test_a_text_attachment_goes_into_the_prompt_before_the_text(tiny: Model, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\nPelicans eat fish.")
+    attachments = [litllm.Attachment(path=str(notes)), litllm.Attachment(content=b"second one")]
+    response = tiny.prompt("Summarise.", attachments=attachments, max_tokens=3, temperature=0)
+    response.text()
+    assert response.messages[-1] == {
+        "role": "user",
+        "content": "# Notes\nPelicans eat fish.\n\nsecond one\n\nSummarise.",
+    }
+    follow_up = tiny.conversation()
+    follow_up.prompt("Summarise.", attachments=attachments, max_tokens=2).text()
+    later = follow_up.prompt("Again.", max_tokens=2)
+    later.text()
+    assert later.messages[0]["content"].startswith("# Notes")  # an earlier turn keeps its attachments
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one of path=, url= or content=, got none"),
+        ({"path": "a", "content": b"b"}, "got \\['path', 'content'\\]"),
+    ],
+)
+def test_an_attachment_takes_exactly_one_source(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        litllm.Attachment(**kwargs)
+
+
+def test_attachment_types_are_guessed_from_name_or_content() -> None:
+    assert litllm.Attachment(path="x.json").resolve_type() == "application/json"
+    assert litllm.Attachment(content="héllo".encode()).resolve_type() == "text/plain"
+    assert litllm.Attachment(content=b"\xff\xd8\xff").resolve_type() == "application/octet-stream"
+    assert litllm.Attachment(content=b"abc").id() == litllm.Attachment(content=b"abc", type="text/plain").id()
+
+
+def test_an_unreachable_attachment_url_is_one_clear_error(tiny: Model) -> None:
+    with pytest.raises(ValueError, match="cannot fetch attachment http://127.0.0.1:9/x.txt"):
+        tiny.prompt("hi", attachments=[litllm.Attachment(url="http://127.0.0.1:9/x.txt")], max_tokens=2).text()
+
+
+def test_usage_details_duration_and_start_time_and_an_unused_key(tiny: Model) -> None:
+    response = tiny.prompt("hello", max_tokens=3, key="sk-not-needed")
+    assert response.usage().details is None
+    assert isinstance(response.duration_ms(), int) and response.duration_ms() >= 0
+    assert response.datetime_utc().endswith("+00:00") and response.json()["datetime_utc"] == response.datetime_utc()
+
+
+def test_awaiting_an_async_prompt_gives_the_complete_response(tiny: Model) -> None:
+    async def run() -> tuple:
+        model = litllm.get_async_model("tiny")
+        response = await model.prompt("hello", seed=0, max_tokens=4)
+        return response.done, await response.text(), await response.duration_ms(), await response.datetime_utc()
+
+    done, text, duration, started = asyncio.run(run())
+    assert done and text == tiny.prompt("hello", seed=0, max_tokens=4).text()
+    assert duration >= 0 and started.endswith("+00:00")
+
+
+def test_async_on_done_takes_plain_and_async_callbacks(tiny: Model) -> None:
+    seen = []
+
+    async def run() -> None:
+        response = litllm.get_async_model("tiny").prompt("a poem", max_tokens=3)
+
+        async def done(r) -> None:
+            seen.append(("async", (await r.usage()).output))
+
+        await response.on_done(done)
+        await response.on_done(lambda r: seen.append(("plain", r.done)))
+        await response.text()
+        await response.on_done(done)  # complete already: called at once
+
+    asyncio.run(run())
+    assert seen == [("async", 3), ("plain", True), ("async", 3)]
+
+
+def test_get_async_models_lists_the_registry_as_async_models(tiny: Model) -> None:
+    models = litllm.get_async_models()
+    assert [m.model_id for m in models] == ["tiny"] and all(isinstance(m, litllm.llm_api.AsyncModel) for m in models)
 
 
 def test_a_schema_makes_the_output_parse_as_json(tiny: Model) -> None:

@@ -92,3 +92,22 @@ def test_llm_conversation_and_usage_through_the_python_api(llm_tiny) -> None:
     second = conversation.prompt("two", max_tokens=3, seed=0)
     assert second.usage().output == 3 and second.usage().input > first.usage().input
     assert [m["content"] for m in second.json()["messages"]] == ["one", first.text(), "two"]
+
+
+def test_llm_python_api_has_the_async_model_too(llm_env: dict[str, str]) -> None:
+    code = """
+import asyncio, llm
+
+async def run():
+    model = llm.get_async_model("litllm/tiny")
+    response = await model.prompt("hello", max_tokens=4, seed=0)
+    return await response.text(), (await response.usage()).output
+
+text, output = asyncio.run(run())
+sync = llm.get_model("litllm/tiny").prompt("hello", max_tokens=4, seed=0)
+assert text == sync.text() and output == 4, (text, sync.text(), output)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=llm_env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

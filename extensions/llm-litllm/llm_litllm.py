@@ -7,14 +7,18 @@ torch is imported on the first prompt, not when `llm` loads its plugins, so `llm
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Optional
+from collections.abc import AsyncIterator, Iterator
+from threading import Lock
+from typing import TYPE_CHECKING, Optional
 
 import llm
 from pydantic import Field, create_model
 
-from litllm.llm_api import chat_messages, load_llm, next_piece, option_fields, sampling_kwargs
+from litllm.llm_api import chat_messages, load_llm, next_piece, on_compute_thread, option_fields, sampling_kwargs
 from litllm.local_models import list_models, resolve
+
+if TYPE_CHECKING:
+    from litllm.inference.engine import TextStream
 
 PREFIX = "litllm/"
 
@@ -23,11 +27,11 @@ PREFIX = "litllm/"
 def register_models(register) -> None:
     """Register each model of the local registry (downloaded and registered ones)."""
     for entry in list_models():
-        register(LitllmModel(entry.name))
+        register(LitllmModel(entry.name), LitllmAsyncModel(entry.name))
 
 
-class LitllmModel(llm.Model):
-    """A litllm checkpoint, chatted with in its own chat format; loaded once per process on first use."""
+class Litllm:
+    """What the sync and async models share: the options, the chat sent, and the usage recorded."""
 
     can_stream = True
     supports_schema = True
@@ -43,19 +47,51 @@ class LitllmModel(llm.Model):
         self.name = name
         self.model_id = PREFIX + name
 
-    def execute(self, prompt, stream: bool, response, conversation) -> Iterator[str]:
-        """Generate the reply to `prompt` after the conversation's earlier turns, and record token usage."""
+    def start(self, prompt, response, conversation) -> tuple[TextStream, Lock, list[dict[str, str]]]:
+        """The stream of the reply to `prompt` after the conversation's earlier turns, its lock, and the chat."""
         messages = chat_history(prompt, response, conversation)
         model, lock = load_llm(resolve(self.name))
         options = sampling_kwargs(prompt.options.model_dump())
-        pieces = model.chat(messages, stream=True, schema=prompt.schema or None, **options)
+        return model.chat(messages, stream=True, schema=prompt.schema or None, **options), lock, messages
+
+    @staticmethod
+    def record(response, pieces: TextStream, messages: list[dict[str, str]]) -> None:
+        response.set_usage(input=pieces.prompt_tokens, output=pieces.completion_tokens)
+        response.response_json = {"finish_reason": pieces.finish_reason, "messages": messages}
+
+
+class LitllmModel(Litllm, llm.Model):
+    """A litllm checkpoint, chatted with in its own chat format; loaded once per process on first use."""
+
+    def execute(self, prompt, stream: bool, response, conversation) -> Iterator[str]:
+        """Generate the reply, streamed or whole, and record token usage."""
+        pieces, lock, messages = self.start(prompt, response, conversation)
         try:
             text = iter(lambda: next_piece(pieces, lock), None)
             yield from text if stream else ["".join(text)]
         finally:
             pieces.close()  # stops the generation when llm stops reading early; a no-op once it is finished
-        response.set_usage(input=pieces.prompt_tokens, output=pieces.completion_tokens)
-        response.response_json = {"finish_reason": pieces.finish_reason, "messages": messages}
+        self.record(response, pieces, messages)
+
+
+class LitllmAsyncModel(Litllm, llm.AsyncModel):
+    """The same checkpoint for `llm.get_async_model`: its torch work runs on litllm's one compute thread."""
+
+    async def execute(self, prompt, stream: bool, response, conversation) -> AsyncIterator[str]:
+        """Generate the reply, streamed or whole, and record token usage; the event loop stays free."""
+        pieces, lock, messages = await on_compute_thread(self.start, prompt, response, conversation)
+        try:
+            chunks = []
+            while (piece := await on_compute_thread(next_piece, pieces, lock)) is not None:
+                if stream:
+                    yield piece
+                else:
+                    chunks.append(piece)
+            if not stream:
+                yield "".join(chunks)
+        finally:
+            pieces.close()
+        self.record(response, pieces, messages)
 
 
 def chat_history(prompt, response, conversation) -> list[dict[str, str]]:

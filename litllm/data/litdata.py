@@ -22,10 +22,17 @@ INDEX = "index.json"
 
 
 class StreamingTokens(DataModule):
-    """A data module whose `setup` fills `train_dataset` and `val_dataset` with windows of max_seq_length + 1."""
+    """A data module whose `setup` fills `train_dataset` and `val_dataset` with windows of max_seq_length + 1 read
+    from `path`, `val_split_fraction` of them held out for validation when there is no validation set of its own."""
 
-    def __init__(self, batch_size: int = 8, num_workers: int = 2, seed: int = 42) -> None:
+    def __init__(
+        self, path: str, val_split_fraction: float, batch_size: int = 8, num_workers: int = 2, seed: int = 42
+    ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        if not 0 <= val_split_fraction < 1:
+            raise ValueError(f"val_split_fraction must be in [0, 1), got {val_split_fraction}")
+        self.path = path
+        self.val_split_fraction = val_split_fraction
         self.train_dataset: StreamingDataset | None = None
         self.val_dataset: StreamingDataset | None = None
 
@@ -69,13 +76,9 @@ class LitData(StreamingTokens):
         num_workers: int = 2,
         seed: int = 42,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        if not 0 <= val_split_fraction < 1:
-            raise ValueError(f"val_split_fraction must be in [0, 1), got {val_split_fraction}")
-        self.path = path
+        super().__init__(path, val_split_fraction, batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.val_path = val_path
         self.split_names = split_names
-        self.val_split_fraction = val_split_fraction
 
     def setup(self, stage: str | None = None) -> None:
         _, max_seq_length = self.require_connected()

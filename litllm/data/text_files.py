@@ -80,11 +80,7 @@ class TextFiles(StreamingTokens):
         num_workers: int = 2,
         seed: int = 42,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        if not 0 <= val_split_fraction < 1:
-            raise ValueError(f"val_split_fraction must be in [0, 1), got {val_split_fraction}")
-        self.path = path
-        self.val_split_fraction = val_split_fraction
+        super().__init__(path, val_split_fraction, batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.extensions = tuple(extensions)
         self.cache_dir = cache_dir
         self._split: Split | None = None

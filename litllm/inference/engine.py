@@ -528,16 +528,19 @@ class Engine:
         self,
         tokens: Sequence[int],
         num_samples: int = 1,
-        max_tokens: int | None = None,
+        max_tokens: int | None = 256,
         temperature: float = 1.0,
         top_k: int | None = None,
-        seed: int = 42,
+        seed: int | None = None,
     ) -> Iterator[tuple[list[int], list[int]]]:
-        """Yield per step a column of one token per sample and its mask: 1 sampled, 0 after the sample ended."""
-        block = self.model.config.block_size
+        """Yield per step a column of one token per sample and its mask: 1 sampled, 0 after the sample ended.
+
+        max_tokens: at most this many tokens a sample (None: as many as the context holds); seed: None draws fresh
+        randomness on every call, an integer repeats the same samples."""
+        room = max(self.model.config.block_size - len(tokens), 1)
         request = Request(
             list(tokens),
-            max_tokens or max(block - len(tokens), 1),
+            room if max_tokens is None else min(max_tokens, room),
             SamplingParams(temperature, top_k),
             seed=seed,
             stop_ids=self.stop_ids,

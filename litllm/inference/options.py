@@ -8,7 +8,7 @@ import difflib
 import inspect
 import typing
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Optional, Union
 
 
@@ -98,11 +98,6 @@ class GenerationOptions(SamplingParams):
     @property
     def stop_strings(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-
-    def changed(self) -> dict[str, Any]:
-        """The options that differ from their defaults."""
-        defaults = GenerationOptions()
-        return {k: v for k, v in asdict(self).items() if v != getattr(defaults, k)}
 
 
 def option_names() -> tuple[str, ...]:
