@@ -17,6 +17,7 @@ when the generation engine first runs it (`packing.pack_if_faster`), else on syn
 it holds for the rest of the process.
 """
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -25,6 +26,8 @@ import torch.nn.functional as F
 
 from litllm.cpu import gemm as cpu_gemm
 from litllm.cpu.memory import return_freed_memory
+from litllm.cpu.native import cpu_identity
+from litllm.paths import litllm_home, read_json_object, write_json
 
 PROBE_BYTES = 16 * 2**20  # weights the probe streams through (the ranking held from 4 to 48 MiB here)
 PROBE_SHAPE = (2048, 1024)  # (out, in) of each probe weight: the size of a small model's projections
@@ -234,10 +237,25 @@ def train_with_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 @torch.compiler.disable  # timed eagerly, also when first reached from inside a compiled region
 @torch.no_grad()
 def fastest_training_gemm() -> str:
-    """F.linear or oneDNN for float32 matrix products of a training step (512 x 1024 by 1024 x 1024, best of 3)."""
+    """F.linear or oneDNN for float32 matrix products of a training step (512 x 1024 by 1024 x 1024, best of 3).
+
+    The two round differently, so the answer is timed once per machine (CPU, torch, threads) and kept in
+    $LITLLM_HOME/kernels/training-gemm.json: a run killed and resumed, or run again, decides as before, however
+    busy the machine is when the later process starts."""
+    path = litllm_home() / "kernels" / "training-gemm.json"
+    key = "|".join([torch.__version__, str(torch.get_num_threads()), cpu_identity()])
+    try:
+        choices = read_json_object(path)
+    except (OSError, ValueError):
+        choices = {}
+    if choices.get(key) in ("linear", "onednn"):
+        return choices[key]
     weights = [torch.full((1024, 1024), 0.01)]
     seconds = {kernel: seconds_per_pass(kernel, 512, weights) for kernel in ("linear", "onednn")}
-    return "onednn" if seconds["onednn"] * TRAIN_MARGIN < seconds["linear"] else "linear"
+    choice = "onednn" if seconds["onednn"] * TRAIN_MARGIN < seconds["linear"] else "linear"
+    with contextlib.suppress(OSError):  # a read-only home: this process still uses its choice
+        write_json(path, {**choices, key: choice})
+    return choice
 
 
 def product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -53,7 +53,7 @@ def build(source: Path, flags: tuple[str, ...] = ()) -> Path:
         raise OSError(f"no C compiler: {compiler!r} is not on PATH")
     version = _compiler_version(compiler)
     flags = (*FLAGS, *flags)
-    key = hashlib.sha256("\0".join([source.read_text(), compiler, version, *flags, _cpu_identity()]).encode())
+    key = hashlib.sha256("\0".join([source.read_text(), compiler, version, *flags, cpu_identity()]).encode())
     target = litllm_home() / "kernels" / f"cpu_{source.stem}-{key.hexdigest()[:16]}.so"
     with _build_lock:
         if not target.exists():
@@ -71,7 +71,7 @@ def _compiler_version(compiler: str) -> str:
 
 
 @functools.cache
-def _cpu_identity() -> str:
+def cpu_identity() -> str:
     """What -march=native compiles for: the processor's model and feature flags."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
