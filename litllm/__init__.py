@@ -1,54 +1,95 @@
-"""litllm: pretrain, finetune, evaluate, run and serve GPT-style language models on PyTorch Lightning."""
+"""litllm: pretrain, finetune, evaluate, run and serve GPT-style language models on PyTorch Lightning.
+
+Every name the LitGPT, llm and nanochat documents import is here (`from litllm import LLM, GPT, GPTConfig, Engine,
+HuggingFaceTokenizer, load_model`, `litllm.get_model(...)`), imported on first use: `import litllm` loads no torch,
+so the CLI's --help stays fast.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from litllm.api import LLM
-    from litllm.config import Config
+    from litllm.checkpoint.phases import load_model
+    from litllm.config import Config, GPTConfig
+    from litllm.embeddings import (
+        EmbeddingModel,
+        get_default_embedding_model,
+        get_embedding_model,
+        get_embedding_models,
+        set_default_embedding_model,
+    )
     from litllm.errors import UnknownModelError
     from litllm.inference.constraints import schema_dsl
+    from litllm.inference.engine import Engine
+    from litllm.llm_api import (
+        Attachment,
+        get_async_model,
+        get_async_models,
+        get_default_model,
+        get_model,
+        get_models,
+        remove_alias,
+        set_alias,
+        set_default_model,
+    )
+    from litllm.model import GPT
+    from litllm.tokenizer import HuggingFaceTokenizer, Tokenizer
+
+# public name -> the module that defines it
+LAZY = {
+    "LLM": "litllm.api",
+    "Config": "litllm.config",
+    "GPTConfig": "litllm.config",
+    "GPT": "litllm.model",
+    "Engine": "litllm.inference.engine",
+    "Tokenizer": "litllm.tokenizer",
+    "HuggingFaceTokenizer": "litllm.tokenizer",
+    "load_model": "litllm.checkpoint.phases",
+    "UnknownModelError": "litllm.errors",
+    "schema_dsl": "litllm.inference.constraints",
+    # the llm-style API over the local model registry
+    **dict.fromkeys(
+        (
+            "Attachment",
+            "get_model",
+            "get_async_model",
+            "get_models",
+            "get_async_models",
+            "set_alias",
+            "remove_alias",
+            "set_default_model",
+            "get_default_model",
+        ),
+        "litllm.llm_api",
+    ),
+    **dict.fromkeys(
+        (
+            "EmbeddingModel",
+            "get_embedding_model",
+            "get_embedding_models",
+            "set_default_embedding_model",
+            "get_default_embedding_model",
+        ),
+        "litllm.embeddings",
+    ),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # torch is imported on first use of LLM or Config, not by `import litllm` (the CLI's --help stays fast)
-    if name == "LLM":
-        from litllm.api import LLM
-
-        return LLM
-    if name == "Config":
-        from litllm.config import Config
-
-        return Config
-    if name == "UnknownModelError":
-        from litllm.errors import UnknownModelError
-
-        return UnknownModelError
-    if name in MODEL_API:
-        import litllm.llm_api
-
-        return getattr(litllm.llm_api, name)
-    if name == "schema_dsl":
-        from litllm.inference.constraints import schema_dsl
-
-        return schema_dsl
-    raise AttributeError(f"module 'litllm' has no attribute {name!r}")
+    if name not in LAZY:
+        raise AttributeError(f"module 'litllm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(LAZY[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
 
 
-# the llm-style API over the local model registry (litllm/model_api.py)
-MODEL_API = (
-    "Attachment",
-    "get_model",
-    "get_async_model",
-    "get_models",
-    "get_async_models",
-    "set_alias",
-    "remove_alias",
-    "set_default_model",
-    "get_default_model",
-)
+def __dir__() -> list[str]:
+    return sorted([*globals(), *LAZY])
 
-__all__ = ["LLM", "Config", "UnknownModelError", "__version__", "schema_dsl", *MODEL_API]
+
+__all__ = ["__version__", *LAZY]

@@ -1,30 +1,41 @@
-"""The `LLM` facade: load a model from anywhere litllm understands, and generate text with it."""
+"""The `LLM` facade: load a model from anywhere litllm understands, generate text with it, and train it."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from litllm.catalog import named_configs
+from litllm.checkpoint.hub import download
 from litllm.checkpoint.loading import load_checkpoint
 from litllm.checkpoint.own import save_checkpoint
-from litllm.checkpoint.sources import resolve_checkpoint
+from litllm.checkpoint.sources import locate, resolve_tokenizer_dir
 from litllm.config import Config
 from litllm.inference.constraints import make_constraint
-from litllm.inference.engine import Completion, Request, Scheduler, TextStream
+from litllm.inference.engine import Completion, Request, Scheduler, TextStream, TokenStream
 from litllm.inference.options import GenerationOptions, with_options
 from litllm.model import GPT
 from litllm.prompts import ChatFormat, PromptStyle, load_prompt_style, render_for_completion, stop_sequences
 from litllm.tokenizer import Tokenizer
 
+if TYPE_CHECKING:
+    from litllm.training.module import GPTModule
 
-class LLM:
-    """A `GPT`, its `Tokenizer` and its `Config`, ready to generate.
+
+class LLM(torch.nn.Module):
+    """A `GPT`, its `Tokenizer` and its `Config`, ready to generate, and to train: `llm.module` is the `GPTModule`
+    of this very model for `L.Trainer(...).fit(llm.module, data)`, and an `LLM` inside a LightningModule of one's own
+    trains as LitGPT's does (`trainer_setup`, `logits, loss = llm(input_ids, target_ids)`). After training, `generate`
+    uses the new weights.
 
     On CPUs where packed weights multiply fastest (`litllm.cpu.kernels`), generating replaces the linear
     layers' weights by packed copies, in place (no extra memory): read directly, `llm.model`'s linear weights then
@@ -35,13 +46,29 @@ class LLM:
     max_batch_size = 64  # rows decoded together; longer lists of prompts join as rows finish
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, checkpoint_dir: Path | None = None) -> None:
+        super().__init__()
         self.model = model
+        self.training = model.training
         self.tokenizer = tokenizer
         self.checkpoint_dir = checkpoint_dir
+        self.fixed_kv_cache_size: int | Literal["max_model_supported"] | None = None
         self._chat_format: ChatFormat | None = None
         self._on_first_token: Any = None
         self._last_run_tokens = 0
+        self._autocast: torch.dtype | None = None  # a mixed precision: generate under autocast to this dtype
+        self._placement_hooks: list[Any] = []
+        self._targets_checked = False
+        object.__setattr__(self, "_training_module", None)  # not a submodule: its GPT is already `model`
         check_vocab_fits(tokenizer, model.config)
+        if tokenizer.vocab_size < model.config.vocab_size and tokenizer.checkpoint_dir != checkpoint_dir:
+            # a checkpoint's own tokenizer may be a little smaller (a vocabulary padded for speed): not worth a word
+            warnings.warn(
+                f"the model has {model.config.vocab_size} token ids but the tokenizer in "
+                f"{str(tokenizer.checkpoint_dir)!r} only {tokenizer.vocab_size}: ids from {tokenizer.vocab_size} on "
+                "decode to nothing, so generation never samples them; give a tokenizer of the model's vocab_size to "
+                "use them all",
+                stacklevel=3,
+            )
 
     @property
     def config(self) -> Config:
@@ -54,41 +81,60 @@ class LLM:
     @classmethod
     def load(
         cls,
-        source: str | Path | Config,
+        model: str | Path | Config,
         init: Literal["pretrained", "random"] = "pretrained",
         tokenizer_dir: str | Path | None = None,
+        access_token: str | None = None,
+        distribute: Literal["auto"] | None = "auto",
+        *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         seed: int = 0,
     ) -> LLM:
         """Load a litllm, Hugging Face or LitGPT checkpoint directory, a Hub repo id or a registry name.
 
-        init="random" builds a named config (or a `Config`) with fresh weights and needs `tokenizer_dir`.
+        Args:
+            model: The checkpoint: a folder, a local model name, a Hub repo id (downloaded once), a catalog name; with
+                init="random" a catalog name or a `Config`.
+            init: "pretrained" loads the checkpoint's weights; "random" builds the architecture with fresh weights.
+            tokenizer_dir: The tokenizer: a folder or any source `model` takes (a Hub repo id is found in the local
+                cache first, else only its tokenizer files are downloaded). Needed with init="random".
+            access_token: Hugging Face token for gated or private repos (default: $HF_TOKEN).
+            distribute: "auto" puts the model on the GPU if there is one, else the CPU; None leaves it on the CPU in
+                float32 (unless dtype says otherwise) for a Lightning Trainer to place, or for `distribute()`.
+            device: Where to put the model instead ("cpu", "cuda:1", ...).
+            dtype: Weights' dtype ("bfloat16", torch.float16, ...); default: the checkpoint's own.
+            seed: Seed of the random initialisation.
         """
-        device = torch.device(device) if device is not None else default_device()
-        dtype = resolve_dtype(dtype)
+        if init not in ("pretrained", "random"):
+            raise ValueError(f"init must be 'pretrained' or 'random', got {init!r}")
+        if distribute not in ("auto", None):
+            raise ValueError(f"distribute must be 'auto' or None (placed later, by distribute()), got {distribute!r}")
+        if device is not None:
+            device = torch.device(device)
+        else:
+            device = default_device() if distribute == "auto" else torch.device("cpu")
+        dtype = resolve_dtype(dtype) or (None if distribute == "auto" else torch.float32)
+        tokenizer = Tokenizer(resolve_tokenizer_dir(tokenizer_dir, access_token)) if tokenizer_dir is not None else None
         if init == "random":
-            config = source if isinstance(source, Config) else Config.from_name(str(source))
-            if tokenizer_dir is None:
-                raise ValueError("init='random' needs tokenizer_dir: a folder with tokenizer.json or tokenizer.model")
-            tokenizer = Tokenizer(tokenizer_dir)
+            config = model if isinstance(model, Config) else Config.from_name(str(model))
+            if tokenizer is None:
+                raise ValueError("init='random' needs tokenizer_dir: a folder with tokenizer.json or a Hub repo id")
             check_vocab_fits(tokenizer, config)
             torch.manual_seed(seed)
             with torch.device(device):
-                model = GPT(config)
-            model.reset_parameters()
-            model.to(dtype or torch.float32).eval()
-            return cls(model, tokenizer)
-        if init != "pretrained":
-            raise ValueError(f"init must be 'pretrained' or 'random', got {init!r}")
-        if isinstance(source, Config):
+                gpt = GPT(config)
+            gpt.reset_parameters()
+            gpt.to(dtype or torch.float32).eval()
+            return cls(gpt, tokenizer)
+        if isinstance(model, Config):
             raise ValueError(
                 "init='pretrained' needs a checkpoint path, a Hub repo id or a registry name, not a Config"
             )
-        checkpoint_dir = resolve_checkpoint(str(source))
-        model = load_checkpoint(checkpoint_dir, device=device, dtype=dtype)
-        tokenizer = Tokenizer(tokenizer_dir or checkpoint_dir)
-        return cls(model, tokenizer, checkpoint_dir)
+        found = locate(str(model))
+        checkpoint_dir = found if isinstance(found, Path) else download(found, access_token)
+        gpt = load_checkpoint(checkpoint_dir, device=device, dtype=dtype)
+        return cls(gpt, tokenizer or Tokenizer(checkpoint_dir), checkpoint_dir)
 
     @with_options()
     def generate(
@@ -110,7 +156,8 @@ class LLM:
         Args:
             prompt: Text to continue, or a list of texts.
             sys_prompt: Treat the prompt as a user message in a chat with this system message.
-            stream: With one prompt, a `TextStream` of text pieces as they are decoded.
+            stream: With one prompt, a `TextStream` of text pieces as they are decoded (a `TokenStream` of token ids
+                with return_as_token_ids).
             return_as_token_ids: The generated token ids instead of text.
         """
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -126,7 +173,7 @@ class LLM:
         chosen = GenerationOptions.from_options(**options)
         requests = [self.make_request(i, stop_ids, stop_strings, chosen) for i in ids]
         if stream:
-            return self._stream(requests, prompt)
+            return self._stream(requests, return_as_token_ids)
         results = [self._results(group, return_as_token_ids, chosen.logprobs) for group in self._run(requests)]
         if chosen.num_samples == 1:
             results = [r[0] for r in results]
@@ -138,7 +185,7 @@ class LLM:
 
         Args:
             messages: [{"role": "system" | "user" | "assistant", "content": str}, ...], or one user message.
-            stream: A `TextStream` of text pieces as they are decoded.
+            stream: A `TextStream` of text pieces as they are decoded (token ids with return_as_token_ids).
         """
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
@@ -147,7 +194,7 @@ class LLM:
         as_token_ids = options.pop("return_as_token_ids", False)
         request = self.chat_request(messages, **options)
         if stream:
-            return self._stream([request], "")
+            return self._stream([request], as_token_ids)
         results = self._results(self._run([request])[0], as_token_ids, request.logprobs)
         return results if request.num_samples > 1 else results[0]
 
@@ -194,30 +241,40 @@ class LLM:
 
     def distribute(
         self,
-        accelerator: str = "auto",
-        devices: int = 1,
+        accelerator: Literal["auto", "cpu", "cuda", "gpu"] = "auto",
+        devices: int | Literal["auto"] = "auto",
         precision: str | None = None,
         quantize: str | None = None,
+        generate_strategy: Literal["sequential", "tensor_parallel"] | None = None,
+        fixed_kv_cache_size: int | Literal["max_model_supported"] | None = None,
         compile: bool = False,
     ) -> LLM:
-        """Move the model to a device, cast it (precision "32-true", "bf16-true", "16-true" or a dtype name),
-        quantize its transformer layers with bitsandbytes ("bnb.nf4", "bnb.int8"), and optionally compile it.
+        """Place the model for generating, as LitGPT's `LLM.distribute` does.
 
-        compile=True wraps the forward in torch.compile: 35-45 s of compiling on first use at pythia-160m size on a
-        2-core CPU, then 1.02-1.1x eager speed there (the linear layers keep this CPU's fastest kernels inside the
-        graph, `litllm.cpu.packing.cpu_linear`); on accelerators it cuts the per-step overhead."""
-        if accelerator not in ("auto", "cpu", "cuda", "gpu"):
-            raise ValueError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu', got {accelerator!r}")
-        if devices != 1:
-            raise ValueError(f"devices={devices!r}: LLM generates on one device; `litllm serve` runs a copy per device")
-        if accelerator == "auto":
-            device = default_device()
-        else:
-            device = torch.device("cpu" if accelerator == "cpu" else "cuda")
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"accelerator={accelerator!r} but no CUDA device is available")
-        dtype = precision_dtype(precision) if precision is not None else None
-        self.model.to(device=device, dtype=dtype)
+        Args:
+            accelerator: "cpu", "cuda" (or "gpu"), or "auto": a GPU if there is one.
+            devices: How many devices; "auto" is 1, or every GPU with a generate_strategy.
+            precision: "32-true", "bf16-true", "16-true" (the weights cast), "bf16-mixed", "16-mixed" (weights kept,
+                generation under autocast), or a dtype name.
+            quantize: Quantize the transformer layers with bitsandbytes: "bnb.nf4" or "bnb.int8".
+            generate_strategy: "sequential" spreads the layers over `devices` GPUs, one after the other, for a model
+                larger than one GPU. (LitGPT's "tensor_parallel" is not available: it is refused with what to use.)
+            fixed_kv_cache_size: Cap the KV cache, and so prompt + generated tokens, at this many tokens;
+                "max_model_supported" or None: the model's block_size.
+            compile: torch.compile the forward: 35-45 s of compiling on first use at pythia-160m size on a 2-core
+                CPU, then 1.02-1.1x eager speed there (the linear layers keep this CPU's fastest kernels inside the
+                graph, `litllm.cpu.packing.cpu_linear`); on accelerators it cuts the per-step overhead.
+        """
+        targets = placement(accelerator, devices, generate_strategy, self.device)
+        cast, autocast = precision_dtypes(precision)
+        if quantize is not None and autocast is not None:
+            raise ValueError(f"quantize={quantize!r} does not combine with precision={precision!r}; use 'bf16-true'")
+        self.fixed_kv_cache_size = check_kv_cache_size(fixed_kv_cache_size, self.config.block_size)
+        for hook in self._placement_hooks:
+            hook.remove()
+        self.model.to(device=targets[0], dtype=cast)
+        self._placement_hooks = spread_layers(self.model, targets) if len(targets) > 1 else []
+        self._autocast = autocast
         if quantize is not None:
             from litllm.quantize import quantize_model
 
@@ -225,6 +282,61 @@ class LLM:
         if compile:
             self.model.forward = torch.compile(self.model.forward, dynamic=True)
         return self
+
+    # -- training --
+
+    @property
+    def module(self) -> GPTModule:
+        """The `GPTModule` (what `litllm pretrain` trains) of this very `GPT`, not a copy: `L.Trainer(...).fit(
+        llm.module, data)` trains `llm.model` in place, with this tokenizer given to the data module. (A Trainer on a
+        GPU hands the model back on the CPU at the end: `llm.distribute()` places it again.)"""
+        if self._training_module is None or self._training_module.gpt is not self.model:
+            from litllm.training.module import GPTModule
+
+            object.__setattr__(self, "_training_module", GPTModule.from_model(self.model, self.tokenizer))
+        return self._training_module
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        target_ids: torch.Tensor | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, T, V) of input_ids (B, T); with target_ids (B, T) also the loss `litllm pretrain` trains on.
+
+        target_ids[b, t] is the token that should follow input_ids[b, :t+1] (IGNORE_INDEX -100: no loss there), as
+        the `labels` of litllm's data modules. LitGPT's batches hold the input tokens themselves there and its forward
+        shifts them; litllm's data shifts when it builds the batch. loss_fn(logits, target_ids) replaces the mean
+        cross-entropy.
+        """
+        logits = self.model(input_ids)  # (B, T, V)
+        if target_ids is None:
+            return logits
+        if not self._targets_checked:  # a LitGPT-style batch would train the model to copy its input
+            self._targets_checked = True
+            if target_ids.shape == input_ids.shape and torch.equal(target_ids, input_ids):
+                raise ValueError(
+                    "target_ids equals input_ids: give the next tokens (target_ids[:, t] = input_ids[:, t + 1], -100 "
+                    "where there is none) as litllm's data modules do: LitGPT shifts inside its forward, litllm not"
+                )
+        if loss_fn is not None:
+            return logits, loss_fn(logits, target_ids)
+        from litllm.training.module import logits_loss
+
+        return logits, logits_loss(logits, target_ids)[0]
+
+    def trainer_setup(self, trainer_ckpt: str | Path | None = None) -> None:
+        """Ready the model for a Lightning Trainer (call it in a LightningModule's `setup`, as with LitGPT): training
+        mode, plain weights instead of packed copies and, from trainer_ckpt, the weights of a Lightning checkpoint of a
+        module that held this model (under any attribute name: "llm.model.wte.weight", "gpt.wte.weight", ...)."""
+        from litllm.cpu.packing import prepack
+
+        prepack(self.model, enabled=False)
+        self.train()  # LLM.load gives it in eval mode, which a Trainer keeps
+        if trainer_ckpt is not None:
+            from litllm.training.module import weights_in_lightning_checkpoint
+
+            self.model.load_state_dict(weights_in_lightning_checkpoint(trainer_ckpt, self.model))
 
     def save(self, out_dir: str | Path) -> Path:
         """Write a litllm checkpoint directory that `LLM.load` reads back identically."""
@@ -272,7 +384,7 @@ class LLM:
         self, ids: list[int], stop_ids: list[int], stop_strings: list[str], options: GenerationOptions
     ) -> Request:
         """The engine request for prompt token ids; max_new_tokens shrinks to the room left in the context."""
-        limit = self.config.block_size
+        limit = self.context_limit
         if len(ids) >= limit:
             raise ValueError(f"prompt is {len(ids)} tokens long; the model's context is {limit} tokens")
         constraint = make_constraint(
@@ -295,8 +407,15 @@ class LLM:
             constraint=constraint,
         )
 
+    @property
+    def context_limit(self) -> int:
+        """Most tokens of prompt and generation together: the model's block_size, or the fixed_kv_cache_size."""
+        size = self.fixed_kv_cache_size
+        return size if isinstance(size, int) else self.config.block_size
+
     def _scheduler(self, rows: int) -> Scheduler:
-        return Scheduler(self.model, self.tokenizer, max_batch_size=max(1, min(rows, self.max_batch_size)))
+        rows = max(1, min(rows, self.max_batch_size))
+        return Generating(self.model, self.tokenizer, rows, self.context_limit, autocast=self._autocast)
 
     def _run(self, requests: list[Request]) -> list[list[Completion]]:
         """Generate every request to its end, in one continuously refilled batch."""
@@ -311,12 +430,12 @@ class LLM:
         self._last_run_tokens = sum(len(c.token_ids) for g in groups for c in g)
         return groups
 
-    def _stream(self, requests: list[Request], prompt: Any) -> TextStream:
+    def _stream(self, requests: list[Request], token_ids: bool) -> TextStream:
         if len(requests) != 1 or requests[0].num_samples != 1:
             raise ValueError("stream=True takes one prompt and num_samples=1; pass a list without stream=True")
         scheduler = self._scheduler(1)
         (completion,) = scheduler.submit(requests[0])
-        return TextStream(scheduler, completion)
+        return (TokenStream if token_ids else TextStream)(scheduler, completion)
 
     @staticmethod
     def _results(completions: list[Completion], token_ids: bool, logprobs: bool) -> list[Any]:
@@ -377,15 +496,118 @@ def peak_memory_bytes(device: torch.device) -> int:
     return rss * (1 if sys.platform == "darwin" else 1024)  # macOS reports bytes, Linux KiB
 
 
-PRECISIONS = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16}
+class Generating(Scheduler):
+    """The engine's scheduler as an `LLM` runs it: in eval mode (a Trainer leaves the model in training mode, with
+    dropout on; the mode comes back after each step) and under autocast for a mixed precision."""
+
+    def __init__(self, *args: Any, autocast: torch.dtype | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.autocast = autocast
+
+    def step(self) -> None:
+        training = self.model.training
+        if training:
+            self.model.eval()
+        try:
+            with torch.autocast(self.device.type, self.autocast) if self.autocast else contextlib.nullcontext():
+                super().step()
+        finally:
+            if training:
+                self.model.train()
 
 
-def precision_dtype(precision: str) -> torch.dtype:
+PRECISIONS = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64}
+MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def precision_dtypes(precision: str | None) -> tuple[torch.dtype | None, torch.dtype | None]:
+    """(dtype to cast the weights to, dtype to autocast to) of a Lightning precision name or a dtype name."""
+    if precision is None:
+        return None, None
     if precision in PRECISIONS:
-        return PRECISIONS[precision]
+        return PRECISIONS[precision], None
+    if precision in MIXED:
+        return None, MIXED[precision]
     if precision in DTYPES:
-        return DTYPES[precision]
-    raise ValueError(f"unknown precision {precision!r}; accepted: {', '.join([*PRECISIONS, *DTYPES])}")
+        return DTYPES[precision], None
+    raise ValueError(f"unknown precision {precision!r}; accepted: {', '.join([*PRECISIONS, *MIXED, *DTYPES])}")
+
+
+def placement(accelerator: str, devices: int | str, strategy: str | None, current: torch.device) -> list[torch.device]:
+    """The devices `distribute` puts the model on (several: the layers spread over them in order)."""
+    if accelerator not in ("auto", "cpu", "cuda", "gpu"):
+        raise ValueError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu', got {accelerator!r}")
+    if strategy not in (None, "sequential", "tensor_parallel"):
+        raise ValueError(f"generate_strategy must be None, 'sequential' or 'tensor_parallel', got {strategy!r}")
+    if devices != "auto" and (not isinstance(devices, int) or isinstance(devices, bool) or devices < 1):
+        raise ValueError(f"devices must be 'auto' or an integer >= 1, got {devices!r}")
+    kind = default_device().type if accelerator == "auto" else "cpu" if accelerator == "cpu" else "cuda"
+    gpus = torch.cuda.device_count() if kind == "cuda" else 0
+    if kind == "cuda" and not gpus:
+        raise ValueError(f"accelerator={accelerator!r} but no CUDA device is available; use accelerator='cpu'")
+    count = devices if devices != "auto" else (gpus if strategy else 1)
+    if kind == "cpu" and (count > 1 or strategy):
+        asked = f"devices={devices!r}" + (f" with generate_strategy={strategy!r}" if strategy else "")
+        raise ValueError(
+            f"{asked} spreads the model over several GPUs, and this runs on the CPU"
+            + ("" if torch.cuda.is_available() else " (no CUDA device here)")
+            + ": use devices=1 without generate_strategy (all CPU cores serve one device); on a machine with 2 or "
+            "more CUDA GPUs, devices=N with generate_strategy='sequential'"
+        )
+    if strategy == "tensor_parallel":
+        raise ValueError(
+            "generate_strategy='tensor_parallel' is not available in litllm: use generate_strategy='sequential' to "
+            "spread a model too large for one GPU over several, or `litllm serve --devices N` for a copy per GPU"
+        )
+    if count > 1 and strategy is None:
+        raise ValueError(
+            f"devices={count} needs generate_strategy='sequential' (the layers spread over the GPUs); for one copy "
+            "per GPU, run `litllm serve`"
+        )
+    if kind == "cuda" and count > gpus:
+        raise ValueError(f"devices={count} but {gpus} CUDA device(s) are available")
+    if count == 1 and current.type == kind:
+        return [current]  # stay on the GPU it is on ("cuda:1"), not the current default one
+    return [torch.device(kind, i) if kind == "cuda" else torch.device(kind) for i in range(count)]
+
+
+def spread_layers(model: GPT, devices: list[torch.device]) -> list[Any]:
+    """Generation strategy "sequential": the blocks in contiguous groups over `devices`, the embeddings on the first
+    and the final norm and head on the last (the first when the head is the embedding). Each part moves its inputs to
+    where its weights are when it runs (so a later `.to()` of the whole model keeps working), and the logits go to
+    the embedding's device. Returns the hooks' handles."""
+    n, head = len(model.h), model.lm_head
+    head.to(devices[0] if head.weight is model.wte.weight else devices[-1])
+    model.ln_f.to(head.weight.device)
+    handles = [model.ln_f.register_forward_pre_hook(lambda _, args: to_device(args, head.weight.device))]
+    for i, block in enumerate(model.h):
+        block.to(devices[i * len(devices) // n])
+        handles.append(block.register_forward_pre_hook(lambda b, args: to_device(args, next(b.parameters()).device)))
+    handles.append(model.register_forward_hook(lambda m, args, out: out.to(m.wte.weight.device)))
+    return handles
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """`value` with every tensor in it (in tuples, lists and dataclasses such as attention masks) on `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        moved = {f.name: to_device(getattr(value, f.name), device) for f in dataclasses.fields(value) if f.init}
+        return dataclasses.replace(value, **moved)
+    return value
+
+
+def check_kv_cache_size(size: int | str | None, block_size: int) -> int | str | None:
+    if size is None or size == "max_model_supported":
+        return size
+    if not isinstance(size, int) or isinstance(size, bool) or not 2 <= size <= block_size:
+        raise ValueError(
+            f"fixed_kv_cache_size must be 'max_model_supported', None or an integer in 2..{block_size} (the model's "
+            f"block_size), got {size!r}"
+        )
+    return size
 
 
 def _describe(value: Any) -> str:

@@ -19,6 +19,17 @@ TEXT_TYPES = frozenset(
     {"text/plain", "text/markdown", "text/csv", "text/html", "text/x-python", "application/json", "application/xml"}
 )
 FETCH_TIMEOUT_S = 10
+# leading bytes of the binary types people attach most (what `llm` detects with puremagic)
+MAGIC = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"%PDF-", "application/pdf"),
+    (b"ID3", "audio/mpeg"),
+    (b"fLaC", "audio/flac"),
+    (b"OggS", "audio/ogg"),
+)
 
 
 @dataclass
@@ -51,8 +62,14 @@ class Attachment:
         guessed = mimetypes.guess_type(name)[0] if name else None
         if guessed:
             return guessed
+        data = self.content_bytes()
+        for magic, kind in MAGIC:
+            if data.startswith(magic):
+                return kind
+        if data[:4] == b"RIFF" and data[8:12] in (b"WEBP", b"WAVE"):
+            return "image/webp" if data[8:12] == b"WEBP" else "audio/wav"
         try:
-            self.content_bytes().decode("utf-8")
+            data.decode("utf-8")
         except UnicodeDecodeError:
             return "application/octet-stream"
         return "text/plain"

@@ -134,36 +134,48 @@ def chat(
     device: Optional[str] = None,
     dtype: Optional[str] = None,
     quantize: Optional[str] = None,
+    prompt: Optional[str] = None,
     **options: Any,
 ) -> None:
     """Chat with a model in the terminal: replies stream, the conversation is remembered.
 
     End a line with \\ to continue on the next one, or wrap a block in triple quotes (\"\"\").
-    /reset forgets the conversation, /exit (or Ctrl-D) leaves.
+    /reset forgets the conversation, /exit (or Ctrl-D) leaves. nanochat's flags work too:
+    `litllm chat -i sft -p "Why is the sky blue?" -t 0.6 -k 50`.
 
     Args:
-        source: Checkpoint directory, Hub repo id, registered model name, or model name (with --init random).
+        source: Checkpoint directory, Hub repo id, registered model name, model name (with --init random), or
+            base | mid | sft | rl: the latest training run of that phase (also -i/--source).
         system: System message that opens the conversation.
         init: `pretrained` loads weights; `random` builds a named config with fresh weights.
         tokenizer_dir: Tokenizer folder (needed with --init random).
         device: cpu, cuda, cuda:1, ... (default: cuda if available).
         dtype: float32, bfloat16 or float16 (default: the checkpoint's).
         quantize: bnb.nf4 or bnb.int8: quantize the transformer layers with bitsandbytes.
+        prompt: Send this one message, print the reply and exit (-p).
     """
     from litllm.terminal_chat import run_chat
 
     llm = load_for_inference(source, init, tokenizer_dir, device, dtype, quantize)
-    run_chat(llm, system, options)
+    if prompt is None:
+        run_chat(llm, system, options)
+        return
+    for piece in llm.conversation(system).send(prompt, stream=True, **options):
+        print(piece, end="", flush=True)
+    print()
 
 
 def serve(
-    source: str,
+    source: Optional[str] = None,
     host: str = "127.0.0.1",
     port: int = 8000,
+    model_type: Optional[str] = None,
+    model_path: Optional[str] = None,
     api_key: Optional[str] = None,
     max_batch_size: int = 16,
     accelerator: str = "auto",
     devices: int = 1,
+    num_gpus: Optional[int] = None,
     precision: Optional[str] = None,
     quantize: Optional[str] = None,
     init: Literal["pretrained", "random"] = "pretrained",
@@ -179,24 +191,31 @@ def serve(
 
     Routes: POST /v1/chat/completions, /v1/completions, GET /v1/models; POST /chat/completions (nanochat);
     GET /health, /stats, /metrics; /api/status, /api/models, /api/load_model, /api/generate, /api/train;
-    GET / (chat page). Stop it with Ctrl-C or SIGTERM.
+    GET / (chat page). Stop it with Ctrl-C or SIGTERM. Without SOURCE, --model_type or --model_path the server
+    starts with no model: generation routes answer 503 until POST /api/load_model loads one (as nanoGPT's
+    api_server.py).
 
     Args:
-        source: Checkpoint directory, Hub repo id, registered model name, or model name (with --init random).
+        source: Checkpoint directory, Hub repo id, registered model name, or model name (with --init random);
+            none: start with no model.
         host: Address to listen on: 127.0.0.1 (this machine only), 0.0.0.0 or :: (every interface).
         port: Port to listen on (1024-65535).
+        model_type: Load this model by name (registered, downloaded, a catalog name such as gpt2, a Hub repo id).
+        model_path: Load this checkpoint: a folder, a nanoGPT ckpt.pt, or a training run's folder (its final/).
         api_key: Require `Authorization: Bearer KEY` on every route but /health (default: $LITLLM_API_KEY).
         max_batch_size: Generations decoded together; more wait for a free row.
         accelerator: auto, cpu or cuda.
         devices: Number of devices, one model copy each.
+        num_gpus: The same as devices (nanochat's -n/--num-gpus).
         precision: 32-true, bf16-true or 16-true (default: the checkpoint's dtype).
         quantize: bnb.nf4 or bnb.int8: quantize the transformer layers with bitsandbytes.
         init: `pretrained` loads weights; `random` builds a named config with fresh weights.
         tokenizer_dir: Tokenizer folder (needed with --init random).
         max_seq_length: Longest prompt + reply a row holds (default: the model's context).
         max_tokens: Reply length when a request does not say.
-        models_root: Folder whose checkpoints /api/load_model may load (default: $LITLLM_HOME).
-        runs_root: Folder for training runs started by /api/train (default: ./runs).
+        models_root: Folder whose checkpoints /api/load_model may load by path (default: $LITLLM_HOME).
+        runs_root: Folder for training runs started by /api/train, whose runs /api/load_model may load too
+            (default: $LITLLM_RUNS_DIR, else ./out).
         limits: Request limits to change, e.g. '{"max_messages": 100, "max_tokens": 1024}'. Defaults: 500 messages,
             8000 characters a message, 32000 in all, max_tokens 4096, top_k 200, n 16, 8 stop strings.
         log_level: debug, info, warning or error.
@@ -205,7 +224,13 @@ def serve(
 
     from litllm.serve.server import build_server, run
 
-    check_serve_source(source, init, tokenizer_dir)
+    source = serve_source(source, model_type, model_path)
+    if num_gpus is not None:
+        if num_gpus < 1 or devices not in (1, num_gpus):
+            raise ValueError(f"--num_gpus {num_gpus} must be >= 1 and agree with --devices {devices} (give one)")
+        devices = num_gpus
+    if source is not None:
+        check_serve_source(source, init, tokenizer_dir)
     if limits:
         from litllm.serve.request_models import set_limits
 
@@ -227,8 +252,23 @@ def serve(
         default_max_tokens=max_tokens,
     )
     where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    print(f"litllm serve: {source} at {where} (chat page: {where}/, API: {where}/v1)", file=sys.stderr, flush=True)
+    what = source if source is not None else "no model yet (POST /api/load_model loads one)"
+    print(f"litllm serve: {what} at {where} (chat page: {where}/, API: {where}/v1)", file=sys.stderr, flush=True)
     run(server, host=host, port=port, log_level=log_level)
+
+
+def serve_source(source: Optional[str], model_type: Optional[str], model_path: Optional[str]) -> Optional[str]:
+    """The model `litllm serve` starts with: SOURCE, --model_type or --model_path (a run folder: its final/)."""
+    named = {"SOURCE": source, "--model_type": model_type, "--model_path": model_path}
+    given = [name for name, value in named.items() if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"give at most one of SOURCE, --model_type and --model_path; got {' and '.join(given)}")
+    if model_path is None:
+        return source or model_type
+    path = Path(model_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--model_path {model_path!r} does not exist")
+    return str(path / "final") if (path / "final").is_dir() else str(path)
 
 
 def check_serve_source(source: str, init: str, tokenizer_dir: Optional[Path]) -> None:
@@ -280,6 +320,8 @@ def tokenizer_train(
     vocab_size: int = 8192,
     special_tokens: Optional[list[str]] = None,
     max_bytes: Optional[int] = None,
+    train_ratio: float = 1.0,
+    val_ratio: float = 0.0,
 ) -> None:
     """Train a byte-level BPE tokenizer.
 
@@ -290,15 +332,44 @@ def tokenizer_train(
         vocab_size: Number of tokens, special tokens included.
         special_tokens: Special tokens to reserve (default: <|endoftext|>).
         max_bytes: Train on at most this many bytes of the corpus.
+        train_ratio: Train on this leading share of the files, in (0, 1].
+        val_ratio: Hold out this trailing share of the files, in [0, 1), and print the bytes per token on them.
     """
     from litllm.training.tokenizer_training import train_tokenizer
 
     kwargs = {} if special_tokens is None else {"special_tokens": special_tokens}
     files = [files] if isinstance(files, str) else files
     path = train_tokenizer(
-        files=files, corpus=corpus, vocab_size=vocab_size, out=str(out), max_bytes=max_bytes, **kwargs
+        files=files,
+        corpus=corpus,
+        vocab_size=vocab_size,
+        out=str(out),
+        max_bytes=max_bytes,
+        train_ratio=train_ratio,
+        val_ratio=val_ratio,
+        **kwargs,
     )
     print(f"saved to {path}")
+
+
+def tokenizer_evaluate(
+    tokenizer_dir: Optional[str] = None,
+    files: Union[list[str], str, None] = None,
+    corpus: Optional[str] = None,
+    max_bytes: Optional[int] = 1_000_000,
+) -> None:
+    """Print a tokenizer's compression (UTF-8 bytes per token) on kinds of text, beside GPT-2's when it is here.
+
+    Args:
+        tokenizer_dir: Tokenizer folder, model name or training phase (sft, ...); default: $LITLLM_TOKENIZER_PATH.
+        files: Text files, folders or globs, one row each (one, or a list: --files '[a.txt, "b/*.md"]').
+        corpus: `stdlib` or a folder of text files: one row per kind of file.
+        max_bytes: Read at most this many bytes for each row (null: all).
+    """
+    from litllm.training.tokenizer_training import evaluate_tokenizer
+
+    files = [files] if isinstance(files, str) else files
+    print(evaluate_tokenizer(tokenizer_dir, files=files, corpus=corpus, max_bytes=max_bytes))
 
 
 def models_list() -> None:
@@ -387,7 +458,7 @@ COMMANDS = {
     "serve": serve,
     "client": ClientCLI,
     "export": export,
-    "tokenizer": {"train": tokenizer_train},
+    "tokenizer": {"train": tokenizer_train, "evaluate": tokenizer_evaluate},
     "models": {
         "list": models_list,
         "add": models_add,
@@ -418,10 +489,49 @@ def RawEpilogFormatter():  # noqa: N802 - a class factory, so jsonargparse is im
     return Formatter
 
 
+# nanochat's short flags per command (chat_cli -i sft -p "..." -t 0.6 -k 50; chat_web -n 4 -p 8000)
+SHORT_FLAGS = {
+    "chat": {"-i": "--source", "-p": "--prompt", "-t": "--temperature", "-k": "--top_k"},
+    "serve": {"-i": "--source", "-n": "--num_gpus", "-p": "--port"},
+}
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """Accept nanochat's spellings: short flags, dashed names (--top-k) and the source as a flag or a positional.
+
+    `--source X` / `-i X` become the positional SOURCE of a command that requires one, and a leading positional
+    becomes `--source X` for a command whose source is optional (`litllm serve` may start with no model)."""
+    if not argv or argv[0] in TRAINING_COMMANDS:
+        return argv
+    command, short = argv[0], SHORT_FLAGS.get(argv[0], {})
+    rest = [short.get(token, token) for token in map(underscored, argv[1:])]
+    if command not in SHORT_FLAGS:
+        return [command, *rest]
+    import inspect
+
+    source = inspect.signature(COMMANDS[command]).parameters["source"]
+    flag_at = next((i for i, t in enumerate(rest) if t == "--source" or t.startswith("--source=")), None)
+    if source.default is inspect.Parameter.empty and flag_at is not None:
+        token = rest.pop(flag_at)
+        value = token.partition("=")[2] if "=" in token else rest.pop(flag_at)
+        rest.insert(0, value)
+    elif source.default is not inspect.Parameter.empty and flag_at is None and rest and not rest[0].startswith("-"):
+        rest.insert(0, "--source")
+    return [command, *rest]
+
+
+def underscored(token: str) -> str:
+    """`--top-k=5` -> `--top_k=5`: an option's name with dashes read as underscores."""
+    if not token.startswith("--"):
+        return token
+    name, eq, value = token.partition("=")
+    return "--" + name[2:].replace("-", "_") + eq + value
+
+
 def main(argv: list[str] | None = None) -> None:
     from jsonargparse import CLI
 
-    argv = sys.argv[1:] if argv is None else argv
+    argv = normalize_argv(sys.argv[1:] if argv is None else argv)
     epilog = "training subcommands (each has its own --help):\n" + "\n".join(
         f"    {name:<10} {text}" for name, text in TRAINING_COMMANDS.items()
     )

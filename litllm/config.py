@@ -107,11 +107,25 @@ class Config:
     lm_head_bias: bool = False
     final_logit_softcap: float | None = None
 
+    # training
+    dropout: float = 0.0
+    """Dropout probability in training mode (off in eval mode): on the attention weights, on the embeddings and on
+    each block's attention and MLP outputs before they join the residual (nanoGPT's places). 0 adds no op."""
+    bias: bool | None = None
+    """nanoGPT's switch: True or False sets qkv_bias, proj_bias, mlp_bias and norm_bias (the LayerNorms' bias; RMSNorm
+    has none) all at once; None keeps the individual flags. lm_head_bias is left alone (nanoGPT's head has none)."""
+
     # derived
     rope_n_elem: int = field(init=False, default=0)
     """Rotated dimensions per head: rotary_percentage * head_size."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout!r} must be a number in [0, 1)")
+        if self.bias is not None and not isinstance(self.bias, bool):
+            raise ValueError(f"bias={self.bias!r} must be True, False or None (keep qkv_bias, proj_bias, ... as set)")
+        if self.bias is not None:
+            self.qkv_bias = self.proj_bias = self.mlp_bias = self.norm_bias = self.bias
         if self.depth is not None:
             self.n_layer = self.depth
             self.n_embd = 64 * self.depth
@@ -187,4 +201,19 @@ class Config:
         return cls.from_dict({**copy.deepcopy(registry[key]), **overrides}, source=f"config {name!r}")
 
 
-__all__ = ["Config", "UnknownModelError"]
+@dataclass
+class GPTConfig(Config):
+    """nanochat's / nanoGPT's `GPTConfig`: a `Config` with their documented defaults (a GPT-2 small sized model
+    with RoPE, biases everywhere but the head, a 32768-token vocabulary). It saves as a plain `Config`."""
+
+    vocab_size: int = 32768
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024
+    dropout: float = 0.0
+    bias: bool | None = True
+    rope_base: float = 10000.0
+
+
+__all__ = ["Config", "GPTConfig", "UnknownModelError"]

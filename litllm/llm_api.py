@@ -17,6 +17,7 @@ import inspect
 import threading
 import time
 import typing
+import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -245,6 +246,7 @@ class _Response:
         self._callbacks: list[Callable[[Any], None]] = []
         self._reading = False
         self._started: datetime.datetime | None = None
+        self._id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self._clock = self._duration_s = 0.0
 
     def __repr__(self) -> str:
@@ -287,16 +289,28 @@ class _Response:
         return self._started.isoformat() if self._started else ""
 
     def _record(self) -> dict[str, Any]:
+        """litllm's record of the exchange, with the fields of an OpenAI chat completion beside it (as `llm`'s)."""
+        text, used = "".join(self.chunks), self._usage
         return {
+            "id": self._id,
+            "object": "chat.completion",
+            "created": int(self._started.timestamp()) if self._started else None,
+            "content": text,
             "model": self.model.model_id,
             "prompt": self.prompt.prompt,
             "system": self.prompt.system,
             "schema": schema_record(self.prompt.schema),
             "options": self.prompt.options,
             "messages": self.messages,
-            "response": "".join(self.chunks),
+            "response": text,
             "finish_reason": self.finish_reason,
-            "usage": {"input": self._usage.input, "output": self._usage.output},
+            "usage": {
+                "input": used.input,
+                "output": used.output,
+                "prompt_tokens": used.input,
+                "completion_tokens": used.output,
+                "total_tokens": used.input + used.output,
+            },
             "datetime_utc": self._datetime_utc() or None,
             "duration_ms": round(self._duration_s * 1000),
         }

@@ -1,9 +1,10 @@
 """The local model registry: names for checkpoint directories, their aliases, and the default model.
 
-A name resolves to a downloaded checkpoint (`$LITLLM_HOME/checkpoints/<org>/<name>`, known as `org/name` and,
+A name resolves to a downloaded checkpoint (`$LITLLM_MODEL_DIR/<org>/<name>`, known as `org/name` and,
 when no other model shares it, as `name`) or to a directory the user registered with `add` (a training run's
 `final/`, a converted Hugging Face model). Registrations live in `$LITLLM_HOME/models.json`, aliases in
-`aliases.json` and the default model in `default_model.txt`.
+`aliases.json`, the default model in `default_model.txt` and the default embedding model in
+`default_embedding_model.txt` (the file names `llm` uses for its own defaults).
 
 What a user names in general (a path, a catalog name, a Hub repo id too) goes through the one resolver,
 `litllm.checkpoint.sources`, which asks this registry after paths.
@@ -23,11 +24,12 @@ from typing import Literal
 
 from litllm.checkpoint.layout import LAYOUTS, checkpoint_kind
 from litllm.errors import UnknownModelError
-from litllm.paths import atomic_write_text, litllm_home
+from litllm.paths import atomic_write_text, litllm_home, model_dir
 
 MODELS_FILE = "models.json"
 ALIASES_FILE = "aliases.json"
 DEFAULT_FILE = "default_model.txt"
+DEFAULT_EMBEDDING_FILE = "default_embedding_model.txt"
 # one or two path components ("tiny" or "org/tiny"), each starting with a word character: no "..", no "/x"
 NAME = re.compile(r"^\w[\w.+-]*(/\w[\w.+-]*)?$")
 
@@ -73,8 +75,8 @@ def model_paths() -> dict[str, tuple[Path, Literal["downloaded", "registered"]]]
 
 
 def downloaded_dirs() -> list[Path]:
-    """The checkpoint directories under $LITLLM_HOME/checkpoints/<org>/<name>, sorted."""
-    root = litllm_home() / "checkpoints"
+    """The checkpoint directories of the model cache, <model_dir>/<org>/<name> (litllm.paths.model_dir), sorted."""
+    root = model_dir()
     return sorted(p for p in root.glob("*/*") if checkpoint_kind(p) is not None)
 
 
@@ -168,7 +170,27 @@ def remove_alias(alias: str) -> None:
 
 def set_default_model(name: str | None) -> None:
     """Make `name` (a model name or alias) the model used when none is named; None unsets it."""
-    path = litllm_home() / DEFAULT_FILE
+    write_default(DEFAULT_FILE, name)
+
+
+def get_default_model(default: str | None = None) -> str | None:
+    """The default model's name or alias, or `default` when none was set."""
+    return read_default(DEFAULT_FILE, default)
+
+
+def set_default_embedding_model(name: str | None) -> None:
+    """Make `name` (a model name or alias) the embedding model used when none is named; None unsets it."""
+    write_default(DEFAULT_EMBEDDING_FILE, name)
+
+
+def get_default_embedding_model(default: str | None = None) -> str | None:
+    """The default embedding model's name or alias, or `default` when none was set."""
+    return read_default(DEFAULT_EMBEDDING_FILE, default)
+
+
+def write_default(filename: str, name: str | None) -> None:
+    """Keep the model name or alias `name` in $LITLLM_HOME/`filename` after checking it resolves; None removes it."""
+    path = litllm_home() / filename
     if name is None:
         path.unlink(missing_ok=True)
         return
@@ -176,9 +198,9 @@ def set_default_model(name: str | None) -> None:
     atomic_write_text(path, name + "\n")
 
 
-def get_default_model(default: str | None = None) -> str | None:
-    """The default model's name or alias, or `default` when none was set."""
-    path = litllm_home() / DEFAULT_FILE
+def read_default(filename: str, default: str | None) -> str | None:
+    """The name kept in $LITLLM_HOME/`filename`, or `default` when there is none."""
+    path = litllm_home() / filename
     name = path.read_text().strip() if path.is_file() else ""
     return name or default
 
@@ -211,6 +233,7 @@ __all__ = [
     "UnknownModelError",
     "add",
     "checkpoint_kind",
+    "get_default_embedding_model",
     "get_default_model",
     "list_models",
     "litllm_home",
@@ -219,5 +242,6 @@ __all__ = [
     "remove_alias",
     "resolve",
     "set_alias",
+    "set_default_embedding_model",
     "set_default_model",
 ]

@@ -16,17 +16,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from litllm.config import Config
+from litllm.config import GPTConfig as GPTConfig  # nanochat imports GPT and GPTConfig from one module
 from litllm.cpu import attention as cpu_attention
 from litllm.cpu.packing import Linear
+from litllm.gpt_nanochat import NanochatMethods
 
 
-class GPT(nn.Module):
+class GPT(NanochatMethods, nn.Module):
+    """The transformer; nanoGPT's and nanochat's methods (generate, estimate_flops, setup_optimizers, ...) come from
+    `NanochatMethods`."""
+
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.position_embedding == "learned" else None
         self.emb_norm = make_norm(config, config.n_embd) if config.embedding_norm else None
+        self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else None
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = make_norm(config, config.n_embd)
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=config.lm_head_bias)
@@ -109,6 +115,8 @@ class GPT(nn.Module):
             x = x + self.wpe(position_ids)
         if self.emb_norm is not None:
             x = self.emb_norm(x)
+        if self.drop is not None:
+            x = self.drop(x)
 
         # positions never exceed the last cache slot, start + T - 1
         rope = self.rope.cos_sin(position_ids, S, x.dtype) if self.rope is not None else None
@@ -164,6 +172,16 @@ class GPT(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         """Preallocate a KV cache of `max_seq_length` slots per layer (default: block_size)."""
+        self.kv_caches = self.new_kv_caches(batch_size, max_seq_length, device, dtype)
+
+    def new_kv_caches(
+        self,
+        batch_size: int,
+        max_seq_length: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> list[KVCache]:
+        """One empty KV cache per layer, of `max_seq_length` slots (default: block_size), for `kv_caches=`."""
         max_seq_length = max_seq_length or self.config.block_size
         if max_seq_length > self.config.block_size:
             raise ValueError(f"max_seq_length={max_seq_length} exceeds block_size={self.config.block_size}")
@@ -171,9 +189,7 @@ class GPT(nn.Module):
         device = device or param.device
         dtype = dtype or cpu_attention.kv_cache_dtype(param.dtype, device)
         c = self.config
-        self.kv_caches = [
-            KVCache.empty(batch_size, c.n_query_groups, max_seq_length, c.head_size, device, dtype) for _ in self.h
-        ]
+        return [KVCache.empty(batch_size, c.n_query_groups, max_seq_length, c.head_size, device, dtype) for _ in self.h]
 
     def clear_kv_cache(self) -> None:
         self.kv_caches = None
@@ -206,6 +222,7 @@ class Block(nn.Module):
         self.norm_2 = make_norm(c, c.n_embd) if separate_mlp_norm else None
         self.mlp = MLP(c)
         self.post_mlp_norm = make_norm(c, c.n_embd) if c.post_mlp_norm else None
+        self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else None  # on each branch, before the residual
 
     def forward(
         self,
@@ -220,16 +237,21 @@ class Block(nn.Module):
         a = self.attn(h, rope, mask, input_pos, cache, length)
         if self.post_attn_norm is not None:
             a = self.post_attn_norm(a)
+        if self.drop is not None:
+            a = self.drop(a)
         if self.config.parallel_residual:
-            m = self.mlp(self.norm_2(x) if self.norm_2 is not None else h)
-            if self.post_mlp_norm is not None:
-                m = self.post_mlp_norm(m)
-            return x + a + m
+            return x + a + self.mlp_branch(self.norm_2(x) if self.norm_2 is not None else h)
         x = x + a
-        m = self.mlp(self.norm_2(x) if self.norm_2 is not None else x)
+        return x + self.mlp_branch(self.norm_2(x) if self.norm_2 is not None else x)
+
+    def mlp_branch(self, h: torch.Tensor) -> torch.Tensor:
+        """What the MLP adds to the residual, from its normalised input h."""
+        m = self.mlp(h)
         if self.post_mlp_norm is not None:
             m = self.post_mlp_norm(m)
-        return x + m
+        if self.drop is not None:
+            m = self.drop(m)
+        return m
 
 
 class CausalSelfAttention(nn.Module):
@@ -249,6 +271,7 @@ class CausalSelfAttention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
         self.scale = 1.0 / math.sqrt(c.attention_scores_scalar or c.head_size)
+        self.dropout = c.dropout  # on the attention weights, in training mode only
 
     def forward(
         self,
@@ -299,27 +322,31 @@ class CausalSelfAttention(nn.Module):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask) -> torch.Tensor:
         B, nh, T, hs = q.shape
         nkv = k.shape[1]
+        p = self.dropout if self.training else 0.0
         if isinstance(mask, KeyRanges):  # one query per row (a decoding step): litllm's CPU kernel where it runs
-            if cpu_attention.supports(q, k, v):
+            if p == 0 and cpu_attention.supports(q, k, v):
                 cap = self.config.attn_logit_softcap or 0.0
                 return cpu_attention.attend(q, k, v, mask.lo, mask.hi, self.scale, cap).to(q.dtype)
             mask = mask.dense
         if self.config.attn_logit_softcap is not None:
-            return self.attend_softcapped(q, k, v, mask)
+            return self.attend_softcapped(q, k, v, mask, p)
         if isinstance(mask, Tail):  # a single query: only the last `window` keys are visible
             k, v, mask = k[:, :, -mask.window :], v[:, :, -mask.window :], None
         if T == 1 and nkv < nh and (mask is None or isinstance(mask, torch.Tensor)):
             # one query per head, and every head of a row sees the same keys (the mask, if any, is per row):
             # fold the heads of a group into the query axis, no K/V copy (2x faster than enable_gqa with a mask)
-            y = F.scaled_dot_product_attention(q.view(B, nkv, nh // nkv, hs), k, v, attn_mask=mask, scale=self.scale)
+            q = q.view(B, nkv, nh // nkv, hs)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=self.scale)
             return y.view(B, nh, 1, hs)
         is_causal = isinstance(mask, Causal)
         attn_mask = None if mask is None or is_causal else mask
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=self.scale, enable_gqa=nkv < nh
+            q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal, scale=self.scale, enable_gqa=nkv < nh
         )
 
-    def attend_softcapped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask) -> torch.Tensor:
+    def attend_softcapped(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask, dropout: float = 0.0
+    ) -> torch.Tensor:
         """Attention with tanh-capped scores, which SDPA cannot express."""
         B, nh, T, hs = q.shape
         nkv, S = k.shape[1], k.shape[2]
@@ -334,6 +361,8 @@ class CausalSelfAttention(nn.Module):
             mask = mask.view(mask.shape[0], 1, 1, T, S) if mask.dim() == 4 else mask
             scores = scores.masked_fill(~mask, float("-inf"))
         probs = scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype)
+        if dropout:
+            probs = F.dropout(probs, dropout)
         y = probs @ v.unsqueeze(2)  # (B, nkv, g, T, hs)
         return y.view(B, nh, T, hs)
 

@@ -3,6 +3,14 @@
 Standard library only, so that every module may import it. Every file litllm writes goes through `atomic_path`:
 a temporary file beside the target, flushed to disk, given the mode a plain `open()` would give it, then renamed
 over the target, so a reader (or a crash) never sees half a file and an earlier version stays intact until then.
+
+Environment variables; the NANOCHAT_ name given with one is read too, and when both are set litllm's wins:
+    LITLLM_HOME            where litllm keeps its files (default ~/.cache/litllm)
+    LITLLM_DATA_DIR        prepared (tokenized) data of the data modules (NANOCHAT_DATA_DIR; default $LITLLM_HOME/data)
+    LITLLM_MODEL_DIR       the model cache: downloads, converted (NANOCHAT_MODEL_DIR; default $LITLLM_HOME/checkpoints)
+    LITLLM_TOKENIZER_PATH  the tokenizer folder a command uses when it needs one and none is given
+                           (NANOCHAT_TOKENIZER_PATH; `litllm tokenizer evaluate`, a training run without one)
+    LITLLM_RUNS_DIR        where training runs go: <runs>/pretrain/<name>-<time>/, ... (default ./out)
 """
 
 from __future__ import annotations
@@ -20,6 +28,45 @@ from typing import Any
 def litllm_home() -> Path:
     """Where litllm keeps downloaded and converted checkpoints: $LITLLM_HOME, default ~/.cache/litllm."""
     return Path(os.environ.get("LITLLM_HOME") or Path.home() / ".cache" / "litllm")
+
+
+def data_dir() -> Path:
+    """Where data modules keep prepared data: $LITLLM_DATA_DIR or $NANOCHAT_DATA_DIR, default $LITLLM_HOME/data."""
+    return _env_path("LITLLM_DATA_DIR", "NANOCHAT_DATA_DIR") or litllm_home() / "data"
+
+
+def model_dir() -> Path:
+    """The model cache, where downloads are converted to: $LITLLM_MODEL_DIR or $NANOCHAT_MODEL_DIR, default
+    $LITLLM_HOME/checkpoints (a repo `org/name` lands in `<model_dir>/org/name`)."""
+    return _env_path("LITLLM_MODEL_DIR", "NANOCHAT_MODEL_DIR") or litllm_home() / "checkpoints"
+
+
+def tokenizer_path() -> Path | None:
+    """The default tokenizer folder, $LITLLM_TOKENIZER_PATH or $NANOCHAT_TOKENIZER_PATH; None when neither is set.
+
+    A FileNotFoundError names the variable when the folder it gives does not exist.
+    """
+    for name in ("LITLLM_TOKENIZER_PATH", "NANOCHAT_TOKENIZER_PATH"):
+        if os.environ.get(name):
+            path = Path(os.environ[name]).expanduser()
+            if not path.is_dir():
+                raise FileNotFoundError(
+                    f"${name}={os.environ[name]!r} is not a folder: it should name a folder with tokenizer.json "
+                    "or tokenizer.model"
+                )
+            return path
+    return None
+
+
+def runs_dir() -> Path:
+    """Where training runs go (`<runs>/pretrain/<name>-<time>/`, ...): $LITLLM_RUNS_DIR, default ./out."""
+    return _env_path("LITLLM_RUNS_DIR") or Path("out")
+
+
+def _env_path(*names: str) -> Path | None:
+    """The path the first of these environment variables that is set (and not empty) holds."""
+    value = next((os.environ[n] for n in names if os.environ.get(n)), None)
+    return None if value is None else Path(value).expanduser()
 
 
 @contextmanager

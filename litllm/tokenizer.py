@@ -17,6 +17,11 @@ special_tokens_map.json (a string or a dict with "content"), then `bos_token_id`
 generation_config.json, then of config.json (an int or a list), then the post-processor's leading token (BOS)
 or the SentencePiece model's own ids. An entry that names no token of the vocabulary is skipped. `stop_ids`
 holds every EOS id found in these files.
+
+nanochat's tokenizer API is here too (`HuggingFaceTokenizer` is another name for `Tokenizer`): `from_pretrained`,
+`get_bos_token_id`, `encode_special`, and `render_conversation` / `render_for_completion`, which take a conversation
+`{"messages": [...]}` (or the list of messages) and render it in the tokenizer's own chat format (`chat_format`:
+the folder's prompt_style.yaml, else its Jinja chat template, else `plain`; see `litllm.prompts`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +40,8 @@ from litllm.paths import atomic_write_bytes, read_json_object
 
 if TYPE_CHECKING:
     import torch
+
+    from litllm.prompts import ChatFormat
 
 # Copied by `Tokenizer.save`: everything that decides how text becomes ids and which ids are BOS/EOS.
 TOKENIZER_FILES = (
@@ -59,6 +66,7 @@ class Tokenizer:
         sp_file = self.checkpoint_dir / "tokenizer.model"
         self._hf: HFTokenizer | None = None
         self._sp: Any = None  # sentencepiece.SentencePieceProcessor, imported only when needed
+        self._chat_format: ChatFormat | None = None  # read from the folder on first use
         if not self.checkpoint_dir.is_dir():
             raise FileNotFoundError(f"checkpoint directory {str(self.checkpoint_dir)!r} does not exist")
         if hf_file.is_file():
@@ -92,6 +100,99 @@ class Tokenizer:
         else:
             use_bos = True
         self.use_bos = use_bos and self.bos_id is not None
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike) -> Tokenizer:
+        """The tokenizer of a folder, a local model name, a training phase (`sft`, ...) or a Hub repo id.
+
+        Names go through the one checkpoint resolver (`litllm.checkpoint.sources.resolve_tokenizer_dir`): a Hub
+        repo's tokenizer files are downloaded alone, without weights, into the model cache, once; offline, a
+        HubError says so at once.
+        """
+        path = Path(source).expanduser()
+        if path.is_file() and path.name in ("tokenizer.json", "tokenizer.model"):
+            path = path.parent
+        if path.is_dir():
+            return cls(path)
+        from litllm.checkpoint.sources import resolve_tokenizer_dir
+
+        return cls(resolve_tokenizer_dir(str(source)))
+
+    @property
+    def chat_format(self) -> ChatFormat:
+        """The format conversations are rendered in: prompt_style.yaml, else the Jinja chat template, else plain."""
+        if self._chat_format is None:
+            from litllm.prompts import load_prompt_style
+
+            self._chat_format = load_prompt_style(self.checkpoint_dir)
+        return self._chat_format
+
+    @chat_format.setter
+    def chat_format(self, style: ChatFormat | str) -> None:
+        from litllm.prompts import PromptStyle
+
+        self._chat_format = PromptStyle.from_name(style) if isinstance(style, str) else style
+
+    def get_bos_token_id(self) -> int:
+        """The id that starts a document: BOS, else `<|bos|>` (nanochat's), else EOS or `<|endoftext|>`.
+
+        Tokenizers with one special token (GPT-2's, and those `train_bpe` writes) use it between documents, so
+        without a BOS the EOS stands in for it.
+        """
+        for token_id in (self.bos_id, self.token_to_id("<|bos|>"), self.eos_id, self.token_to_id("<|endoftext|>")):
+            if token_id is not None:
+                return token_id
+        raise ValueError(
+            f"the tokenizer in {str(self.checkpoint_dir)!r} has no BOS token (nor EOS, <|bos|> or <|endoftext|>)"
+        )
+
+    def special_tokens(self) -> list[str]:
+        """The special tokens' strings, by id: added tokens (tokenizer.json) or control pieces (SentencePiece)."""
+        if self._hf is not None:
+            added = self._hf.get_added_tokens_decoder()
+            tokens = [added[i].content for i in sorted(added)]
+        else:
+            tokens = [
+                self._sp.id_to_piece(i)
+                for i in range(self.vocab_size)
+                if self._sp.is_control(i) or self._sp.is_unknown(i)
+            ]
+        named = [self.id_to_token(i) for i in (self.bos_id, self.eos_id) if i is not None]
+        return list(dict.fromkeys(tokens + named))
+
+    def encode_special(self, token: str) -> int:
+        """The id of a special token, by its string (`<|bos|>`, `<|im_end|>`, `<s>`)."""
+        specials = self.special_tokens()
+        if token not in specials:
+            shown = ", ".join(specials[:20]) + (f" and {len(specials) - 20} more" if len(specials) > 20 else "")
+            raise ValueError(
+                f"{token!r} is not a special token of the tokenizer in {str(self.checkpoint_dir)!r}; "
+                f"its special tokens: {shown or 'none'}"
+            )
+        return self.token_to_id(token)
+
+    def render_conversation(
+        self, conversation: Mapping[str, Any] | Sequence[Mapping[str, Any]], max_tokens: int | None = None
+    ) -> tuple[list[int], list[int]]:
+        """Token ids of a conversation and its loss mask (1 on the assistant's replies, the tokens to train on).
+
+        `conversation` is `{"messages": [...]}` or the list of messages; `max_tokens` keeps only the first ones.
+        """
+        from litllm.prompts import render_conversation
+
+        return render_conversation(_messages(conversation), self, self.chat_format, max_length=max_tokens)
+
+    def render_for_completion(self, conversation: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[int]:
+        """Token ids that prompt the model for the assistant's reply: the conversation without its final assistant
+        message (the reply to write, as in a dataset's example), ending with the assistant's turn opened."""
+        from litllm.prompts import render_for_completion
+
+        messages = list(_messages(conversation))
+        if messages and isinstance(messages[-1], Mapping) and messages[-1].get("role") == "assistant":
+            messages.pop()
+            if not messages:
+                raise ValueError("the conversation holds only an assistant message: there is nothing to prompt with")
+        return render_for_completion(messages, self, self.chat_format)
 
     def encode(self, text: str, bos: bool | None = None, eos: bool = False, max_length: int = -1) -> list[int]:
         """Token ids of `text`, with BOS and EOS each added at most once.
@@ -320,6 +421,23 @@ def train_bpe(
     atomic_write_bytes(out_dir / "tokenizer.json", tokenizer.to_str(pretty=True).encode())
     atomic_write_bytes(out_dir / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False).encode())
     return Tokenizer(out_dir)
+
+
+# nanochat's name for its tokenizer class; litllm has one Tokenizer for tokenizer.json and tokenizer.model alike
+HuggingFaceTokenizer = Tokenizer
+
+
+def _messages(conversation: Any) -> Any:
+    """The messages of a conversation given as `{"messages": [...]}` or as the list itself."""
+    if isinstance(conversation, Mapping):
+        if "messages" not in conversation:
+            raise ValueError(f"a conversation dict needs a 'messages' list, got keys {sorted(conversation)}")
+        return conversation["messages"]
+    if isinstance(conversation, (list, tuple)):
+        return conversation
+    raise ValueError(
+        f"a conversation is {{'messages': [...]}} or a list of messages, got {type(conversation).__name__}"
+    )
 
 
 def _piece_bytes(piece: str, byte_level: bool) -> bytes | None:

@@ -31,13 +31,19 @@ class Server:
     """A `litllm serve` process and a small HTTP client for it."""
 
     def __init__(
-        self, source: Path | str, tmp: Path, *extra: str, api_key: str | None = API_KEY, ignore_sigint: bool = False
+        self,
+        source: Path | str | None,
+        tmp: Path,
+        *extra: str,
+        api_key: str | None = API_KEY,
+        ignore_sigint: bool = False,
     ) -> None:
         """ignore_sigint: start it with SIGINT ignored, as a shell script's background job starts."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
-        args = [sys.executable, "-m", "litllm.cli", "serve", str(source), "--port", str(self.port)]
+        source_args = [] if source is None else [str(source)]  # none: the server starts with no model
+        args = [sys.executable, "-m", "litllm.cli", "serve", *source_args, "--port", str(self.port)]
         args += ["--models_root", str(tmp / "models"), "--runs_root", str(tmp / "runs"), *extra]
         if api_key:
             args += ["--api_key", api_key]
@@ -119,7 +125,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(source: Path | str, tmp: Path, *extra: str, api_key: str | None = API_KEY) -> Iterator[Server]:
+def running_server(
+    source: Path | str | None, tmp: Path, *extra: str, api_key: str | None = API_KEY
+) -> Iterator[Server]:
     """A ready server for the duration of the block, stopped with SIGINT after it (unless a test stopped it)."""
     server = Server(source, tmp, *extra, api_key=api_key)
     try:

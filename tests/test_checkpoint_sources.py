@@ -117,23 +117,24 @@ def test_layout_and_resolver_import_without_torch(module: str) -> None:
 
 
 def test_server_model_name_resolves_a_local_name_to_its_folder(tmp_path: Path) -> None:
-    from litllm.serve.control import resolve_model_source
+    from litllm.serve.control import resolve_model
 
     add("tiny", checkpoint(tmp_path / "tiny"))
-    assert resolve_model_source(None, "tiny", tmp_path / "root") == str((tmp_path / "tiny").resolve())
+    found = resolve_model("tiny", "model_name", [tmp_path / "root"])
+    assert found.target == (tmp_path / "tiny").resolve() and found.name == "tiny"
 
 
-def test_server_model_name_of_a_hub_model_is_left_for_the_worker_to_download(tmp_path: Path) -> None:
-    from litllm.serve.control import resolve_model_source
+def test_server_model_name_of_a_hub_model_is_left_to_download(tmp_path: Path) -> None:
+    from litllm.serve.control import resolve_model
 
-    assert resolve_model_source(None, "pythia-14m", tmp_path) == "pythia-14m"
+    assert resolve_model("pythia-14m", "model_name", [tmp_path]).target == "EleutherAI/pythia-14m"
 
 
 @pytest.mark.parametrize("name", ["/etc", "../outside", "pythia-16m"])
-def test_server_model_name_that_is_a_path_or_unknown_is_a_400(tmp_path: Path, name: str) -> None:
-    from litllm.serve.control import resolve_model_source
+def test_server_model_name_that_is_a_path_outside_the_roots_or_unknown_is_a_400(tmp_path: Path, name: str) -> None:
+    from litllm.serve.control import resolve_model
     from litllm.serve.routes import APIError
 
     with pytest.raises(APIError) as caught:
-        resolve_model_source(None, name, tmp_path)
+        resolve_model(name, "model_name", [tmp_path])
     assert caught.value.status == 400 and caught.value.param == "model_name"

@@ -147,3 +147,44 @@ def test_chat_streams_replies_keeps_history_and_understands_commands(
     assert [m[-1]["content"] for m in sent] == ["hello", "second line \ncontinued", "block one\nblock two"]
     assert [len(m) for m in sent] == [2, 4, 2]  # history grows, /reset keeps only the system message
     assert all(m[0] == {"role": "system", "content": "Be brief."} for m in sent)
+
+
+def test_chat_takes_nanochats_flags_and_answers_one_prompt(
+    litllm_dir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from litllm.api import LLM
+    from litllm.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("never read\n"))
+    main(["chat", "-i", str(litllm_dir), "-p", "Why is the sky blue?", "-t", "0", "-k", "50", "--max-new-tokens", "6"])
+    reply = capsys.readouterr().out
+    llm = LLM.load(litllm_dir, device="cpu")
+    expected = llm.chat([{"role": "user", "content": "Why is the sky blue?"}], max_new_tokens=6, temperature=0)
+    assert reply == expected + "\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["chat", "-i", "sft", "-p", "hi", "-t", "0.6", "-k", "5"],
+            ["chat", "sft", "--prompt", "hi", "--temperature", "0.6", "--top_k", "5"],
+        ),
+        (["chat", "--source=sft", "--top-k", "5"], ["chat", "sft", "--top_k", "5"]),
+        (["chat", "tiny", "--max-new-tokens=4"], ["chat", "tiny", "--max_new_tokens=4"]),
+        (
+            ["serve", "-n", "1", "-p", "8000", "--host", "0.0.0.0", "-i", "sft"],
+            ["serve", "--num_gpus", "1", "--port", "8000", "--host", "0.0.0.0", "--source", "sft"],
+        ),
+        (["serve", "tiny", "--port", "8000"], ["serve", "--source", "tiny", "--port", "8000"]),
+        (["serve", "--port", "8000"], ["serve", "--port", "8000"]),
+        (["tokenizer", "train", "--train-ratio", "0.9"], ["tokenizer", "train", "--train_ratio", "0.9"]),
+        (["pretrain", "--data.init-args.x", "1"], ["pretrain", "--data.init-args.x", "1"]),  # LightningCLI's own
+    ],
+)
+def test_nanochat_spellings_of_options_are_read_as_litllms(argv: list[str], expected: list[str]) -> None:
+    from litllm.cli import normalize_argv
+
+    assert normalize_argv(argv) == expected

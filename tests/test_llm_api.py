@@ -126,7 +126,9 @@ def test_json_describes_the_prompt_and_the_response(tiny: Model) -> None:
     assert record["model"] == "tiny" and record["prompt"] == "hello" and record["system"] is None
     assert record["options"] == {"temperature": 0, "max_tokens": 4}
     assert record["response"] == response.text()
-    assert record["usage"] == {"input": response.usage().input, "output": 4}
+    assert record["usage"]["input"] == response.usage().input and record["usage"]["output"] == 4
+    assert record["usage"]["total_tokens"] == record["usage"]["prompt_tokens"] + 4
+    assert record["content"] == response.text()
     assert record["finish_reason"] == "length"
     json.dumps(record)
 
@@ -177,7 +179,10 @@ def test_an_attachment_takes_exactly_one_source(kwargs: dict, message: str) -> N
 def test_attachment_types_are_guessed_from_name_or_content() -> None:
     assert litllm.Attachment(path="x.json").resolve_type() == "application/json"
     assert litllm.Attachment(content="héllo".encode()).resolve_type() == "text/plain"
-    assert litllm.Attachment(content=b"\xff\xd8\xff").resolve_type() == "application/octet-stream"
+    assert litllm.Attachment(content=b"\xff\xd8\xff\xe0").resolve_type() == "image/jpeg"
+    assert litllm.Attachment(content=b"\x89PNG\r\n\x1a\n").resolve_type() == "image/png"
+    assert litllm.Attachment(content=b"RIFF\0\0\0\0WEBPVP8 ").resolve_type() == "image/webp"
+    assert litllm.Attachment(content=b"\x00\xfe\xff").resolve_type() == "application/octet-stream"
     assert litllm.Attachment(content=b"abc").id() == litllm.Attachment(content=b"abc", type="text/plain").id()
 
 

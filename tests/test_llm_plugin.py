@@ -111,3 +111,42 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=llm_env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_llm_embed_models_lists_the_registry_without_importing_torch(llm_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "llm", "embed-models"], capture_output=True, text=True, env=llm_env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LitllmEmbeddingModel: litllm/tiny" in result.stdout
+    assert "torch" not in {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+
+
+def test_llm_embed_prints_litllms_vector_as_json(llm_env: dict[str, str], litllm_dir: Path) -> None:
+    from litllm.embeddings import EmbeddingModel
+
+    result = llm_cli("embed", "-m", "litllm/tiny", "-c", "hello world", env=llm_env)
+    assert result.returncode == 0, result.stderr
+    vector = json.loads(result.stdout)
+    assert isinstance(vector, list) and len(vector) == 64 and all(isinstance(x, float) for x in vector)
+    assert sum(x * x for x in vector) == pytest.approx(1.0, abs=1e-6)
+    expected = EmbeddingModel(litllm_dir).embed("hello world")
+    assert max(abs(a - b) for a, b in zip(vector, expected, strict=True)) < 1e-5
+
+
+@pytest.mark.usefixtures("llm_tiny")  # `tiny` registered, llm's files in a temporary folder
+def test_llm_embed_multi_through_the_python_api_batches_like_litllm(litllm_dir: Path) -> None:
+    import llm
+
+    from litllm.embeddings import EmbeddingModel
+
+    texts = ["one", "two words", "three words here", ""]
+    model = llm.get_embedding_model("litllm/tiny")
+    assert model.model_id == "litllm/tiny" and model.batch_size == EmbeddingModel.batch_size
+    vectors = list(model.embed_multi(texts, batch_size=3))
+    expected = [EmbeddingModel(litllm_dir).embed(text) for text in texts]
+    assert len(vectors) == len(texts)
+    for vector, alone in zip(vectors, expected, strict=True):
+        assert max(abs(a - b) for a, b in zip(vector, alone, strict=True)) < 1e-5
+    with pytest.raises(ValueError, match="binary"):  # llm's own check: litllm embeds text only
+        model.embed(b"bytes")

@@ -26,8 +26,10 @@ def server(litllm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     tmp = tmp_path_factory.mktemp("serve")
     shutil.copytree(litllm_dir, tmp / "models" / "other-model")
     shutil.copytree(litllm_dir, tmp / "models" / litllm_dir.name)  # to swap back to
-    with running_server(litllm_dir, tmp, "--max_batch_size", "4") as server:
-        yield server
+    with pytest.MonkeyPatch.context() as env:  # its own home: module fixtures run before the per-test one
+        env.setenv("LITLLM_HOME", str(tmp / "home"))
+        with running_server(litllm_dir, tmp, "--max_batch_size", "4") as server:
+            yield server
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,7 @@ def chat(server: Server, **body: object) -> tuple[int, dict]:
 def test_health_says_ready_without_a_key(server: Server) -> None:
     status, body = server.request("GET", "/health", auth=False)
     assert status == 200 and body["ready"] is True and body["status"] == "ok"
+    assert body["num_gpus"] == 0 and body["available_workers"] == 1  # nanochat's fields: on CPU, no GPU
 
 
 def test_models_lists_the_served_model(server: Server, litllm_dir: Path) -> None:
@@ -150,30 +153,52 @@ def test_nanochat_route_streams_tokens_then_done(server: Server) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "param"),
-    [
-        ({"messages": MESSAGES, "temperature": 2.5}, "temperature"),
-        ({"messages": MESSAGES, "top_k": 201}, None),
-        ({"messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
-        ({"messages": MESSAGES, "max_tokens": 5000}, None),
-        ({"messages": MESSAGES, "top_p": 0}, "top_p"),
-        ({"messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
-        ({"messages": [{"role": "user", "content": "x" * 8001}]}, None),
-        ({"messages": [{"role": "user", "content": "x"}] * 501}, None),
-        ({"messages": [{"role": "user", "content": "x" * 7000}] * 5}, None),
-        ({"messages": []}, "messages"),
-        ({"messages": "hello"}, "messages"),
-        ({"messages": MESSAGES, "stream": "yes please"}, "stream"),
-        ({"messages": MESSAGES, "stop": [1, 2]}, None),
+    ("body", "param", "expected"),
+    [  # 400: a parameter out of range or not among those accepted; 422: a malformed body (nanochat's codes)
+        ({"messages": MESSAGES, "temperature": 2.5}, "temperature", 400),
+        ({"messages": MESSAGES, "top_k": 201}, None, 400),
+        ({"messages": MESSAGES, "max_tokens": 0}, "max_tokens", 400),
+        ({"messages": MESSAGES, "max_tokens": 5000}, None, 400),
+        ({"messages": MESSAGES, "top_p": 0}, "top_p", 400),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role", 400),
+        ({"messages": [{"role": "user", "content": "x" * 8001}]}, None, 400),
+        ({"messages": [{"role": "user", "content": "x"}] * 501}, None, 400),
+        ({"messages": [{"role": "user", "content": "x" * 7000}] * 5}, None, 400),
+        ({"messages": []}, "messages", 400),
+        ({"messages": "hello"}, "messages", 422),
+        ({"messages": MESSAGES, "stream": "yes please"}, "stream", 422),
+        ({"messages": MESSAGES, "stop": [1, 2]}, None, 422),
+        ({"messages": MESSAGES, "max_tokens": "many"}, "max_tokens", 422),
+        ({}, "messages", 422),
     ],
 )
-def test_bad_requests_get_an_openai_shaped_4xx(server: Server, body: dict, param: str | None) -> None:
+def test_bad_requests_get_400_or_422_with_an_openai_error_and_a_detail(
+    server: Server, body: dict, param: str | None, expected: int
+) -> None:
     status, answer = server.request("POST", "/v1/chat/completions", body)
-    assert status in (400, 422), answer
+    assert status == expected, answer
     error = answer["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert answer["detail"] == error["message"]
     if param:
         assert error["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"prompt": "def", "temperature": 2.5}, 400),
+        ({"prompt": "def", "max_new_tokens": 0}, 400),
+        ({"prompt": "def", "top_k": 201}, 400),
+        ({"prompt": ""}, 400),
+        ({"prompt": 5}, 422),
+        ({"max_new_tokens": 5}, 422),
+        ({"prompt": "def", "max_new_tokens": "five"}, 422),
+    ],
+)
+def test_generate_answers_400_out_of_range_and_422_malformed(server: Server, body: dict, expected: int) -> None:
+    status, answer = server.request("POST", "/api/generate", body)
+    assert status == expected and answer["detail"] == answer["error"]["message"], answer
 
 
 POINT = {"type": "object", "properties": {"x": {"type": "integer"}, "label": {"type": "string"}}, "required": ["x"]}
@@ -222,9 +247,9 @@ def test_bad_structured_output_is_a_4xx_naming_it(server: Server, fields: dict, 
     assert fragment in body["error"]["message"]
 
 
-def test_bad_json_and_unknown_model_are_400(server: Server) -> None:
+def test_bad_json_is_422_and_an_unknown_model_400(server: Server) -> None:
     status, answer = server.request("POST", "/v1/chat/completions", raw=b'{"messages": [')
-    assert status == 400 and answer["error"]["code"] == "invalid_json"
+    assert status == 422 and answer["error"]["code"] == "invalid_json" and "not valid JSON" in answer["detail"]
     status, answer = chat(server, model="gpt-5")
     assert status == 400 and answer["error"]["param"] == "model" and "gpt-5" in answer["error"]["message"]
 
@@ -242,7 +267,7 @@ def test_every_route_but_health_and_the_page_needs_the_key(server: Server) -> No
         ("POST", "/v1/completions"),
     ]:
         status, answer = server.request(method, path, auth=False)
-        assert status == 401 and answer["error"]["type"] == "authentication_error"
+        assert status == 401 and answer["error"]["type"] == "authentication_error" and "API key" in answer["detail"]
     server.api_key, real = "wrong-key", server.api_key
     try:
         assert server.request("GET", "/v1/models")[0] == 401
@@ -258,14 +283,18 @@ def test_chat_page_is_served_at_the_root(server: Server) -> None:
 
 
 def test_control_status_models_and_generate(server: Server, llm: LLM) -> None:
+    before = time.time()
     status, body = server.request("GET", "/api/status")
-    assert status == 200 and body["model_loaded"] and body["device"] == "cpu" and body["timestamp"]
+    assert status == 200 and body["status"] == "online" and body["model_loaded"] is True and body["device"] == "cpu"
+    assert isinstance(body["timestamp"], float) and before - 1 < body["timestamp"] < time.time() + 1
     status, body = server.request("GET", "/api/models")
     assert "pythia-160m" in body["named"] and sorted(m["name"] for m in body["local"]) == ["other-model", "tiny-llama"]
     assert body["local"][0]["config"]["n_layer"] == 2
+    assert "gpt2" in body["pretrained_models"] and body["trained_models"] == []
     status, body = server.request("POST", "/api/generate", {"prompt": "def", "max_new_tokens": 8, "temperature": 0})
-    assert status == 200 and body["generated_text"] == llm.generate("def", max_new_tokens=8, temperature=0)
-    assert body["parameters"]["max_new_tokens"] == 8
+    continuation = llm.generate("def", max_new_tokens=8, temperature=0)
+    assert status == 200 and body["generated_text"] == "def" + continuation and body["completion"] == continuation
+    assert body["prompt"] == "def" and body["parameters"] == {"max_new_tokens": 8, "temperature": 0, "top_k": 200}
 
 
 @pytest.mark.parametrize("path", ["../outside", "/etc", "other-model/../../.."])
@@ -274,9 +303,36 @@ def test_load_model_refuses_paths_outside_the_models_root(server: Server, path: 
     assert status == 400 and body["error"]["param"] == "model_path"
 
 
+@pytest.mark.parametrize("field", ["model_name", "model_type"])
+def test_a_model_name_that_is_a_path_is_confined_like_model_path(server: Server, litllm_dir: Path, field: str) -> None:
+    here = Path(__file__).resolve().parent  # tests/, which the server's working directory holds
+    in_cwd = [str(p.relative_to(Path.cwd())) for p in (here, here / "hf_models.py") if p.is_relative_to(Path.cwd())]
+    for path in (str(litllm_dir), "../outside", "other-model/../../..", "runs/../../x", *in_cwd):
+        status, body = server.request("POST", "/api/load_model", {field: path})
+        assert status == 400 and body["error"]["param"] == field and "outside" in body["detail"], (path, body)
+    assert [m["id"] for m in server.request("GET", "/v1/models")[1]["data"]] == [litllm_dir.name]
+
+
+def test_a_hub_name_offline_is_503_with_the_offline_message(server: Server, litllm_dir: Path) -> None:
+    for name in ("gpt2", "some-org/some-model"):
+        status, body = server.request("POST", "/api/load_model", {"model_type": name})
+        assert status == 503 and body["error"]["code"] == "hub_unavailable", body
+        assert "offline" in body["detail"] and "HF_HUB_OFFLINE" in body["detail"]
+    status, body = server.request("POST", "/api/load_model", {"model_name": "no-such-model-anywhere"})
+    assert status == 400 and "no-such-model-anywhere" in body["detail"]
+    assert server.request("GET", "/api/status")[1]["model"] == litllm_dir.name  # the served model stays
+
+
+def test_load_model_takes_exactly_one_field(server: Server) -> None:
+    for body in ({}, {"model_type": "a", "model_path": "b"}):
+        status, answer = server.request("POST", "/api/load_model", body)
+        assert status == 400 and "exactly one of model_type" in answer["detail"]
+    assert server.request("POST", "/api/load_model", {"model_kind": "x"})[0] == 422
+
+
 def test_load_model_swaps_the_model_without_restart(server: Server, litllm_dir: Path) -> None:
     status, body = server.request("POST", "/api/load_model", {"model_path": "other-model"})
-    assert status == 200 and body["model"] == "other-model"
+    assert status == 200 and body["model"] == "other-model" and body["message"] == "Model loaded successfully"
     assert [m["id"] for m in server.request("GET", "/v1/models")[1]["data"]] == ["other-model"]
     assert chat(server, model="other-model", max_tokens=3)[0] == 200
     status, body = server.request("POST", "/api/load_model", {"model_path": str(litllm_dir)})
@@ -297,7 +353,8 @@ def test_metrics_count_requests_and_tokens(server: Server) -> None:
     assert 'litllm_requests_total{route="/v1/chat/completions",status="200"}' in text
     assert "litllm_generated_tokens_total" in text and "litllm_time_to_first_token_seconds_bucket" in text
     stats = server.request("GET", "/stats")[1]
-    assert stats["workers"] == 1 and stats["completion_tokens"] > 0
+    assert stats["workers"] == [{"gpu_id": 0, "device": "cpu"}] and stats["completion_tokens"] > 0
+    assert (stats["total_workers"], stats["available_workers"], stats["busy_workers"]) == (1, 1, 0)
 
 
 def test_the_openai_package_works_against_the_server(server: Server, llm: LLM, litllm_dir: Path) -> None:

@@ -35,9 +35,14 @@ class StandIn(ThreadingHTTPServer):
         if method == "GET" and path == "/api/status":
             return 200, {"status": "ready", "model_loaded": True, "model": "tiny", "device": "cpu", "timestamp": "t"}
         if method == "GET" and path == "/api/models":
-            return 200, {"named": ["debug", "pythia-14m"], "local": [{"name": "tiny", "path": "/m/tiny", "config": {}}]}
+            return 200, {
+                "pretrained_models": ["tiny", "gpt2"],
+                "trained_models": [{"name": "out/mine", "path": "/r/out/mine", "config": {"dataset": "tinychar"}}],
+                "named": ["debug", "pythia-14m"],
+                "local": [{"name": "tiny", "path": "/m/tiny", "config": {}}],
+            }
         if method == "POST" and path == "/api/load_model":
-            return 200, {"status": "loaded", "model": body.get("model_name") or body.get("model_path")}
+            return 200, {"message": "Model loaded successfully", "model": next(iter(body.values()))}
         if method == "POST" and path == "/api/generate":
             return 200, {"generated_text": body["prompt"] + " world", "parameters": body}
         if method == "POST" and path == "/api/train":
@@ -131,7 +136,18 @@ def test_models_lists_local_checkpoints_and_named_configs(server: StandIn, capsy
     assert "tiny" in out and "/m/tiny" in out and "debug, pythia-14m" in out
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--model_name", "pythia-14m"), ("--model_path", "runs/x/final")])
+@pytest.mark.parametrize("command", ["models", "list"])
+def test_list_shows_pretrained_and_trained_models(server: StandIn, capsys: pytest.CaptureFixture, command: str) -> None:
+    client(server, command)
+    assert server.requests[0]["path"] == "/api/models"
+    out = capsys.readouterr().out
+    assert "pretrained models (2): tiny, gpt2" in out and "out/mine  /r/out/mine  (dataset=tinychar)" in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--model_name", "pythia-14m"), ("--model_path", "out/my_model/ckpt.pt"), ("--model_type", "gpt2")],
+)
 def test_load_sends_the_model_to_load(server: StandIn, capsys: pytest.CaptureFixture, flag: str, value: str) -> None:
     client(server, "load", flag, value)
     assert server.requests[0]["method"] == "POST" and server.requests[0]["path"] == "/api/load_model"
@@ -147,11 +163,36 @@ def test_generate_sends_only_the_given_options_and_prints_the_text(
     assert capsys.readouterr().out == "hello world\n"
 
 
+def test_generate_takes_nanogpts_client_flags(server: StandIn, capsys: pytest.CaptureFixture) -> None:
+    prompt = "Once upon a time"
+    client(server, "generate", "--prompt", prompt, "--max_tokens", "200", "--temperature", "0.9", "--top_k", "50")
+    assert server.requests[0]["body"] == {"prompt": prompt, "max_new_tokens": 200, "temperature": 0.9, "top_k": 50}
+    assert capsys.readouterr().out == "Once upon a time world\n"
+
+
+def test_train_sends_nanogpts_fields(server: StandIn, capsys: pytest.CaptureFixture) -> None:
+    client(
+        server,
+        *("train", "--dataset", "openwebtext", "--output_dir", "out/my_model", "--model_type", "gpt2"),
+        *("--batch_size", "8", "--learning_rate", "5e-5", "--max_iters", "100", "--eval_interval", "10"),
+    )
+    assert server.requests[0]["body"] == {
+        "dataset": "openwebtext",
+        "output_dir": "out/my_model",
+        "model_type": "gpt2",
+        "batch_size": 8,
+        "learning_rate": 5e-5,
+        "max_iters": 100,
+        "eval_interval": 10,
+    }
+    assert "litllm client job job-1" in capsys.readouterr().out
+
+
 def test_train_sends_the_recipe_and_overrides(server: StandIn, capsys: pytest.CaptureFixture) -> None:
     client(server, "train", "--recipe", "pretrain/debug", "--overrides", '{"trainer.max_steps": 5}')
     request = server.requests[0]
     assert (request["method"], request["path"]) == ("POST", "/api/train")
-    assert request["body"] == {"command": "pretrain", "recipe": "pretrain/debug", "overrides": {"trainer.max_steps": 5}}
+    assert request["body"] == {"recipe": "pretrain/debug", "overrides": {"trainer.max_steps": 5}}
     assert "job-1" in capsys.readouterr().out
 
 

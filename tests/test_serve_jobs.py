@@ -181,3 +181,91 @@ def test_an_unknown_job_id_is_not_found(tmp_path: Path) -> None:
     for call in (jobs.status, jobs.stop):
         with pytest.raises(JobNotFound, match="no training job 'nope'"):
             call("nope")
+
+
+# ---- nanoGPT's training request -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> list[Path]:
+    """Where datasets are looked for: a working directory with data/tinychar (char-level), and a runs root."""
+    from litllm.data.nanogpt import prepare_char_dataset
+
+    prepare_char_dataset("hello world, " * 200, tmp_path / "cwd" / "data" / "tinychar")
+    (tmp_path / "runs").mkdir()
+    return [tmp_path / "cwd", tmp_path / "runs"]
+
+
+def test_a_dataset_name_finds_the_prepared_nanogpt_folder_and_its_char_tokenizer(roots: list[Path]) -> None:
+    from litllm.serve.jobs import resolve_dataset
+    from litllm.tokenizer import Tokenizer
+
+    found = resolve_dataset("tinychar", roots, batch_size=3, finetune=False)
+    assert found.data == {
+        "class_path": "litllm.data.nanogpt.NanoGPTBins",
+        "init_args": {"path": str(roots[0] / "data" / "tinychar"), "batch_size": 3},
+    }
+    assert Tokenizer(found.tokenizer_dir).vocab_size == len(set("hello world, "))
+    assert resolve_dataset("data/tinychar", roots, None, finetune=True).data == {
+        **found.data,
+        "init_args": {**found.data["init_args"], "batch_size": 4},
+    }
+
+
+def test_other_datasets_are_text_files_litdata_or_the_builtin_corpus(roots: list[Path]) -> None:
+    from litllm.serve.jobs import resolve_dataset
+
+    (roots[1] / "texts").mkdir()
+    (roots[1] / "texts" / "a.txt").write_text("some text")
+    assert resolve_dataset("texts", roots, 2, False).data["class_path"] == "litllm.data.text_files.TextFiles"
+    assert resolve_dataset("texts", roots, 2, False).data["init_args"]["path"] == str(roots[1] / "texts")
+    assert resolve_dataset("stdlib", roots, 2, False).data["class_path"] == "litllm.data.text_files.PythonStdlib"
+    assert resolve_dataset("s3://bucket/tokens", roots, 2, False).data["class_path"] == "litllm.data.litdata.LitData"
+    assert resolve_dataset("stdlib", roots, 2, False).tokenizer_dir is None
+
+
+def test_an_unknown_dataset_lists_what_exists(roots: list[Path]) -> None:
+    from litllm.serve.jobs import resolve_dataset
+
+    with pytest.raises(ValueError, match=r"unknown dataset 'shakesphere'.*tinychar.*stdlib"):
+        resolve_dataset("shakesphere", roots, None, False)
+
+
+def test_the_request_maps_onto_the_recipe(roots: list[Path]) -> None:
+    from litllm.serve.jobs import resolve_dataset, train_recipe
+
+    fields = {"dataset": "tinychar", "batch_size": 3, "learning_rate": 5e-4, "max_iters": 20, "eval_interval": 5}
+    command, recipe = train_recipe(fields, resolve_dataset("tinychar", roots, 3, False), None)
+    assert command == "pretrain" and recipe["data"]["init_args"]["batch_size"] == 3
+    assert recipe["model"]["optimizer"]["init_args"]["lr"] == 5e-4
+    assert recipe["trainer"]["max_steps"] == 20 and recipe["trainer"]["val_check_interval"] == 5
+    config = recipe["model"]["model_config"]  # nanoGPT's CPU model, its vocabulary the dataset's characters
+    assert (config["name"], config["n_layer"], config["n_embd"], config["block_size"]) == ("gpt2", 4, 128, 64)
+    assert config["vocab_size"] == len(set("hello world, ")) and "init_from" not in recipe["model"]
+    command, recipe = train_recipe({"max_iters": 3}, resolve_dataset("tinychar", roots, None, True), "/m/tiny")
+    assert command == "finetune" and recipe["model"]["init_from"] == "/m/tiny"
+    assert recipe["model"]["optimizer"]["init_args"]["lr"] == 3e-5 and recipe["trainer"]["val_check_interval"] == 3
+    assert "model_config" not in recipe["model"]
+
+
+@pytest.mark.parametrize("output_dir", ["/tmp/elsewhere", "../elsewhere", "a/../../b", "."])
+def test_an_output_dir_outside_the_runs_folder_is_refused(tmp_path: Path, output_dir: str) -> None:
+    jobs = TrainingJobs(tmp_path / "runs", HUB)
+    with pytest.raises(ValueError, match="outside the runs folder"):
+        jobs.start("pretrain", recipe="pretrain/debug", output_dir=output_dir)
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_output_dir_is_read_inside_the_runs_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    jobs = TrainingJobs(tmp_path / "out", HUB)
+    assert jobs.output_dir("out/mine") == tmp_path / "out" / "mine"  # nanoGPT's out/NAME, from the working dir
+    assert jobs.output_dir("mine") == tmp_path / "out" / "mine"
+    assert jobs.output_dir(str(tmp_path / "out" / "a" / "b")) == tmp_path / "out" / "a" / "b"
+
+
+def test_an_output_dir_that_holds_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    (tmp_path / "runs" / "taken" / "ckpt.pt").write_bytes(b"x")
+    with pytest.raises(JobConflict, match="already holds files"):
+        TrainingJobs(tmp_path / "runs", HUB).start("pretrain", recipe="pretrain/debug", output_dir="taken")

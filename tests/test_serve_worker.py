@@ -137,3 +137,38 @@ def test_every_step_runs_on_one_thread_whatever_thread_calls_it(worker: Generati
         hook.remove()
     assert len(results) == 8 and all(results)  # each step sent something
     assert len(seen) == 1 and seen.pop().startswith("litllm-compute")
+
+
+def closed_reply(api: GenerationAPI, uid: str, message: dict[str, Any]) -> dict[str, Any]:
+    """The last reply an operation got once the worker closed it."""
+    api.add_request(uid, message)
+    return replies_until_closed(api, {uid})[uid][-1]
+
+
+def test_a_worker_started_without_a_model_serves_operations_and_refuses_generations(
+    litllm_dir: Path, tmp_path: Path
+) -> None:
+    ready = mp.get_context("spawn").Event()
+    api = GenerationAPI(None, LitLLMSpec(None, tmp_path, tmp_path, tmp_path, ready=ready), max_batch_size=2)
+    api.ready = ready
+    api.setup("cpu")  # nothing to load: the inbox is served at once
+    try:
+        refused = closed_reply(api, "a", {"op": "generate", "prompt": PROMPT, "options": GREEDY})
+        assert refused["type"] == "error" and refused["status"] == 503 and "POST /api/load_model" in refused["message"]
+        assert closed_reply(api, "b", {"op": "info"})["model"] is None
+        failed = closed_reply(api, "c", {"op": "load_model", "source": str(tmp_path / "missing")})
+        assert failed["type"] == "error" and failed["status"] == 400 and "missing" in failed["message"]
+        assert api.llm is None and not ready.is_set()  # a failed load leaves no model and says not ready
+        loaded = closed_reply(api, "d", {"op": "load_model", "source": str(litllm_dir), "name": "tiny"})
+        assert loaded["type"] == "result" and loaded["model"] == "tiny" and ready.is_set()
+        generated = closed_reply(api, "e", {"op": "generate", "prompt": PROMPT, "options": GREEDY})
+        assert generated["type"] == "end" and generated["completion_tokens"] > 0
+    finally:
+        api.compute.shutdown()
+
+
+def test_a_load_that_fails_keeps_the_model_that_was_there(worker: GenerationAPI, tmp_path: Path) -> None:
+    (tmp_path / "not-a-model").mkdir()
+    failed = closed_reply(worker, "a", {"op": "load_model", "source": str(tmp_path / "not-a-model")})
+    assert failed["status"] == 400 and "not a checkpoint" in failed["message"]
+    assert closed_reply(worker, "b", {"op": "generate", "prompt": PROMPT, "options": GREEDY})["type"] == "end"

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,12 +50,34 @@ def test_tutorial_runs(tutorial: Path, tmp_path: Path) -> None:
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.pop("LITLLM_RUN_DIR", None)
     (tmp_path / "steps.json").write_text(json.dumps(steps(tutorial)))
-    result = subprocess.run(
+    # its own session, so that a server a failing tutorial leaves running is stopped with it (and frees its port)
+    driver = subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(tmp_path / "steps.json")],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=900,
+        start_new_session=True,
     )
-    assert result.returncode == 0, f"{tutorial.name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    try:
+        stdout, stderr = driver.communicate(timeout=900)
+    finally:
+        stop_session(driver.pid)
+    assert driver.returncode == 0, f"{tutorial.name} failed:\n{stdout[-2000:]}\n{stderr[-4000:]}"
+
+
+def stop_session(pid: int) -> None:
+    """Ctrl-C to every process left in the driver's process group (LitServe shuts down cleanly on SIGINT), then kill."""
+    for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)

@@ -1,19 +1,21 @@
-"""An `llm` plugin: every model of the local litllm registry, as `litllm/<name>`.
+"""An `llm` plugin: every model of the local litllm registry, as `litllm/<name>`, to prompt and to embed with.
 
     llm -m litllm/tiny "Name a colour" -o temperature 0 -o max_tokens 20
+    llm embed -m litllm/tiny -c "a sentence"
 
 torch is imported on the first prompt, not when `llm` loads its plugins, so `llm --help` stays fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from threading import Lock
 from typing import TYPE_CHECKING, Optional
 
 import llm
 from pydantic import Field, create_model
 
+from litllm.embeddings import EmbeddingModel
 from litllm.llm_api import chat_messages, load_llm, next_piece, on_compute_thread, option_fields, sampling_kwargs
 from litllm.local_models import list_models, resolve
 
@@ -28,6 +30,13 @@ def register_models(register) -> None:
     """Register each model of the local registry (downloaded and registered ones)."""
     for entry in list_models():
         register(LitllmModel(entry.name), LitllmAsyncModel(entry.name))
+
+
+@llm.hookimpl
+def register_embedding_models(register) -> None:
+    """Register each model of the local registry as an embedding model too."""
+    for entry in list_models():
+        register(LitllmEmbeddingModel(entry.name))
 
 
 class Litllm:
@@ -108,3 +117,23 @@ def chat_history(prompt, response, conversation) -> list[dict[str, str]]:
         ]
     earlier = [r for r in (conversation.responses if conversation else []) if r is not response]
     return chat_messages(prompt.prompt, prompt.system, [(r.prompt, r.text()) for r in earlier])
+
+
+class LitllmEmbeddingModel(llm.EmbeddingModel):
+    """A litllm checkpoint's embeddings: its final hidden states, mean-pooled over the text's tokens and
+    L2-normalised (`litllm.embeddings`); loaded once per process on first use."""
+
+    supports_text = True
+    supports_binary = False
+    batch_size = EmbeddingModel.batch_size
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.model_id = PREFIX + name
+        self._embedder: EmbeddingModel | None = None
+
+    def embed_batch(self, items: Iterable[str], *, key: str | None = None) -> Iterator[list[float]]:
+        """The vectors of `items`, embedded in one forward pass; `key` is unused: local models need none."""
+        if self._embedder is None:
+            self._embedder = EmbeddingModel(resolve(self.name), model_id=self.name)
+        yield from self._embedder.embed_batch(items)

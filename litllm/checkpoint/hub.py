@@ -1,5 +1,5 @@
-"""Downloads from the Hugging Face Hub: a repo's safetensors and tokenizer files, converted once into
-`$LITLLM_HOME/checkpoints/<org>/<name>`."""
+"""Downloads from the Hugging Face Hub: a repo's safetensors and tokenizer files, converted once into the model
+cache, `$LITLLM_MODEL_DIR/<org>/<name>` (default `$LITLLM_HOME/checkpoints/<org>/<name>`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from litllm.checkpoint.layout import TOKENIZER_FILES, copy_tokenizer_files
 from litllm.errors import HubError
-from litllm.paths import litllm_home
+from litllm.paths import litllm_home, model_dir
 
 # transformers names its weights model.safetensors or model-0000i-of-0000n.safetensors; other safetensors files
 # in a repo (Mistral's consolidated.safetensors) are the same weights again in another layout
@@ -21,7 +21,7 @@ TOKENIZER_PATTERNS = [name for name in TOKENIZER_FILES if name not in ("prompt_s
 
 def cached_checkpoint_dir(repo_id: str) -> Path:
     """Where the converted download of a Hub repo lives."""
-    return litllm_home() / "checkpoints" / repo_id
+    return model_dir() / repo_id
 
 
 def download(

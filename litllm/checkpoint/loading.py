@@ -1,5 +1,5 @@
-"""Any checkpoint directory litllm reads (its own, Hugging Face, LitGPT) as a `Config` or a `GPT`, and converted
-to litllm's format."""
+"""Any checkpoint directory litllm reads (its own, Hugging Face, LitGPT; a nanoGPT ckpt.pt too) as a `Config` or a
+`GPT`, and converted to litllm's format."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from litllm.checkpoint.hf import read_hf, read_hf_config
 from litllm.checkpoint.hf_config import config_from_hf
 from litllm.checkpoint.layout import CONFIG, Format, detect_format
 from litllm.checkpoint.litgpt import config_from_litgpt, read_litgpt
+from litllm.checkpoint.nanogpt import read_nanogpt
 from litllm.checkpoint.own import load_state_into, read_own, read_yaml, save_checkpoint
 from litllm.config import Config
 from litllm.errors import CheckpointError
@@ -25,17 +26,21 @@ READERS: dict[Format, Callable[[Path], tuple[Config, dict[str, torch.Tensor]]]] 
     "litllm": read_own,
     "hf": read_hf,
     "litgpt": read_litgpt,
+    "nanogpt": read_nanogpt,
 }
 
 
 def checkpoint_config(path: str | Path) -> Config:
-    """The Config of a litllm, Hugging Face or LitGPT checkpoint directory, without reading its weights."""
+    """The Config of a litllm, Hugging Face or LitGPT checkpoint directory, without reading its weights (a nanoGPT
+    ckpt.pt, one pickle, is read whole)."""
     path = Path(path)
     fmt = detect_format(path)
     if fmt == "litllm":
         return Config.from_file(path / CONFIG)
     if fmt == "hf":
         return config_from_hf(read_hf_config(path))
+    if fmt == "nanogpt":
+        return read_nanogpt(path)[0]  # tie_embeddings depends on the weights
     return config_from_litgpt(read_yaml(path / CONFIG))
 
 

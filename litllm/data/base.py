@@ -17,9 +17,9 @@ IGNORE_INDEX = -100
 class DataModule(L.LightningDataModule):
     """A LightningDataModule whose batches are dicts of `input_ids` (B, T) and `labels` (B, T), both int64.
 
-    `labels[b, t]` is the token that should follow `input_ids[b, :t+1]`, or IGNORE_INDEX. The training entry
-    point calls `connect` before the Trainer calls `prepare_data`/`setup`, because only the model knows its
-    tokenizer and context length.
+    `labels[b, t]` is the token that should follow `input_ids[b, :t+1]`, or IGNORE_INDEX. Only the model knows its
+    tokenizer and context length: `connect` gives them; without it, `prepare_data`/`setup` ask the model the Trainer
+    fits (its `connect_data`, which `GPTModule` has).
     """
 
     def __init__(self, batch_size: int = 8, num_workers: int = 2, seed: int = 42) -> None:
@@ -49,5 +49,11 @@ class DataModule(L.LightningDataModule):
 
     def require_connected(self) -> tuple[Tokenizer, int]:
         if self.tokenizer is None or self.max_seq_length is None:
-            raise RuntimeError(f"{type(self).__name__}.connect(tokenizer, max_seq_length) was not called")
+            model = self.trainer.lightning_module if self.trainer is not None else None
+            if not hasattr(model, "connect_data"):
+                raise RuntimeError(
+                    f"{type(self).__name__} has no tokenizer: call .connect(tokenizer, max_seq_length), or fit it "
+                    "with a model that gives one (GPTModule with tokenizer_dir or init_from)"
+                )
+            model.connect_data(self)
         return self.tokenizer, self.max_seq_length

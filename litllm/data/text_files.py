@@ -6,7 +6,7 @@ skipped and counted. The cache is keyed by the files (paths, sizes, modification
 tokenizer and max_seq_length, so the next run reuses it; a marker written last tells a finished cache from one an
 interrupted run left behind, which is rebuilt.
 
-Cache layout (default root $LITLLM_HOME/data/text-<key>, or the `cache_dir` given):
+Cache layout (default root $LITLLM_DATA_DIR/text-<key>, see litllm.paths.data_dir, or the `cache_dir` given):
     train/index.json, train/chunk-*.bin    the training files' tokens, one flat stream (litdata TokensLoader)
     val/index.json, val/chunk-*.bin        the validation files' tokens (absent without validation files)
     complete.json                          written last: the key, and file, token and window counts
@@ -36,7 +36,7 @@ from litdata import TokensLoader, optimize
 
 from litllm.data.litdata import StreamingTokens, token_dataset, token_stats
 from litllm.data.stdlib import stdlib_dir, stdlib_files
-from litllm.paths import atomic_write_text, litllm_home
+from litllm.paths import atomic_write_text, data_dir
 from litllm.tokenizer import Tokenizer
 
 TEXT_EXTENSIONS = (".txt", ".md", ".py")
@@ -63,7 +63,7 @@ class TextFiles(StreamingTokens):
         val_split_fraction: Share of the files kept for validation (at least one when there are two or more;
             0 turns validation off). Which files is decided by `seed`.
         extensions: The file endings read from a folder (a glob or a file is taken as is).
-        cache_dir: Where the tokenized corpus goes (default: a folder under $LITLLM_HOME/data named by a hash of
+        cache_dir: Where the tokenized corpus goes (default: a folder under $LITLLM_DATA_DIR named by a hash of
             the files, the tokenizer and max_seq_length).
         batch_size: Windows of max_seq_length tokens per batch.
         num_workers: Processes that tokenize the files, and DataLoader workers.
@@ -117,7 +117,7 @@ class TextFiles(StreamingTokens):
                 "format": FORMAT,
             }
         )[:16]
-        cache = Path(self.cache_dir).expanduser() if self.cache_dir else litllm_home() / "data" / f"text-{key}"
+        cache = Path(self.cache_dir).expanduser() if self.cache_dir else data_dir() / f"text-{key}"
         return cache, key
 
     def prepare_data(self) -> None:

@@ -172,7 +172,9 @@ class Scheduler:
         self.max_batch_size = max_batch_size
         self.max_seq_length = min(max_seq_length or model.config.block_size, model.config.block_size)
         self.device = model.wte.weight.device
-        self.vocab_size = model.config.vocab_size
+        # ids the tokenizer cannot decode are never sampled: a model may have more rows than its tokenizer has tokens
+        # (random init, padded vocabularies); the logits are sliced to the tokenizer's, which costs nothing
+        self.vocab_size = min(model.config.vocab_size, tokenizer.vocab_size) if tokenizer else model.config.vocab_size
         self.waiting: deque[_Group] = deque()
         self.groups: list[_Group] = []  # admitted requests with rows in the cache
         self.slots: list[Completion | None] = []
@@ -277,10 +279,11 @@ class Scheduler:
         # grow geometrically so that a stream of requests reallocates a few times, not every time
         new_rows = min(self.max_batch_size, max(rows, 2 * have_rows))
         new_len = min(self.max_seq_length, max(length, 2 * have_len))
-        c, dtype = self.model.config, kv_cache_dtype(self.model.wte.weight.dtype, self.device)
-        grown = []
-        for old in self.caches or [None] * c.n_layer:
-            new = KVCache.empty(new_rows, c.n_query_groups, new_len, c.head_size, self.device, dtype)
+        c, grown = self.model.config, []
+        for block, old in zip(self.model.h, self.caches or [None] * c.n_layer, strict=True):
+            device = next(block.parameters()).device  # beside its layer, in a model spread over devices
+            dtype = kv_cache_dtype(self.model.wte.weight.dtype, device)
+            new = KVCache.empty(new_rows, c.n_query_groups, new_len, c.head_size, device, dtype)
             if old is not None:
                 new.k[:have_rows, :, :have_len] = old.k
                 new.v[:have_rows, :, :have_len] = old.v
@@ -300,10 +303,11 @@ class Scheduler:
         if len(groups) == 1:
             first = groups[0].completions[0].slot
             caches = [cache.rows(first, first + 1) for cache in self.caches]
-            logits = self.model(idx, 0, last_only=True, kv_caches=caches)[:, -1]  # (1, V)
+            logits = self.model(idx, 0, last_only=True, kv_caches=caches)[:, -1, : self.vocab_size]  # (1, V)
         else:
             segments = [(g.completions[0].slot, len(g.request.prompt)) for g in groups]
-            logits = self.model(idx, 0, last_only=True, segments=segments, kv_caches=self.caches)[:, -1]  # (groups, V)
+            logits = self.model(idx, 0, last_only=True, segments=segments, kv_caches=self.caches)
+            logits = logits[:, -1, : self.vocab_size]  # (groups, V)
         for group, row in zip(groups, logits.split(1), strict=True):
             self._start(group, row)
 
@@ -315,7 +319,8 @@ class Scheduler:
         seen = None
         if request.params.repetition_penalty != 1.0:  # the prompt's tokens, the same for every row of the request
             seen = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
-            seen[torch.tensor(request.prompt, device=self.device)] = True
+            prompt = torch.tensor(request.prompt, device=self.device)
+            seen[prompt[prompt < self.vocab_size]] = True
         for c in completions:
             if c.slot != first:
                 for cache in self.caches:
@@ -348,7 +353,7 @@ class Scheduler:
             input_pos = torch.tensor(positions, device=self.device)
         idx = torch.tensor(tokens, device=self.device).view(R, 1)
         caches = [cache.rows(0, R) for cache in self.caches]
-        logits = self.model(idx, input_pos, length=longest + 1, kv_caches=caches)[:, -1]  # (R, V)
+        logits = self.model(idx, input_pos, length=longest + 1, kv_caches=caches)[:, -1, : self.vocab_size]  # (R, V)
         for c in rows:
             c.length += 1
         plain: list[Completion] = []  # greedy rows with nothing to adjust: one argmax for all of them
@@ -379,10 +384,11 @@ class Scheduler:
                 min(request.max_new_tokens - len(c.token_ids), self.max_seq_length - c.length) for c in completions
             ]
             allowed = torch.stack([c.constraint.allowed(b) for c, b in zip(completions, budgets, strict=True)])
-            allowed = allowed.to(self.device)
-            logits = logits[:, : allowed.shape[1]].masked_fill(~allowed, float("-inf"))
+            width = min(logits.shape[1], allowed.shape[1])
+            allowed = allowed[:, :width].to(self.device)
+            logits = logits[:, :width].masked_fill(~allowed, float("-inf"))
             if seen is not None:
-                seen = seen[:, : allowed.shape[1]]
+                seen = seen[:, :width]
         masked = logits
         logits = process_logits(masked, request.params, seen)
         tokens = sample(logits, request.params, group.generator)
@@ -500,6 +506,25 @@ class TextStream(Iterator[str]):
     @property
     def finish_reason(self) -> str | None:
         return self.completion.finish_reason
+
+
+class TokenStream(TextStream):
+    """The token ids of one completion as they are generated (those `return_as_token_ids` gives, stop id included);
+    `close()` cancels it."""
+
+    def __init__(self, scheduler: Scheduler, completion: Completion) -> None:
+        super().__init__(scheduler, completion)
+        self.sent = 0
+
+    def __next__(self) -> int:  # type: ignore[override] - ids, not text
+        c = self.completion
+        while self.sent == len(c.token_ids):
+            if c.finished:
+                self._done()
+                raise StopIteration
+            self.scheduler.step()
+        self.sent += 1
+        return c.token_ids[self.sent - 1]
 
 
 def generate_tokens(model: GPT, request: Request) -> Iterator[int]:

@@ -46,12 +46,16 @@ class Client:
         return self.request("GET", "/api/status")
 
     def models(self) -> dict[str, Any]:
-        """The named configs and the local checkpoints the server can load."""
+        """What the server can load: model names, trained runs, local checkpoints and named configs."""
         return self.request("GET", "/api/models")
 
-    def load_model(self, model_path: str | None = None, model_name: str | None = None) -> dict[str, Any]:
-        """Replace the served model with a checkpoint under the server's models folder, or a named model."""
-        return self.request("POST", "/api/load_model", given(model_path=model_path, model_name=model_name))
+    def load_model(
+        self, model_path: str | None = None, model_name: str | None = None, model_type: str | None = None
+    ) -> dict[str, Any]:
+        """Replace the served model with a checkpoint or training run under the server's roots (`model_path`), or a
+        model by name (`model_type`, or `model_name`)."""
+        body = given(model_path=model_path, model_name=model_name, model_type=model_type)
+        return self.request("POST", "/api/load_model", body)
 
     def generate(
         self,
@@ -66,13 +70,15 @@ class Client:
 
     def train(
         self,
-        command: str = "pretrain",
+        command: str | None = None,
         recipe: str | None = None,
         config: dict[str, Any] | None = None,
         overrides: dict[str, Any] | None = None,
+        **fields: Any,
     ) -> dict[str, Any]:
-        """Start a training job from a server-side recipe name or an inline config."""
-        body = given(command=command, recipe=recipe, config=config, overrides=overrides)
+        """Start a training job from a server-side recipe name or an inline config (run by `command`, default
+        pretrain), or in nanoGPT's form: `dataset=`, `output_dir=`, `model_type=`, `batch_size=`, ..."""
+        body = given(command=command, recipe=recipe, config=config, overrides=overrides, **fields)
         return self.request("POST", "/api/train", body)
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -143,11 +149,19 @@ class ClientCLI:
         self._show(self._call(self.client.status))
 
     def models(self) -> None:
-        """List the models the server can load: local checkpoints and named configs."""
+        """List what the server can load: model names (--model_type), trained runs and local checkpoints."""
         answer = self._call(self.client.models)
         if self.as_json:
             print_json(answer)
             return
+        pretrained = answer.get("pretrained_models") or []
+        print(f"pretrained models ({len(pretrained)}): {', '.join(pretrained) or 'none'}")
+        trained = answer.get("trained_models") or []
+        print("trained models:" if trained else "trained models: none")
+        for m in trained:
+            config = m.get("config") or {}
+            about = ", ".join(f"{k}={config[k]}" for k in ("dataset", "model_type") if config.get(k) is not None)
+            print(f"  {m['name']}  {m.get('path', '')}" + (f"  ({about})" if about else ""))
         local = answer.get("local") or []
         width = max((len(m["name"]) for m in local), default=0)
         print("local checkpoints:" if local else "local checkpoints: none")
@@ -155,14 +169,23 @@ class ClientCLI:
             print(f"  {m['name']:<{width}}  {m.get('path', '')}")
         print(f"named configs ({len(answer.get('named', []))}): {', '.join(answer.get('named', []))}")
 
-    def load(self, model_path: Optional[str] = None, model_name: Optional[str] = None) -> None:
-        """Make the server load another model.
+    def list(self) -> None:
+        """List what the server can load (the same as `models`, under nanoGPT's client's name)."""
+        self.models()
+
+    def load(
+        self, model_path: Optional[str] = None, model_name: Optional[str] = None, model_type: Optional[str] = None
+    ) -> None:
+        """Make the server load another model: give one of the three.
 
         Args:
-            model_path: A checkpoint directory, relative to the server's models folder.
-            model_name: A model name the server knows (`litllm client models` lists them).
+            model_path: A checkpoint (folder, or nanoGPT ckpt.pt) or a training run's output_dir, under the server's
+                models or runs folder.
+            model_type: A model name: registered, downloaded, a catalog name or a Hub repo id, like gpt2
+                (`litllm client list` shows them).
+            model_name: The same as model_type.
         """
-        self._show(self._call(self.client.load_model, model_path, model_name))
+        self._show(self._call(self.client.load_model, model_path, model_name, model_type))
 
     def generate(
         self,
@@ -170,18 +193,23 @@ class ClientCLI:
         max_new_tokens: Optional[int] = None,
         temperature: Optional[float] = None,
         top_k: Optional[int] = None,
+        max_tokens: Optional[int] = None,
     ) -> None:
-        """Continue a prompt with the served model and print the text.
+        """Continue a prompt with the served model and print the prompt and its continuation.
 
         Args:
             prompt: Text to continue.
             max_new_tokens: Most tokens to generate (default: the server's).
             temperature: Sampling temperature; 0 is greedy (default: the server's).
             top_k: Sample among the k most likely tokens only (default: the server's).
+            max_tokens: The same as max_new_tokens (nanoGPT's client's name).
         """
         if prompt is None:
             raise ValueError("--prompt is required: the text to continue")
-        answer = self._call(self.client.generate, prompt, max_new_tokens, temperature, top_k)
+        if max_tokens is not None and max_new_tokens is not None and max_tokens != max_new_tokens:
+            raise ValueError(f"--max_tokens {max_tokens} and --max_new_tokens {max_new_tokens} disagree: give one")
+        limit = max_new_tokens if max_new_tokens is not None else max_tokens
+        answer = self._call(self.client.generate, prompt, limit, temperature, top_k)
         if self.as_json:
             print_json(answer)
         else:
@@ -189,21 +217,46 @@ class ClientCLI:
 
     def train(
         self,
-        command: Literal["pretrain", "finetune"] = "pretrain",
+        command: Optional[Literal["pretrain", "finetune"]] = None,
         recipe: Optional[str] = None,
         config_file: Optional[Path] = None,
         overrides: Optional[dict[str, Any]] = None,
+        dataset: Optional[str] = None,
+        output_dir: Optional[str] = None,
+        model_type: Optional[str] = None,
+        batch_size: Optional[int] = None,
+        learning_rate: Optional[float] = None,
+        max_iters: Optional[int] = None,
+        eval_interval: Optional[int] = None,
     ) -> None:
-        """Start a training job on the server (one runs at a time).
+        """Start a training job on the server (one runs at a time): from a recipe, or in nanoGPT's form from a
+        dataset (`--dataset shakespeare_char --output_dir out/mine [--model_type gpt2] ...`).
 
         Args:
-            command: The training command the job runs.
+            command: The training command a recipe runs (default: pretrain).
             recipe: A recipe of the server's config_hub, like `pretrain/debug`.
             config_file: A local recipe YAML, sent to the server inline (instead of --recipe).
             overrides: Recipe keys to change, like '{"trainer.max_steps": 5}'.
+            dataset: What to train on: a prepared nanoGPT data/<name> folder, a folder of text files, or stdlib.
+            output_dir: The run's folder, inside the server's runs folder (default: one named by the job's id).
+            model_type: Finetune this model (a model name, or a checkpoint under the server's folders); without it
+                a small GPT-2-style model is trained from scratch.
+            batch_size: Sequences per step.
+            learning_rate: Peak learning rate.
+            max_iters: Optimizer steps.
+            eval_interval: Steps between validations (default: at the end).
         """
         config = read_yaml(config_file) if config_file is not None else None
-        answer = self._call(self.client.train, command, recipe, config, overrides)
+        fields = given(
+            dataset=dataset,
+            output_dir=output_dir,
+            model_type=model_type,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_iters=max_iters,
+            eval_interval=eval_interval,
+        )
+        answer = self._call(lambda: self.client.train(command, recipe, config, overrides, **fields))
         self._show(answer)
         if not self.as_json:
             print(f"follow it with: litllm client job {answer['id']} --follow true")

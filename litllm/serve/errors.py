@@ -1,10 +1,16 @@
-"""Errors of `litllm serve` as clients see them: an OpenAI-shaped JSON body with a 4xx or 5xx status."""
+"""Errors of `litllm serve` as clients see them: a 4xx or 5xx status and a JSON body that both OpenAI clients and
+FastAPI/nanochat clients read: {"error": {"message", "type", "param", "code"}, "detail": "<message>"}."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi.responses import JSONResponse
+
+NO_MODEL = (
+    'no model loaded; POST /api/load_model {"model_type": NAME} or {"model_path": PATH} first '
+    "(GET /api/models lists what can be loaded)"
+)
 
 
 class APIError(Exception):
@@ -19,7 +25,8 @@ class APIError(Exception):
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": error_body(status, message, param, code)}, status_code=status)
+    body = {"error": error_body(status, message, param, code), "detail": message}
+    return JSONResponse(body, status_code=status)
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:

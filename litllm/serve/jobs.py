@@ -1,9 +1,11 @@
 """Training jobs of the control API: `litllm pretrain | finetune` run as a subprocess, one at a time.
 
-Each job has its own run directory, `<runs_root>/<job id>`, which holds, besides the run's own files
-(checkpoints/, logs/version_N/metrics.csv, final/, see litllm/training.py):
+Each job has its own run directory, `<runs_root>/<job id>` or the `output_dir` a request gives (inside the runs
+root), which holds, besides the run's own files (checkpoints/, logs/version_N/metrics.csv, final/, see
+litllm/training/runs.py):
     job_config.yaml   the resolved recipe the job runs (written before the process starts)
     job.log           the process's stdout and stderr
+    train_config.json the request as given, for a job started in nanoGPT's form (dataset, model_type, ...)
 
 A job's status reports the last step and training loss of logs/version_N/metrics.csv (Lightning counts steps
 from 0, and its CSVLogger writes the file every 100 steps and when the run ends).
@@ -32,17 +34,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from litllm.paths import read_yaml_mapping, write_yaml
+from litllm.paths import read_yaml_mapping, write_json, write_yaml
 
 COMMANDS = ("pretrain", "finetune")
 CONFIG_FILE = "job_config.yaml"
 LOG_FILE = "job.log"
+TRAIN_CONFIG = "train_config.json"
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 64 * 1024
 
 
 class JobConflict(Exception):
-    """A job is already running; the server runs one at a time."""
+    """A job is already running (the server runs one at a time), or its output folder holds another run."""
 
 
 class JobNotFound(KeyError):
@@ -92,20 +95,27 @@ class TrainingJobs:
         recipe: str | None = None,
         config: dict | None = None,
         overrides: dict | None = None,
+        output_dir: str | None = None,
+        request: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Start `litllm <command>` on a recipe name or an inline config, plus dotted-key overrides.
 
-        The job always writes into its own run directory: an `out_dir` in the config or overrides is replaced.
+        The job always writes into its own run directory, `output_dir` (inside the runs root, empty or new) or a
+        new one named by its id: an `out_dir` in the config or overrides is replaced. `request`, when given, is
+        written into it as train_config.json.
         """
         if command not in COMMANDS:
             raise ValueError(f"unknown training command {command!r}; accepted: {', '.join(COMMANDS)}")
         resolved = self.resolve_config(recipe, config, overrides)
+        run_dir = self.output_dir(output_dir) if output_dir is not None else None
         with self.lock:
             running = [j.id for j in self.jobs.values() if j.state() == "running"]
             if running:
                 raise JobConflict(f"job {running[0]!r} is still running; stop it first or wait for it to end")
-            job_id, run_dir = self.new_run_dir(command)
+            job_id, run_dir = self.new_run_dir(command, run_dir)
             resolved["out_dir"] = str(run_dir)
+            if request is not None:
+                write_json(run_dir / TRAIN_CONFIG, request)
             config_path = run_dir / CONFIG_FILE
             write_yaml(config_path, resolved)
             process = self.launch(command, config_path, run_dir / LOG_FILE)
@@ -186,10 +196,37 @@ class TrainingJobs:
             raise ValueError(f"resume {resume!r} is outside the runs folder {str(self.runs_root)!r}")
         return path
 
-    def new_run_dir(self, command: str) -> tuple[str, Path]:
+    def output_dir(self, output_dir: str) -> Path:
+        """The run directory a request's `output_dir` names inside the runs root.
+
+        A relative one is read from the server's working directory when it lands inside the runs root there (so
+        nanoGPT's `out/NAME` is `<runs root>/NAME` when the runs root is ./out), else from the runs root."""
+        given = Path(output_dir).expanduser()
+        if given.is_absolute():
+            path = given.resolve()
+        else:
+            from_cwd = given.resolve()
+            path = from_cwd if from_cwd.is_relative_to(self.runs_root) else (self.runs_root / given).resolve()
+        if path == self.runs_root or not path.is_relative_to(self.runs_root):
+            raise ValueError(
+                f"output_dir {output_dir!r} is outside the runs folder {str(self.runs_root)!r}: give a folder inside it"
+            )
+        return path
+
+    def new_run_dir(self, command: str, run_dir: Path | None = None) -> tuple[str, Path]:
+        """A new job id and its run directory: `run_dir` (which must hold no files yet) or `<runs root>/<id>`."""
         self.runs_root.mkdir(parents=True, exist_ok=True)
         while True:
             job_id = f"{command}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+            if job_id in self.jobs:
+                continue
+            if run_dir is not None:
+                if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+                    raise JobConflict(
+                        f"output_dir {str(run_dir)!r} already holds files (another run?); choose a new folder"
+                    )
+                run_dir.mkdir(parents=True, exist_ok=True)
+                return job_id, run_dir
             try:
                 (self.runs_root / job_id).mkdir()
                 return job_id, self.runs_root / job_id
@@ -208,6 +245,118 @@ class TrainingJobs:
                 env=env,
                 start_new_session=True,  # its own process group: stop() reaches the data-loader workers too
             )
+
+
+# ---- nanoGPT's training request as a litllm recipe ------------------------------------------------------------
+
+# from scratch: nanoGPT's README's CPU model (--n_layer=4 --n_head=4 --n_embd=128 --block_size=64), GPT-2's design
+SCRATCH = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64}
+SCRATCH_VOCAB = 4096  # the BPE trained on a text dataset for a from-scratch run (nanoGPT .bin data bring their own)
+BATCH_SIZE, MAX_ITERS = 4, 100
+LEARNING_RATE = {"scratch": 1e-3, "finetune": 3e-5}  # nanoGPT's shakespeare_char and finetune_shakespeare
+VAL_BATCHES = 20  # batches per validation (nanoGPT's eval_iters, shortened for CPUs)
+BUILTIN_CORPORA = {
+    "stdlib": {"class_path": "litllm.data.text_files.PythonStdlib", "init_args": {"max_bytes": 4_000_000}}
+}
+
+
+@dataclass
+class Dataset:
+    """What a request's `dataset` names: the recipe's data section, and the tokenizer its ids are in (a nanoGPT
+    .bin folder's; None when the run's tokenizer is the model's own or one trained on the text)."""
+
+    data: dict[str, Any]
+    tokenizer_dir: str | None = None
+
+
+def resolve_dataset(name: str, roots: list[Path], batch_size: int | None, finetune: bool) -> Dataset:
+    """The data a training request names, first found: a built-in corpus (stdlib); a nanoGPT prepared folder
+    `<root>/data/<name>` for each root in order; a URL litdata streams; a path (absolute, or under a root) to a
+    nanoGPT folder (train.bin), a litdata folder (index.json) or text files (a folder, a file or a glob).
+
+    A ValueError lists what exists when nothing matches."""
+    from litllm.checkpoint.nanogpt import is_plain_name
+    from litllm.data.nanogpt import find_nanogpt_dataset
+
+    args = {"batch_size": batch_size or BATCH_SIZE}
+    if name in BUILTIN_CORPORA:
+        corpus = BUILTIN_CORPORA[name]
+        return Dataset({**corpus, "init_args": {**corpus["init_args"], **args}})
+    found = find_nanogpt_dataset(name, roots) if is_plain_name(name) else None
+    if found is not None:
+        return nanogpt_dataset(found, args, finetune)
+    if "://" in name:
+        return Dataset({"class_path": "litllm.data.litdata.LitData", "init_args": {"path": name, **args}})
+    given = Path(name).expanduser()
+    path = next((p for p in ([given] if given.is_absolute() else [r / given for r in roots]) if p.exists()), None)
+    if path is not None and (path / "train.bin").is_file():
+        return nanogpt_dataset(path, args, finetune)
+    if path is not None and ((path / "index.json").is_file() or (path / "train" / "index.json").is_file()):
+        return Dataset({"class_path": "litllm.data.litdata.LitData", "init_args": {"path": str(path), **args}})
+    if path is not None or any(c in name for c in "*?["):
+        text = str(path) if path is not None else str(given if given.is_absolute() else roots[0] / given)
+        return Dataset({"class_path": "litllm.data.text_files.TextFiles", "init_args": {"path": text, **args}})
+    raise ValueError(
+        f"unknown dataset {name!r}; nanoGPT datasets here: {', '.join(nanogpt_datasets(roots)) or 'none'} "
+        f"(prepared folders data/<name>/train.bin under {', '.join(str(r) for r in roots)}); built-in corpora: "
+        f"{', '.join(BUILTIN_CORPORA)}; or a folder of text files, a text file, a glob or a litdata folder"
+    )
+
+
+def nanogpt_dataset(path: Path, args: dict[str, Any], finetune: bool) -> Dataset:
+    """A nanoGPT folder's data section; its tokenizer is its meta.pkl's (char-level), else GPT-2's for a run from
+    scratch, or the finetuned model's own (whose vocabulary the ids must fit; the data module checks)."""
+    from litllm.data.nanogpt import NanoGPTBins
+
+    data = {"class_path": "litllm.data.nanogpt.NanoGPTBins", "init_args": {"path": str(path), **args}}
+    if finetune and not (path / "meta.pkl").is_file():
+        return Dataset(data)
+    return Dataset(data, str(NanoGPTBins(path).tokenizer_dir()))
+
+
+def nanogpt_datasets(roots: list[Path]) -> list[str]:
+    """The names of the prepared nanoGPT folders under `roots` (`<root>/data/<name>/train.bin`)."""
+    return sorted({p.parent.name for root in roots for p in root.glob("data/*/train.bin")})
+
+
+def train_recipe(fields: dict[str, Any], dataset: Dataset, init_from: str | None) -> tuple[str, dict[str, Any]]:
+    """The command and recipe of a nanoGPT-form request: finetune `init_from` (model_type), else pretrain the small
+    GPT-2-style model of SCRATCH (n_layer, n_head, n_embd, block_size from the request override it)."""
+    max_iters = fields.get("max_iters") or MAX_ITERS
+    eval_interval = fields.get("eval_interval") or max_iters
+    lr = fields.get("learning_rate") or LEARNING_RATE["finetune" if init_from else "scratch"]
+    model: dict[str, Any] = {
+        "warmup_steps": min(100, max_iters // 10),
+        "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": lr, "betas": [0.9, 0.95]}},
+    }
+    if dataset.tokenizer_dir is not None:
+        model["tokenizer_dir"] = dataset.tokenizer_dir
+    if init_from is not None:
+        model["init_from"] = init_from
+        if fields.get("block_size"):
+            model["max_seq_length"] = fields["block_size"]
+    else:
+        shape = {k: fields.get(k) or SCRATCH[k] for k in SCRATCH}
+        vocab = vocab_size(dataset.tokenizer_dir) if dataset.tokenizer_dir is not None else SCRATCH_VOCAB
+        model["model_config"] = {"name": "gpt2", "hf_repo": None, **shape, "vocab_size": vocab}
+        model["max_seq_length"] = shape["block_size"]
+    trainer = {
+        "max_steps": max_iters,
+        "val_check_interval": eval_interval,
+        "check_val_every_n_epoch": None,
+        "limit_val_batches": VAL_BATCHES,
+        "log_every_n_steps": min(10, max_iters),
+        "accelerator": "auto",
+        "devices": 1,
+    }
+    recipe = {"model": model, "data": dataset.data, "trainer": trainer, "checkpoint_every": eval_interval}
+    return ("finetune" if init_from is not None else "pretrain"), recipe
+
+
+def vocab_size(tokenizer_dir: str) -> int:
+    from litllm.tokenizer import Tokenizer
+
+    return Tokenizer(tokenizer_dir).vocab_size
 
 
 def summary(job: Job) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -63,13 +65,20 @@ class Metrics:
         self.completion_tokens += completion_tokens
         self.duration.observe(seconds)
 
-    def stats(self, workers: int) -> dict[str, int]:
-        busy = min(self.in_flight, self.max_batch_size)
+    def stats(self, devices: Sequence[str], serving: bool = True) -> dict[str, Any]:
+        """nanochat's worker-pool fields, then litllm's counters. A worker is busy when every row of its batch is
+        taken; while no model is loaded (`serving` False) no worker is available."""
+        capacity = len(devices) * self.max_batch_size
+        busy_rows = min(self.in_flight, capacity)
+        busy_workers = min(len(devices), self.in_flight // self.max_batch_size)
         return {
-            "workers": workers,
+            "total_workers": len(devices),
+            "available_workers": len(devices) - busy_workers if serving else 0,
+            "busy_workers": busy_workers,
+            "workers": [{"gpu_id": gpu_id(i, device), "device": device} for i, device in enumerate(devices)],
             "max_batch_size": self.max_batch_size,
-            "busy": busy,
-            "queued": self.in_flight - busy,
+            "busy": busy_rows,
+            "queued": self.in_flight - busy_rows,
             "requests": sum(self.requests.values()),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -100,3 +109,9 @@ class Metrics:
         ):
             lines += [f"# HELP {name} {text}", f"# TYPE {name} histogram", *histogram.lines(name)]
         return "\n".join(lines) + "\n"
+
+
+def gpu_id(index: int, device: str) -> int:
+    """A worker's CUDA device index (`cuda:3` -> 3); on other devices its place among the workers, as nanochat's."""
+    kind, _, number = device.partition(":")
+    return int(number) if kind == "cuda" and number.isdigit() else index

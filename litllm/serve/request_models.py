@@ -242,31 +242,103 @@ class GenerateRequest(BaseModel):
 
 
 class LoadModelRequest(BaseModel):
+    """`/api/load_model`: one model, by name (`model_type` as nanoGPT's server calls it, or `model_name`) or by path
+    (`model_path`: a checkpoint or training run under the server's roots). Every field goes through one resolver."""
+
     model_config = ConfigDict(extra="forbid")
 
-    model_path: Optional[str] = None
-    model_name: Optional[str] = None
+    model_type: Optional[str] = Field(None, min_length=1)
+    model_path: Optional[str] = Field(None, min_length=1)
+    model_name: Optional[str] = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> LoadModelRequest:
-        if (self.model_path is None) == (self.model_name is None):
-            raise ValueError("give exactly one of model_path (under the models root) or model_name")
+        given = [name for name in LOAD_FIELDS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of model_type (a model name, e.g. gpt2), model_path (a checkpoint or training run "
+                f"under the server's roots) or model_name; got {' and '.join(given) or 'none'}"
+            )
         return self
+
+    @property
+    def field(self) -> str:
+        """The field that names the model."""
+        return next(name for name in LOAD_FIELDS if getattr(self, name) is not None)
+
+
+LOAD_FIELDS = ("model_type", "model_path", "model_name")
 
 
 class TrainRequest(BaseModel):
+    """`/api/train`, in either of two forms.
+
+    nanoGPT's: `dataset` (+ `output_dir`, `model_type`, `batch_size`, `learning_rate`, `max_iters`,
+    `eval_interval`, and the from-scratch architecture `n_layer`, `n_head`, `n_embd`, `block_size`). With
+    `model_type` the run finetunes that model; without, it trains a GPT-2-style model from scratch, by default
+    nanoGPT's CPU size (4 layers, 4 heads, 128 wide, 64-token context). Defaults: batch_size 4, max_iters 100,
+    learning_rate 1e-3 from scratch and 3e-5 finetuning, eval_interval max_iters (see serve/jobs.py).
+    litllm's: a recipe (`recipe`: a name under config_hub, or `config`: an inline one) with dotted `overrides`,
+    run by `command`.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
-    command: Literal["pretrain", "finetune"] = "pretrain"
+    command: Optional[Literal["pretrain", "finetune"]] = None
     recipe: Optional[str] = None
     config: Optional[dict[str, Any]] = None
     overrides: Optional[dict[str, Any]] = None
 
+    dataset: Optional[str] = Field(None, min_length=1)
+    output_dir: Optional[str] = Field(None, min_length=1)
+    model_type: Optional[str] = Field(None, min_length=1)
+    batch_size: Optional[int] = Field(None, ge=1, le=4096)
+    learning_rate: Optional[float] = Field(None, gt=0, le=1)
+    max_iters: Optional[int] = Field(None, ge=1)
+    eval_interval: Optional[int] = Field(None, ge=1)
+    n_layer: Optional[int] = Field(None, ge=1, le=256)
+    n_head: Optional[int] = Field(None, ge=1, le=256)
+    n_embd: Optional[int] = Field(None, ge=1, le=65536)
+    block_size: Optional[int] = Field(None, ge=1, le=1_048_576)
+
     @model_validator(mode="after")
-    def _one_source(self) -> TrainRequest:
-        if (self.recipe is None) == (self.config is None):
-            raise ValueError("give exactly one of recipe (a name under config_hub) or config (an inline recipe)")
+    def _one_form(self) -> TrainRequest:
+        nanogpt = [name for name in NANOGPT_TRAIN_FIELDS if getattr(self, name) is not None]
+        recipe = [name for name in ("command", "recipe", "config", "overrides") if getattr(self, name) is not None]
+        if nanogpt and self.dataset is None:
+            raise ValueError(f"{nanogpt[0]} needs dataset: the data to train on (e.g. a prepared data/<name> folder)")
+        if nanogpt and recipe:
+            raise ValueError(
+                f"give either dataset (with {', '.join(NANOGPT_TRAIN_FIELDS[1:5])}, ...) or a recipe "
+                f"(recipe or config, with command and overrides), not both; got {' and '.join(nanogpt + recipe)}"
+            )
+        if not nanogpt and (self.recipe is None) == (self.config is None):
+            raise ValueError(
+                "give dataset (nanoGPT's form), or exactly one of recipe (a name under config_hub) or config "
+                "(an inline recipe)"
+            )
+        if self.n_embd is not None and self.n_head is not None and self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         return self
+
+    def given(self) -> dict[str, Any]:
+        """The nanoGPT-form fields as the request gave them."""
+        return {name: getattr(self, name) for name in NANOGPT_TRAIN_FIELDS if name in self.model_fields_set}
+
+
+NANOGPT_TRAIN_FIELDS = (
+    "dataset",
+    "output_dir",
+    "model_type",
+    "batch_size",
+    "learning_rate",
+    "max_iters",
+    "eval_interval",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "block_size",
+)
 
 
 def check_messages(messages: list[Message]) -> None:

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from litserve.specs.base import LitSpec
 from litserve.utils import LitAPIStatus, ResponseBufferItem
 
-from litllm.serve.control import list_models, resolve_model_source
-from litllm.serve.errors import APIError, error_body
+from litllm.serve.control import ModelRef, download, list_models, resolve_model
+from litllm.serve.errors import NO_MODEL, APIError, error_body
 from litllm.serve.metrics import Metrics
 from litllm.serve.request_models import (
     ChatCompletionRequest,
@@ -41,21 +40,20 @@ class LitLLMSpec(LitSpec):
 
     def __init__(
         self,
-        model_id: str,
+        model_id: str | None,
         models_root: Path,
         runs_root: Path,
         recipes_root: Path,
         ready: Any,
         default_max_tokens: int = 256,
-        workers: int = 1,
     ) -> None:
         super().__init__()
         self.api_path = "/v1/chat/completions"
-        self.model_id, self.created = model_id, int(time.time())
+        self.model_id, self.created = model_id, int(time.time())  # model_id None: no model loaded
         self.models_root, self.runs_root, self.recipes_root = models_root, runs_root, recipes_root
         self.ready = ready  # a multiprocessing Event the worker sets once its model is loaded
         self.default_max_tokens = default_max_tokens
-        self.workers = workers
+        self.devices = ["cpu"]  # one per inference worker (server.py sets them from LitServe's)
         self.metrics = Metrics()
         self.jobs: Any = None  # TrainingJobs, made in the API process on first use
         self.loading = False
@@ -132,10 +130,23 @@ class LitLLMSpec(LitSpec):
         raise_if_error(result)
         return result
 
+    def state(self) -> str:
+        """'ready' (a model is loaded), 'loading' (one is being loaded) or 'no_model' (none was asked for)."""
+        if self.loading or (self.model_id is not None and not self.ready.is_set()):
+            return "loading"
+        return "no_model" if self.model_id is None else "ready"
+
+    def require_model(self) -> None:
+        """A 503 unless a model is loaded and ready."""
+        state = self.state()
+        if state == "loading":
+            raise APIError(503, "the model is loading; try again when /health says ready", code="model_loading")
+        if state == "no_model":
+            raise APIError(503, NO_MODEL, code="model_not_loaded")
+
     async def generation(self, operation: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The replies of a generation, the first one awaited before any response starts (so errors are 4xx)."""
-        if not self.ready.is_set():
-            raise APIError(503, "the model is loading; try again when /health says ready", code="model_loading")
+        self.require_model()
         replies = self.call(operation)
         first = await anext(replies)
         raise_if_error(first)
@@ -143,6 +154,7 @@ class LitLLMSpec(LitSpec):
         return chain_first(first, replies, self.metrics)
 
     def check_model(self, model: str | None) -> None:
+        self.require_model()
         if model not in (None, "", self.model_id):
             raise APIError(
                 400,
@@ -185,7 +197,7 @@ class LitLLMSpec(LitSpec):
 
     async def list_models(self) -> JSONResponse:
         card = {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "litllm"}
-        return JSONResponse({"object": "list", "data": [card]})
+        return JSONResponse({"object": "list", "data": [card] if self.model_id is not None else []})
 
     # -- nanochat-style route, health and statistics --
 
@@ -206,12 +218,21 @@ class LitLLMSpec(LitSpec):
         return sse(events())
 
     async def health(self) -> JSONResponse:
-        ready = self.ready.is_set() and not self.loading
-        body = {"status": "ok" if ready else "loading", "ready": ready, "model": self.model_id}
-        return JSONResponse(body, status_code=200 if ready else 503)
+        """200 once the server is up (`ready` says whether a model is loaded), 503 while a model loads."""
+        state = self.state()
+        stats = self.metrics.stats(self.devices, serving=state == "ready")
+        body = {
+            "status": "loading" if state == "loading" else "ok",
+            "ready": state == "ready",
+            "model": self.model_id,
+            "model_loaded": state == "ready",
+            "num_gpus": sum(1 for d in self.devices if d.startswith("cuda")),
+            "available_workers": stats["available_workers"],
+        }
+        return JSONResponse(body, status_code=503 if state == "loading" else 200)
 
     async def stats(self) -> JSONResponse:
-        return JSONResponse(self.metrics.stats(workers=self.workers))
+        return JSONResponse(self.metrics.stats(self.devices, serving=self.state() == "ready"))
 
     async def prometheus(self) -> PlainTextResponse:
         return PlainTextResponse(self.metrics.prometheus(), media_type="text/plain; version=0.0.4")
@@ -219,36 +240,55 @@ class LitLLMSpec(LitSpec):
     # -- control API (after nanoGPT's API server) --
 
     async def status(self) -> JSONResponse:
-        info = await self.ask({"op": "info"}) if self.ready.is_set() and not self.loading else {}
+        """nanoGPT's fields (status "online", model_loaded, device, timestamp in Unix seconds), then litllm's."""
+        state = self.state()
+        info = await self.ask({"op": "info"}) if state == "ready" else {}
         return JSONResponse(
             {
-                "status": "ready" if info else "loading",
-                "model_loaded": bool(info),
+                "status": "online",
+                "model_loaded": state == "ready",
+                "device": info.get("device") or self.devices[0],
+                "timestamp": time.time(),
+                "state": state,
                 "model": self.model_id,
-                "device": info.get("device"),
                 "dtype": info.get("dtype"),
                 "busy": info.get("busy", 0),
                 "queued": info.get("queued", 0),
-                "timestamp": datetime.now(timezone.utc).isoformat(),
             }
         )
 
     async def models(self) -> JSONResponse:
-        return JSONResponse(list_models(self.models_root))
+        started = [job.run_dir for job in self.jobs.jobs.values()] if self.jobs is not None else []
+        return JSONResponse(await asyncio.to_thread(list_models, self.models_root, self.runs_root, started))
 
     async def load_model(self, body: LoadModelRequest) -> JSONResponse:
-        source = resolve_model_source(body.model_path, body.model_name, self.models_root)
-        if self.workers > 1:  # a swap message reaches one worker of the queue, not all of them
+        """Swap the served model for the one the request names (any of its fields: one resolver, confined paths)."""
+        value = getattr(body, body.field)
+        ref = resolve_model(value, body.field, self.roots)
+        if len(self.devices) > 1:  # a swap message reaches one worker of the queue, not all of them
             raise APIError(409, "load_model needs a server with one worker (--devices 1); restart it with the model")
         if self.loading:
             raise APIError(409, "a model is already being loaded", code="model_loading")
         self.loading = True
         try:
-            result = await self.ask({"op": "load_model", "source": source})
+            source = await asyncio.to_thread(self.local_checkpoint, ref, body.field)
+            result = await self.ask({"op": "load_model", "source": str(source), "name": ref.name})
         finally:
             self.loading = False
         self.model_id = result["model"]
-        return JSONResponse({"status": "loaded", **{k: v for k, v in result.items() if k != "type"}})
+        fields = {k: v for k, v in result.items() if k != "type"}
+        return JSONResponse({"message": "Model loaded successfully", "status": "loaded", **fields})
+
+    @property
+    def roots(self) -> tuple[Path, Path]:
+        """The folders a request's paths may name: the models root and the runs root."""
+        return self.models_root, self.runs_root
+
+    @staticmethod
+    def local_checkpoint(ref: ModelRef, field: str) -> Path:
+        """The checkpoint folder of a resolved model, downloading a Hub repo first (a 503 when the Hub is out of
+        reach, offline included)."""
+        return download(ref.target, field) if isinstance(ref.target, str) else ref.target
 
     async def generate(self, body: GenerateRequest) -> JSONResponse:
         parameters = body.model_dump(exclude={"prompt"})
@@ -260,13 +300,55 @@ class LitLLMSpec(LitSpec):
             if reply["type"] == "delta":
                 pieces.append(reply["text"])
         text = "".join(pieces)
+        # as nanoGPT's server: generated_text is the prompt and its continuation; completion is the continuation
         return JSONResponse(
-            {"generated_text": text, "prompt": body.prompt, "model": self.model_id, "parameters": parameters}
+            {
+                "prompt": body.prompt,
+                "generated_text": body.prompt + text,
+                "completion": text,
+                "model": self.model_id,
+                "parameters": parameters,
+            }
         )
 
     async def train(self, body: TrainRequest) -> JSONResponse:
-        job = self.training_jobs().start(body.command, recipe=body.recipe, config=body.config, overrides=body.overrides)
-        return JSONResponse(job, status_code=201)
+        """Start a training job: nanoGPT's form (dataset, output_dir, model_type, ...) or a litllm recipe."""
+        jobs = self.training_jobs()
+        if body.dataset is None:
+            command = body.command or "pretrain"
+            job = jobs.start(command, recipe=body.recipe, config=body.config, overrides=body.overrides)
+            return JSONResponse(job, status_code=201)
+        return JSONResponse(await asyncio.to_thread(self.start_from_dataset, body), status_code=201)
+
+    def start_from_dataset(self, body: TrainRequest) -> dict[str, Any]:
+        """nanoGPT's training request as a litllm recipe run by the jobs machinery; its answer has nanoGPT's fields
+        (message, config, config_path: the request as written to <output_dir>/train_config.json, process_id) and
+        the job's own (id, run_dir, job_config_path, ...)."""
+        from litllm.serve.jobs import TRAIN_CONFIG, resolve_dataset, train_recipe
+
+        given = body.given()
+        init_from = None
+        if body.model_type is not None:
+            ref = resolve_model(body.model_type, "model_type", self.roots)
+            init_from = str(self.local_checkpoint(ref, "model_type"))
+        dataset = resolve_dataset(body.dataset, self.data_roots(), body.batch_size, finetune=init_from is not None)
+        command, recipe = train_recipe(given, dataset, init_from)
+        job = self.training_jobs().start(command, config=recipe, output_dir=body.output_dir, request=given)
+        job["job_config_path"] = job.pop("config_path")
+        return {
+            "message": "Training started",
+            "config": given,
+            "config_path": str(Path(job["run_dir"]) / TRAIN_CONFIG),
+            "process_id": job["pid"],
+            **job,
+        }
+
+    def data_roots(self) -> list[Path]:
+        """Where a training request's dataset is looked for: the working directory, the runs root and the data
+        directory ($LITLLM_DATA_DIR or $NANOCHAT_DATA_DIR, default $LITLLM_HOME/data)."""
+        from litllm.paths import data_dir
+
+        return list(dict.fromkeys([Path.cwd().resolve(), self.runs_root, data_dir().resolve()]))
 
     async def job(self, job_id: str) -> JSONResponse:
         return JSONResponse(self.training_jobs().status(job_id))

@@ -85,8 +85,27 @@ def route_label(path: str) -> str:
     return "/api/train/{job_id}" if re.fullmatch(r"/api/train/[^/]+", path) else "other"
 
 
+# pydantic error types that mean a value out of range or not among those accepted (400, as nanochat answers them);
+# any other (a missing field, a wrong type, a body that is not JSON) means a malformed body (422)
+OUT_OF_RANGE = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "multiple_of",
+    "finite_number",
+    "too_short",
+    "too_long",
+    "string_too_short",
+    "string_too_long",
+    "literal_error",
+    "enum",
+    "value_error",
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error becomes an OpenAI-shaped JSON body: {"error": {"message", "type", "param", "code"}}."""
+    """Every error becomes a JSON body with OpenAI's `error` object and FastAPI's `detail` (see errors.py)."""
     from litllm.serve.jobs import JobConflict, JobNotFound
 
     async def api_error(request: Any, exc: APIError) -> Any:
@@ -96,11 +115,12 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
         loc = [str(part) for part in first.get("loc", ()) if part != "body"]
         if first.get("type") == "json_invalid":
-            return error_response(400, f"the body is not valid JSON: {first.get('msg')}", code="invalid_json")
+            return error_response(422, f"the body is not valid JSON: {first.get('msg')}", code="invalid_json")
         message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         where = ".".join(loc)
+        status = 400 if first.get("type") in OUT_OF_RANGE else 422
         return error_response(
-            422, f"{where}: {message}" if where else message, param=where or None, code=first.get("type")
+            status, f"{where}: {message}" if where else message, param=where or None, code=first.get("type")
         )
 
     async def http_error(request: Any, exc: StarletteHTTPException) -> Any:
@@ -118,7 +138,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def build_server(
-    source: str,
+    source: str | None,
     api_key: str | None = None,
     max_batch_size: int = 16,
     accelerator: str = "auto",
@@ -132,18 +152,17 @@ def build_server(
     runs_root: Path | None = None,
     default_max_tokens: int = 256,
 ) -> tuple[ls.LitServer, LitLLMSpec]:
-    """The LitServer for `source`, its routes registered; `server.run(...)` starts it."""
-    from litllm.paths import litllm_home, recipes_dir
+    """The LitServer for `source` (None: start with no model), its routes registered; `server.run(...)` starts it."""
+    from litllm.paths import litllm_home, recipes_dir, runs_dir
 
     ready = mp.get_context("spawn").Event()
     spec = LitLLMSpec(
-        model_id(source),
+        None if source is None else model_id(source),
         models_root=Path(models_root or litllm_home()).resolve(),
-        runs_root=Path(runs_root or Path.cwd() / "runs").resolve(),
+        runs_root=Path(runs_root or runs_dir()).resolve(),
         recipes_root=recipes_dir(),
         ready=ready,
         default_max_tokens=default_max_tokens,
-        workers=devices if isinstance(devices, int) else 1,
     )
     spec.metrics.max_batch_size = max_batch_size
     api = GenerationAPI(source, spec, max_batch_size, precision, quantize, init, tokenizer_dir, max_seq_length)
@@ -161,6 +180,8 @@ def build_server(
     server.app.router.routes = [
         r for r in server.app.router.routes if not (getattr(r, "path", None) == "/" and r.endpoint != spec.chat_page)
     ]
+    # on CPU LitServe starts one worker whatever `devices` says; on GPUs one per device ([["cuda:0"], ["cuda:1"]])
+    spec.devices = [d if isinstance(d, str) else ",".join(d) for d in server.devices]
     install_error_handlers(server.app)
     wrap_lifespan(server.app, spec)
     return server, spec

@@ -1,7 +1,8 @@
 """The inference side of `litllm serve`: a LitServe `LitAPI` whose continuous-batching loop drives litllm's Scheduler.
 
 The HTTP side (routes.py) puts one message per operation on LitServe's request queue: a generation, the
-cancellation of one, a model swap, or a question about the model. Each step of the loop admits what arrived,
+cancellation of one, a model swap, or a question about the model. A worker started without a model answers
+generations with a 503 until a swap loads one. Each step of the loop admits what arrived,
 advances every running generation by one token, and sends each request the text it gained. Every reply is a dict:
 {"type": "delta" | "done" | "end" | "result" | "error", ...}; "end", "result" and "error" close the request.
 """
@@ -24,7 +25,10 @@ from litserve.loops.continuous_batching_loop import ContinuousBatchingLoop, Outp
 from litserve.utils import LitAPIStatus
 
 from litllm.api import LLM
+from litllm.errors import HubError, UnknownModelError
 from litllm.inference.engine import Completion, Scheduler
+from litllm.serve.control import model_id
+from litllm.serve.errors import NO_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class GenerationAPI(ls.LitAPI):
 
     def __init__(
         self,
-        source: str,
+        source: str | None,
         spec: ls.LitSpec,
         max_batch_size: int = 16,
         precision: str | None = None,
@@ -75,6 +79,9 @@ class GenerationAPI(ls.LitAPI):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server process shuts workers down itself
         self.prepare(device)
+        if self.source is None:
+            self.loaded.set()  # nothing to load: operations are served at once, generations get a 503
+            return
         # load in the background: the HTTP server starts at once and /health answers 503 until the model is in
         self.compute.submit(self.first_load)
 
@@ -84,7 +91,10 @@ class GenerationAPI(ls.LitAPI):
         self.inbox: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self.running: dict[str, Running] = {}
         self.replies: list[Output] = []
-        self.loaded = threading.Event()
+        self.llm: LLM | None = None
+        self.scheduler: Scheduler | None = None
+        self.model_id: str | None = None
+        self.loaded = threading.Event()  # set once the inbox may be served (after the first load, if any)
         # every load and step runs on this one thread: LitServe calls `step` from whichever thread of its pool is
         # free, and each thread that runs torch gets its own team of OpenMP threads, whose idle spinning took the
         # cores from the team at work (one client streamed at 66% of the engine's speed; six threads were busy)
@@ -100,12 +110,14 @@ class GenerationAPI(ls.LitAPI):
         if self.ready is not None:
             self.ready.set()
 
-    def load(self, source: str, init: str = "pretrained", tokenizer_dir: str | None = None) -> None:
-        """Load a model (replacing the current one) and make a scheduler for it."""
+    def load(
+        self, source: str, init: str = "pretrained", tokenizer_dir: str | None = None, name: str | None = None
+    ) -> None:
+        """Load a model (replacing the current one) and make a scheduler for it; `name` is what clients call it."""
         llm = LLM.load(source, init=init, tokenizer_dir=tokenizer_dir, device=self.device)
         llm.distribute(accelerator=llm.device.type, precision=self.precision, quantize=self.quantize)
         self.llm, self.source = llm, source
-        self.model_id = model_id(source)
+        self.model_id = name or model_id(source)
         self.scheduler = Scheduler(llm.model, llm.tokenizer, self.max_batch_size, self.max_seq_length)
 
     # -- LitServe's continuous-batching hooks --
@@ -131,7 +143,7 @@ class GenerationAPI(ls.LitAPI):
         while not self.replies and self.has_active_requests():
             while not self.inbox.empty():
                 self.handle(*self.inbox.get())
-            if self.scheduler.busy:
+            if self.scheduler is not None and self.scheduler.busy:
                 try:
                     self.scheduler.step()
                 except Exception as e:  # noqa: BLE001 - one failed step must not take the server down with it
@@ -159,7 +171,9 @@ class GenerationAPI(ls.LitAPI):
     def handle(self, uid: str, message: dict[str, Any]) -> None:
         op = message.get("op")
         try:
-            if op == "generate":
+            if op == "generate" and self.llm is None:
+                self.close(uid, error(503, NO_MODEL, code="model_not_loaded"))
+            elif op == "generate":
                 self.start(uid, message)
             elif op == "cancel":
                 self.cancel(message["target"])
@@ -188,20 +202,28 @@ class GenerationAPI(ls.LitAPI):
             self.close(target, {"type": "end", "cancelled": True, **usage(running.completions)})
 
     def swap(self, uid: str, message: dict[str, Any]) -> None:
-        if self.running or self.scheduler.busy:
+        """Load another model in place of the current one, which stays when the new one cannot be loaded."""
+        if self.running or (self.scheduler is not None and self.scheduler.busy):
             self.close(uid, error(409, "generations are running: load the model again when they are done"))
             return
         started = time.perf_counter()
         if self.ready is not None:
             self.ready.clear()
         try:
-            self.load(message["source"], message.get("init", "pretrained"), message.get("tokenizer_dir"))
+            init = message.get("init", "pretrained")
+            self.load(message["source"], init, message.get("tokenizer_dir"), message.get("name"))
+        except Exception as e:  # noqa: BLE001 - a model that will not load must not take the worker down
+            logger.warning("litllm serve: could not load %r: %s", message["source"], e)
+            self.close(uid, load_error(message["source"], e))
+            return
         finally:
-            if self.ready is not None:
+            if self.ready is not None and self.llm is not None:
                 self.ready.set()
         self.close(uid, {"type": "result", "seconds": round(time.perf_counter() - started, 3), **self.info()})
 
     def info(self) -> dict[str, Any]:
+        if self.llm is None:
+            return {"model": None, "device": str(self.device), "busy": 0, "queued": 0, "pid": os.getpid()}
         config = self.llm.config
         return {
             "model": self.model_id,
@@ -256,10 +278,15 @@ def error(status: int, message: str, param: str | None = None, code: str | None 
     return {"type": "error", "status": status, "message": message, "param": param, "code": code}
 
 
-def model_id(source: str) -> str:
-    """The name clients use for a model: a Hub id or registry name as given, a directory by its own name."""
-    path = os.path.normpath(str(source))
-    return os.path.basename(path) if os.path.isdir(path) else str(source)
+def load_error(source: str, exception: Exception) -> dict[str, Any]:
+    """The reply to a model that would not load: 503 when the Hub is out of reach, 400 for a checkpoint or name
+    that is wrong, 500 for anything else."""
+    message = f"could not load {source!r}: {message_of(exception)}"
+    if isinstance(exception, HubError):
+        return error(503, message, code="hub_unavailable")
+    if isinstance(exception, (ValueError, OSError, UnknownModelError)):
+        return error(400, message, code="model_not_loadable")
+    return error(500, f"could not load {source!r}: {type(exception).__name__}: {exception}", code="load_failed")
 
 
 def message_of(exception: Exception) -> str:

@@ -10,7 +10,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from litllm.checkpoint import save_checkpoint
-from litllm.errors import CheckpointError
 from litllm.paths import atomic_write_text
 from litllm.training.module import GPTModule
 
@@ -41,25 +40,11 @@ def export_module(module: GPTModule, out_dir: Path, tokenizer_dir: Path, trainer
 def export_ckpt(ckpt_path: Path, out_dir: Path) -> Path:
     """Turn a Lightning .ckpt of a litllm run into an inference checkpoint directory."""
     from litllm.checkpoint import load_state_into
-    from litllm.config import Config
+    from litllm.checkpoint.phases import read_training_checkpoint
     from litllm.model import GPT
 
     ckpt_path = Path(ckpt_path)
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"checkpoint {str(ckpt_path)!r} does not exist")
-    if ckpt_path.is_dir():
-        raise CheckpointError(f"{str(ckpt_path)!r} is a sharded checkpoint folder; export it with the run's `final/`")
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch reports a bad file in several ways
-        raise CheckpointError(f"cannot read {str(ckpt_path)!r} as a Lightning checkpoint: {e}") from e
-    if "model_config" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(f"{str(ckpt_path)!r} is not a litllm training checkpoint (no model_config)")
-    config = Config.from_dict(ckpt["model_config"], source=str(ckpt_path))
-    state = {
-        k.removeprefix("gpt.").replace("._checkpoint_wrapped_module", ""): v for k, v in ckpt["state_dict"].items()
-    }
-    state = {k: v for k, v in state.items() if not k.startswith(("val_", "train_"))}
+    config, state = read_training_checkpoint(ckpt_path)
     gpt = GPT.empty(config)
     load_state_into(gpt, state, str(ckpt_path))
     tokenizer_dir = ckpt_path.parent.parent / "tokenizer"

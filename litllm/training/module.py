@@ -7,9 +7,10 @@ configurations of this one module.
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import lightning as L
 import torch
@@ -23,6 +24,10 @@ from litllm.data.base import IGNORE_INDEX
 from litllm.model import GPT, Block
 from litllm.training.callbacks import KeepFreedMemory, RandomStates
 from litllm.training.loss import linear_cross_entropy
+
+if TYPE_CHECKING:
+    from litllm.data.base import DataModule
+    from litllm.tokenizer import Tokenizer
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -52,7 +57,8 @@ class GPTModule(L.LightningModule):
                 mapping of Config fields (a `name` key may select a registry config to override).
             init_from: Start from these weights (any source `LLM.load` accepts) instead of from scratch; the
                 architecture is then the checkpoint's own.
-            tokenizer_dir: Tokenizer folder; defaults to init_from's, or one trained on the data's corpus.
+            tokenizer_dir: Tokenizer folder or Hub repo id; defaults to init_from's, or (`litllm pretrain`) one
+                trained on the data's corpus. Fitting by hand, the Trainer's data module gets it (`connect_data`).
             optimizer: Optimizer class and arguments; weight decay applies to matrices only.
             warmup_steps: Steps of linear LR warmup from 0.
             min_lr_ratio: The cosine schedule ends at this fraction of the peak LR, at the Trainer's max_steps.
@@ -87,11 +93,22 @@ class GPTModule(L.LightningModule):
             )
         self.max_seq_length = max_seq_length or self.config.block_size
         self.gpt: GPT | None = None
+        self.tokenizer: Tokenizer | None = None  # loaded on first need (`load_tokenizer`)
         self.token_bytes: torch.Tensor | None = None
         self.val_loss = MeanMetric()
         self.val_nats = SumMetric()
         self.val_tokens = SumMetric()
         self.val_bytes = SumMetric()
+
+    @classmethod
+    def from_model(cls, gpt: GPT, tokenizer: Tokenizer | None = None, **kwargs: Any) -> GPTModule:
+        """A module that trains `gpt` itself, not a copy (an `LLM`'s model: `LLM.module`); kwargs as for __init__."""
+        tokenizer_dir = str(tokenizer.checkpoint_dir) if tokenizer is not None else None
+        module = cls(model_config=gpt.config.to_dict(), tokenizer_dir=tokenizer_dir, **kwargs)
+        module.config = gpt.config
+        module.gpt = gpt
+        module.tokenizer = tokenizer
+        return module
 
     # ---- model ------------------------------------------------------------------------------------------------
 
@@ -146,6 +163,9 @@ class GPTModule(L.LightningModule):
         """What every run of this module needs, under any Trainer: CPU allocator reuse, exact-resume RNG states."""
         return [KeepFreedMemory(), RandomStates()]
 
+    def on_fit_start(self) -> None:
+        self.train()  # a model from `LLM.load` is in eval mode, and Lightning keeps the mode it finds
+
     def on_train_start(self) -> None:
         batch_size = getattr(self.trainer.datamodule, "batch_size", None)
         if batch_size:
@@ -155,6 +175,36 @@ class GPTModule(L.LightningModule):
         """Per-token UTF-8 byte counts, for bits per byte."""
         self.token_bytes = torch.tensor(tokenizer.token_byte_lengths(self.config.vocab_size), dtype=torch.long)
 
+    def load_tokenizer(self) -> Tokenizer | None:
+        """The tokenizer of tokenizer_dir, else of init_from's checkpoint; None when neither is given."""
+        if self.tokenizer is None and (self.tokenizer_dir is not None or self.init_from is not None):
+            from litllm.checkpoint.sources import resolve_checkpoint, resolve_tokenizer_dir
+            from litllm.tokenizer import Tokenizer
+
+            if self.tokenizer_dir is not None:
+                self.tokenizer = Tokenizer(resolve_tokenizer_dir(self.tokenizer_dir))
+            else:
+                self.tokenizer = Tokenizer(resolve_checkpoint(self.init_from))
+        return self.tokenizer
+
+    def connect_data(self, data: DataModule) -> None:
+        """Give a data module this model's tokenizer and sequence length: a litllm `DataModule` asks for them by
+        itself when a Trainer fits it with this module, so `Trainer.fit(module, data)` needs no other step."""
+        tokenizer = self.load_tokenizer()
+        if tokenizer is None:
+            raise ValueError(
+                f"{type(data).__name__} needs a tokenizer and GPTModule has none: give GPTModule(tokenizer_dir=...) "
+                "(a folder or Hub repo id) or init_from=..., or call data.connect(tokenizer, max_seq_length) first"
+            )
+        data.connect(tokenizer, max_seq_length=self.max_seq_length)
+        if self.token_bytes is None:
+            self.connect_tokenizer(tokenizer)
+
+    def setup(self, stage: str) -> None:
+        """Bits per byte need the tokenizer: connected here when fitting by hand with a tokenizer to load."""
+        if self.token_bytes is None and self.load_tokenizer() is not None:
+            self.connect_tokenizer(self.tokenizer)
+
     # ---- steps ------------------------------------------------------------------------------------------------
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -162,18 +212,7 @@ class GPTModule(L.LightningModule):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean next-token cross-entropy over labelled positions, and the number of labelled positions."""
-        labels = batch["labels"]
-        head = self.gpt.lm_head
-        if fused_head_applies(self.gpt):
-            h = self.gpt(batch["input_ids"], hidden=True)  # (B, T, C)
-            loss = linear_cross_entropy(h.flatten(0, 1), head.weight, head.bias, labels.flatten(), IGNORE_INDEX)
-        else:
-            logits = self.gpt(batch["input_ids"])  # (B, T, V)
-            loss = F.cross_entropy(
-                logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-            )
-        n = (labels != IGNORE_INDEX).sum()
-        return loss / n.clamp(min=1), n
+        return next_token_loss(self.gpt, batch["input_ids"], batch["labels"])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, n = self.loss(batch)
@@ -240,6 +279,42 @@ class GPTModule(L.LightningModule):
         if saved is not None and Config.from_dict(saved) != self.config:
             diff = sorted(k for k, v in saved.items() if getattr(self.config, k, None) != v)
             raise ValueError(f"the checkpoint was trained with a different model (fields differ: {', '.join(diff)})")
+
+
+def next_token_loss(gpt: GPT, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of `gpt` on input_ids (B, T) against labels (B, T) (the token that should follow each
+    position, or IGNORE_INDEX) over the labelled positions, and their number; the head fused into the loss where
+    `fused_head_applies`."""
+    if not fused_head_applies(gpt):
+        return logits_loss(gpt(input_ids), labels)
+    head = gpt.lm_head
+    h = gpt(input_ids, hidden=True)  # (B, T, C)
+    total = linear_cross_entropy(h.flatten(0, 1), head.weight, head.bias, labels.flatten(), IGNORE_INDEX)
+    n = (labels != IGNORE_INDEX).sum()
+    return total / n.clamp(min=1), n
+
+
+def logits_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of logits (B, T, V) against labels (B, T) over the labelled positions, and their number."""
+    total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    n = (labels != IGNORE_INDEX).sum()
+    return total / n.clamp(min=1), n
+
+
+def weights_in_lightning_checkpoint(trainer_ckpt: str | Path, model: GPT) -> dict[str, torch.Tensor]:
+    """The weights of `model` in a Lightning .ckpt file of a module that held it under some attribute path."""
+    path = Path(trainer_ckpt)
+    if not path.is_file():
+        raise FileNotFoundError(f"trainer_ckpt {str(path)!r} is not a file (a Lightning .ckpt)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as e:  # weights_only: no pickled code runs
+        raise ValueError(f"{str(path)!r} is not a Lightning checkpoint with a state_dict ({e})") from None
+    anchor = next(iter(model.state_dict()))
+    prefixes = [k[: -len(anchor)] for k in state if k.endswith(anchor) and (k == anchor or k[-len(anchor) - 1] == ".")]
+    if not prefixes:
+        raise ValueError(f"{str(path)!r} holds no weights of this model (looked for a key ending in {anchor!r})")
+    return {k[len(prefixes[0]) :]: v for k, v in state.items() if k.startswith(prefixes[0])}
 
 
 def fused_head_applies(gpt: GPT) -> bool:

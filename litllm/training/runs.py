@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import CSVLogger
 from litllm.checkpoint.layout import copy_tokenizer_files
 from litllm.data.base import DataModule
 from litllm.errors import RunDirectoryError
-from litllm.paths import atomic_write_text
+from litllm.paths import atomic_write_text, runs_dir, tokenizer_path
 from litllm.tokenizer import Tokenizer
 from litllm.training.callbacks import AtomicCheckpointIO, TokenThroughput
 from litllm.training.export import ExportFinal
@@ -48,7 +48,7 @@ def default_precision() -> str:
 
 # the options of a run besides the module, data and Trainer: (name, type, default, help)
 RUN_OPTIONS = (
-    ("out_dir", Optional[str], None, "Run directory (default: out/<command>/<model>-<time>); never overwritten."),
+    ("out_dir", Optional[str], None, "Run directory (default: <$LITLLM_RUNS_DIR or out>/<command>/<model>-<time>)."),
     ("resume", Optional[str], None, "'auto' (the latest checkpoint in out_dir) or a .ckpt path."),
     ("checkpoint_every", int, 100, "Save a checkpoint every N optimizer steps (0: at the end only)."),
     ("logger_kind", str, "csv", "csv, tensorboard or csv,tensorboard (ignored when trainer.logger is set)."),
@@ -140,7 +140,7 @@ def resolve_run_dir(command: str, out_dir: Optional[str], module: GPTModule, res
         if resume == "auto":
             raise RunDirectoryError("--resume auto needs --out_dir: the run directory to continue")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("out") / command / f"{module.config.name or 'model'}-{stamp}"
+        run_dir = runs_dir() / command / f"{module.config.name or 'model'}-{stamp}"
     else:
         run_dir = Path(out_dir)
     if resume is None and holds_a_run(run_dir):
@@ -185,16 +185,23 @@ def latest_checkpoint(folder: Path) -> Optional[Path]:
 
 
 def resolve_tokenizer(module: GPTModule, data: DataModule, run_dir: Path) -> Path:
-    """The run's tokenizer, copied into <run>/tokenizer: the module's, init_from's, or one trained on the data."""
+    """The run's tokenizer, copied into <run>/tokenizer: the module's, init_from's, the data's own (a nanoGPT dataset's
+    meta.pkl), $LITLLM_TOKENIZER_PATH's, or one trained on the data."""
     target = run_dir / "tokenizer"
     if (target / "tokenizer.json").is_file() or (target / "tokenizer.model").is_file():
         return target
     if module.tokenizer_dir is not None:
-        source = Path(module.tokenizer_dir)
+        from litllm.checkpoint.sources import resolve_tokenizer_dir
+
+        source = resolve_tokenizer_dir(module.tokenizer_dir)  # a folder, or a Hub repo id like LLM.load's
     elif module.init_from is not None:
         from litllm.checkpoint.sources import resolve_checkpoint
 
         source = resolve_checkpoint(module.init_from)
+    elif callable(getattr(data, "tokenizer_dir", None)):  # data that comes tokenized already
+        source = data.tokenizer_dir()
+    elif tokenizer_path() is not None:
+        source = tokenizer_path()
     else:
         from litllm.training.tokenizer_training import tokenizer_for_corpus
 

@@ -1,0 +1,205 @@
+"""The seed documents' examples (../shared/seeds/000-004), close to verbatim under litllm's names.
+
+`import llm` is `import litllm as llm`, `from litgpt import LLM` is `from litllm import LLM`, nanochat's modules are
+`litllm`. Each test runs one document's example on a tiny local model (no network) and asserts what the document
+says it returns. The models have random weights, so the text itself is noise: types, shapes and fields are checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+import litllm as llm
+from litllm.local_models import add
+
+
+@pytest.fixture
+def model_id(litllm_dir: Path) -> str:
+    """The tiny random Llama, registered under the name the `llm` documents use."""
+    add("gpt-4o-mini", litllm_dir)
+    return "gpt-4o-mini"
+
+
+# -- 002 / 003: the llm Python API --
+
+
+def test_llm_basic_prompt_execution(model_id: str, capsys: pytest.CaptureFixture) -> None:
+    model = llm.get_model("gpt-4o-mini")
+    model.key = "sk-..."  # accepted, and ignored by a local model
+    response = model.prompt("Five surprising names for a pet pelican", max_tokens=8)
+    print(response.text())
+    assert isinstance(response.text(), str) and str(response) == response.text()
+    assert capsys.readouterr().out == response.text() + "\n"
+    llm.set_default_model("gpt-4o-mini")
+    assert isinstance(str(llm.get_model().prompt("Five surprising names for a pet pelican", max_tokens=4)), str)
+    with pytest.raises(llm.UnknownModelError):
+        llm.get_model("no-such-model")
+
+
+def test_llm_system_prompts_options_and_key(model_id: str) -> None:
+    model = llm.get_model(model_id)
+    response = model.prompt("Five surprising names for a pet pelican", system="Answer like GlaDOS", max_tokens=4)
+    assert response.usage().input > llm.get_model(model_id).prompt("Five", max_tokens=1).usage().input
+    assert isinstance(str(model.prompt("Names for otters", temperature=0.2, max_tokens=4)), str)
+    assert isinstance(str(model.prompt("Names for beavers", key="sk-...", max_tokens=4)), str)
+
+
+def test_llm_attachments(model_id: str, tmp_path: Path) -> None:
+    model = llm.get_model("gpt-4o-mini")
+    assert isinstance(model.attachment_types, set) and "text/plain" in model.attachment_types
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Pelicans have throat pouches.")
+    response = model.prompt("Summarise these notes", attachments=[llm.Attachment(path=str(notes))], max_tokens=4)
+    assert response.usage().input > model.prompt("Summarise these notes", max_tokens=1).usage().input
+    with pytest.raises(ValueError, match="text/plain.*not .image/jpeg"):
+        model.prompt("Describe", attachments=[llm.Attachment(content=b"\xff\xd8\xff\xe0" + bytes(64))]).text()
+
+
+class Dog(BaseModel):
+    name: str
+    age: int
+
+
+def test_llm_schemas(model_id: str) -> None:
+    model = llm.get_model("gpt-4o-mini")
+    dog = json.loads(model.prompt("Describe a nice dog", schema=Dog, max_tokens=48).text())
+    assert isinstance(dog["name"], str) and isinstance(dog["age"], int)
+    schema = {
+        "properties": {
+            "name": {"title": "Name", "type": "string"},
+            "age": {"title": "Age", "type": "integer"},
+        },
+        "required": ["name", "age"],
+        "title": "Dog",
+        "type": "object",
+    }
+    assert set(json.loads(model.prompt("Describe a nice dog", schema=schema, max_tokens=48).text())) == {"name", "age"}
+    bio = json.loads(str(model.prompt("Describe a dog", schema=llm.schema_dsl("name, age int, bio"), max_tokens=64)))
+    assert set(bio) == {"name", "age", "bio"}
+    many = llm.schema_dsl("name, age int, bio", multi=True)
+    assert many["properties"]["items"]["type"] == "array"
+
+
+def test_llm_json_usage_and_streaming(model_id: str) -> None:
+    model = llm.get_model("gpt-4o-mini")
+    response = model.prompt("3 names for an otter", max_tokens=6)
+    json_data = response.json()
+    assert isinstance(json_data, dict) and json_data["content"] == response.text()
+    usage = response.usage()
+    assert isinstance(usage.input, int) and isinstance(usage.output, int)
+    assert usage.details is None or isinstance(usage.details, dict)
+    response = model.prompt("Five diabolical names for a pet goat", max_tokens=6)
+    chunks = list(response)
+    assert "".join(chunks) == response.text() == response.text()
+
+
+def test_llm_async_models(model_id: str) -> None:
+    async def run() -> tuple[str, str]:
+        model = llm.get_async_model("gpt-4o-mini")
+        response = await model.prompt("Five surprising names for a pet pelican", max_tokens=6)
+        text = await response.text()
+        streamed = ""
+        async for chunk in model.prompt("Five surprising names for a pet pelican", max_tokens=6):
+            streamed += chunk
+        return text, streamed
+
+    text, streamed = asyncio.run(run())
+    assert isinstance(text, str) and isinstance(streamed, str)
+    assert "gpt-4o-mini" in [m.model_id for m in llm.get_async_models()]
+
+
+def test_llm_conversations(model_id: str) -> None:
+    llm.set_default_model(model_id)
+    model = llm.get_model()
+    conversation = model.conversation()
+    response = conversation.prompt("Five fun facts about pelicans", max_tokens=4)
+    response2 = conversation.prompt("Now do skunks", max_tokens=4)
+    assert isinstance(response.text(), str) and isinstance(response2.text(), str)
+    assert conversation.responses == [response, response2]
+    assert response2.usage().input > response.usage().input  # the second prompt carries the first exchange
+
+
+def test_llm_listing_models_and_on_done(model_id: str, capsys: pytest.CaptureFixture) -> None:
+    assert [model.model_id for model in llm.get_models()] == ["gpt-4o-mini"]
+    model = llm.get_model("gpt-4o-mini")
+    response = model.prompt("a poem about a hippo", max_tokens=4)
+    response.on_done(lambda response: print(response.usage()))
+    print(response.text())
+    assert capsys.readouterr().out.startswith("Usage(input=")
+
+    async def run() -> list[str]:
+        model = llm.get_async_model("gpt-4o-mini")
+        response = model.prompt("a short poem about a brick", max_tokens=4)
+        seen = []
+
+        async def done(response):
+            seen.append(str(await response.usage()))
+
+        await response.on_done(done)
+        seen.append(await response.text())
+        return seen
+
+    usage, text = asyncio.run(run())
+    assert usage.startswith("Usage(input=") and isinstance(text, str)
+
+
+def test_llm_other_functions(model_id: str) -> None:
+    llm.set_alias("mini", "gpt-4o-mini")
+    assert llm.get_model("mini").model_id == "gpt-4o-mini"
+    llm.set_alias("turbo", "mini")  # an alias of an alias resolves to the model
+    assert llm.get_model("turbo").model_id == "gpt-4o-mini"
+    llm.remove_alias("turbo")
+    with pytest.raises(KeyError):
+        llm.remove_alias("turbo")
+    assert llm.get_default_model(default=None) is None
+    llm.set_default_model("mini")
+    assert llm.get_default_model() in ("mini", "gpt-4o-mini")
+
+
+def test_llm_default_embedding_model(model_id: str) -> None:
+    assert llm.get_default_embedding_model() is None
+    llm.set_default_embedding_model("gpt-4o-mini")
+    assert llm.get_default_embedding_model() == "gpt-4o-mini"
+    vector = llm.get_embedding_model().embed("a pelican")
+    assert isinstance(vector, list) and all(isinstance(x, float) for x in vector)
+    assert len(list(llm.get_embedding_model("gpt-4o-mini").embed_multi(["a", "b", "c"]))) == 3
+
+
+# -- 004: nanochat's GPT, GPTConfig, tokenizer, Engine and load_model --
+
+
+def test_nanochat_gpt_model() -> None:
+    import torch
+
+    from litllm import GPT, GPTConfig
+
+    defaults = GPTConfig()
+    assert (defaults.vocab_size, defaults.n_layer, defaults.n_head, defaults.n_embd, defaults.block_size) == (
+        32768,
+        12,
+        12,
+        768,
+        1024,
+    )
+    assert (defaults.dropout, defaults.bias, defaults.rope_base) == (0.0, True, 10000.0)
+    config = GPTConfig(vocab_size=128, n_layer=2, n_head=2, n_embd=32, block_size=64)
+    model = GPT(config)
+    input_ids = torch.randint(0, 128, (2, 10))
+    logits = model(input_ids)  # (batch_size, seq_len, vocab_size)
+    assert logits.shape == (2, 10, 128)
+    model.eval()
+    out = model.generate(input_ids, max_new_tokens=5, temperature=1.0, top_k=None)
+    assert out.shape == (2, 15) and torch.equal(out[:, :10], input_ids)
+    assert model.get_device() == torch.device("cpu")
+    model.train()
+    assert model.training
+    model.eval()
+    assert not model.training
+    print(f"Model parameters: {sum(p.numel() for p in model.parameters())}")
+    assert model.num_scaling_params() == sum(p.numel() for p in model.parameters())
+    assert model.estimate_flops() > 0
