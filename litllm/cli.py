@@ -499,8 +499,12 @@ SHORT_FLAGS = {
 def normalize_argv(argv: list[str]) -> list[str]:
     """Accept nanochat's spellings: short flags, dashed names (--top-k) and the source as a flag or a positional.
 
-    `--source X` / `-i X` become the positional SOURCE of a command that requires one, and a leading positional
-    becomes `--source X` for a command whose source is optional (`litllm serve` may start with no model)."""
+    `--source X` / `-i X` become the positional SOURCE of a command that requires one, a leading positional
+    becomes `--source X` for a command whose source is optional (`litllm serve` may start with no model), and
+    `litllm evaluate -i sft` evaluates the newest finetuning run (`--model.init_from sft`)."""
+    if argv and argv[0] == "evaluate":  # nanochat's chat_eval -i sft: the checkpoint to evaluate
+        rest = [f"--model.init_from={t[9:]}" if t.startswith("--source=") else t for t in argv[1:]]
+        return ["evaluate", *("--model.init_from" if t in ("-i", "--source") else t for t in rest)]
     if not argv or argv[0] in TRAINING_COMMANDS:
         return argv
     command, short = argv[0], SHORT_FLAGS.get(argv[0], {})

@@ -182,6 +182,11 @@ def test_chat_takes_nanochats_flags_and_answers_one_prompt(
         (["serve", "--port", "8000"], ["serve", "--port", "8000"]),
         (["tokenizer", "train", "--train-ratio", "0.9"], ["tokenizer", "train", "--train_ratio", "0.9"]),
         (["pretrain", "--data.init-args.x", "1"], ["pretrain", "--data.init-args.x", "1"]),  # LightningCLI's own
+        (
+            ["evaluate", "-i", "sft", "--config", "e.yaml"],
+            ["evaluate", "--model.init_from", "sft", "--config", "e.yaml"],
+        ),
+        (["evaluate", "--source=base"], ["evaluate", "--model.init_from=base"]),
     ],
 )
 def test_nanochat_spellings_of_options_are_read_as_litllms(argv: list[str], expected: list[str]) -> None:

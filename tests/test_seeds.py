@@ -3,6 +3,8 @@
 `import llm` is `import litllm as llm`, `from litgpt import LLM` is `from litllm import LLM`, nanochat's modules are
 `litllm`. Each test runs one document's example on a tiny local model (no network) and asserts what the document
 says it returns. The models have random weights, so the text itself is noise: types, shapes and fields are checked.
+The nanoGPT API server's document (001) is exercised request by request against a live server in
+tests/test_serve_nanogpt.py, and nanochat's web routes (004) in tests/test_serve.py.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from test_load_model import runs  # noqa: F401 - a tiny pretrain run and a finetune run from it (a fixture)
 
 import litllm as llm
 from litllm.local_models import add
@@ -203,3 +206,76 @@ def test_nanochat_gpt_model() -> None:
     print(f"Model parameters: {sum(p.numel() for p in model.parameters())}")
     assert model.num_scaling_params() == sum(p.numel() for p in model.parameters())
     assert model.estimate_flops() > 0
+
+
+def test_nanochat_tokenizer(tokenizer_dir: Path) -> None:
+    from litllm import HuggingFaceTokenizer
+
+    tokenizer = HuggingFaceTokenizer.from_pretrained(str(tokenizer_dir))
+    tokens = tokenizer.encode("Hello, world!")
+    assert all(isinstance(t, int) for t in tokens)
+    assert tokenizer.decode(tokens) == "Hello, world!"
+    tokens, mask = tokenizer.render_conversation(
+        {"messages": [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there!"}]}
+    )
+    assert len(tokens) == len(mask) and any(mask) and not all(mask)
+    assert isinstance(tokenizer.get_bos_token_id(), int)
+    prompt = tokenizer.render_for_completion(
+        {"messages": [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there!"}]}
+    )
+    assert prompt == tokens[: len(prompt)] and len(prompt) < len(tokens)  # the reply is left for the model
+    tokens = tokenizer.encode("test")
+    decoded = tokenizer.decode(tokens)
+    assert decoded == "test"
+
+
+def test_nanochat_load_model_and_engine(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    import torch
+
+    from litllm import Engine, load_model
+
+    monkeypatch.setenv("LITLLM_RUNS_DIR", str(runs))
+    model, tokenizer, meta = load_model(source="sft", device="cpu", phase="eval", model_tag=None, step=None)
+    assert model.get_device() == torch.device("cpu") and not model.training and meta["source"] == "sft"
+    engine = Engine(model, tokenizer)
+    prompt = "What is the capital of France?"
+    tokens = tokenizer.encode(prompt)
+    results, _ = engine.generate_batch(tokens, max_tokens=50, temperature=0.7)
+    response = tokenizer.decode(results[0])
+    assert isinstance(response, str) and results[0][: len(tokens)] == tokens
+    results, probabilities = engine.generate_batch(tokens, num_samples=2, max_tokens=8, temperature=0.7, top_k=50)
+    assert len(results) == len(probabilities) == 2
+    for token_batch, masks in engine.generate(tokens, num_samples=1, max_tokens=8, temperature=0.7):
+        assert len(token_batch) == len(masks) == 1
+    model, tokenizer, meta = load_model("base", "cpu", phase="train")
+    assert model.training and meta["source"] == "base"
+    monkeypatch.setenv("LITLLM_RUNS_DIR", str(runs.parent / "no-runs-here"))
+    with pytest.raises(FileNotFoundError, match="no-runs-here"):
+        load_model("sft", "cpu")
+
+
+def test_litgpt_load_generate_stream_and_random_init(litllm_dir: Path, tokenizer_dir: Path) -> None:
+    import shutil
+    import time
+
+    from litllm import LLM
+    from litllm.checkpoint.hub import cached_checkpoint_dir
+
+    my_llm = LLM.load(str(litllm_dir))  # "path/to/my/local/checkpoint"
+    text = my_llm.generate("What do Llamas eat?", top_k=1, max_new_tokens=30)
+    assert isinstance(text, str) and text == my_llm.generate("What do Llamas eat?", top_k=1, max_new_tokens=30)
+    result = my_llm.generate("hi", stream=True, top_k=1, max_new_tokens=8)
+    assert "".join(result) == my_llm.generate("hi", top_k=1, max_new_tokens=8)
+
+    start = time.perf_counter()
+    with pytest.raises(llm.errors.HubError, match="microsoft/phi-2"):
+        LLM.load("microsoft/phi-2")  # no local copy, no network: one clear error, at once
+    assert time.perf_counter() - start < 10
+
+    shutil.copytree(tokenizer_dir, cached_checkpoint_dir("EleutherAI/pythia-160m"))  # a tokenizer-only download
+    from litllm.api import LLM as ApiLLM
+
+    with pytest.warns(UserWarning, match="generation never samples them"):  # 50304 token ids, a 320-token tokenizer
+        random_llm = ApiLLM.load("pythia-160m", init="random", tokenizer_dir="EleutherAI/pythia-160m")
+    ids = random_llm.generate("hi", max_new_tokens=10, return_as_token_ids=True)
+    assert all(i < random_llm.tokenizer.vocab_size for i in ids)

@@ -70,7 +70,13 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -
     tmp = tmp_path_factory.mktemp("pretrain")
     result = litllm("pretrain", "--config", str(recipe(tmp, tokenizer_dir)), "--out_dir", str(tmp / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
+    (tmp / "run.stderr").write_text(result.stderr)
     return tmp / "run"
+
+
+def test_a_run_prints_no_library_warnings(trained_run: Path) -> None:
+    stderr = (trained_run.parent / "run.stderr").read_text()
+    assert not [line for line in stderr.splitlines() if "Warning" in line or "deprecated" in line], stderr[-3000:]
 
 
 def test_pretrain_loss_falls_well_below_its_start(trained_run: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -33,6 +34,18 @@ from litllm.training.export import ExportFinal
 from litllm.training.module import GPTModule
 
 COMMANDS = ("pretrain", "finetune", "evaluate")
+# library warnings every run would print, about things litllm already handles
+QUIET = (
+    # lightning's pytree helper on torch >= 2.10: a deprecation inside lightning, nothing a recipe can change
+    (FutureWarning, r".*isinstance\(treespec, LeafSpec\)"),
+    # litllm's iterable datasets (LitData's, NanoGPTBins) give each worker its own share, so their length is right
+    (UserWarning, r"Your `IterableDataset` has `__len__` defined"),
+)
+
+
+def quiet_library_warnings() -> None:
+    for category, message in QUIET:
+        warnings.filterwarnings("ignore", message=message, category=category)
 
 
 def cpu_supports_bf16() -> bool:
@@ -213,6 +226,7 @@ def resolve_tokenizer(module: GPTModule, data: DataModule, run_dir: Path) -> Pat
 
 def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
     """Parse a recipe and flags with LightningCLI, then fit (pretrain, finetune) or validate (evaluate)."""
+    quiet_library_warnings()
     cli_class = type(f"{command.title()}CLI", (LitLLMCLI,), {"command": command})
     cli = cli_class(
         GPTModule,
