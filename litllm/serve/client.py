@@ -350,7 +350,7 @@ def new_lines(shown: list[str], lines: list[str]) -> list[str]:
 def fmt(value: Any, key: str = "") -> str:
     if value is None:
         return "-"
-    if key in ("started", "ended") and isinstance(value, (int, float)):
+    if key in ("started", "ended", "timestamp") and isinstance(value, (int, float)):
         return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, float):
         return f"{value:.4g}"
