@@ -25,6 +25,7 @@ from litllm.inference.engine import Completion, Request, Scheduler, TextStream, 
 from litllm.inference.options import GenerationOptions, with_options
 from litllm.model import GPT
 from litllm.prompts import ChatFormat, PromptStyle, load_prompt_style, render_for_completion, stop_sequences
+from litllm.tensor_parallel import placement, process_count, process_rank, shared_seed, this_process_devices
 from litllm.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -77,6 +78,17 @@ class LLM(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         return self.model.wte.weight.device
+
+    @property
+    def rank(self) -> int:
+        """This process's rank, 0..world_size-1, once `distribute(generate_strategy="tensor_parallel")` runs the
+        script in several processes; 0 otherwise."""
+        return process_rank()
+
+    @property
+    def world_size(self) -> int:
+        """How many processes run the script (1 unless distributed)."""
+        return process_count()
 
     @classmethod
     def load(
@@ -253,12 +265,19 @@ class LLM(torch.nn.Module):
 
         Args:
             accelerator: "cpu", "cuda" (or "gpu"), or "auto": a GPU if there is one.
-            devices: How many devices; "auto" is 1, or every GPU with a generate_strategy.
+            devices: How many devices; "auto" is 1, or every GPU with a generate_strategy (CPU processes for
+                "tensor_parallel" on the CPU: give their number).
             precision: "32-true", "bf16-true", "16-true" (the weights cast), "bf16-mixed", "16-mixed" (weights kept,
                 generation under autocast), or a dtype name.
             quantize: Quantize the transformer layers with bitsandbytes: "bnb.nf4" or "bnb.int8".
             generate_strategy: "sequential" spreads the layers over `devices` GPUs, one after the other, for a model
-                larger than one GPU. (LitGPT's "tensor_parallel" is not available: it is refused with what to use.)
+                larger than one GPU. "tensor_parallel" splits every layer over `devices` processes, one per GPU (or,
+                with accelerator="cpu", CPU processes that share the cores), each holding 1/N of the heads and MLP
+                columns: from this call on your script runs once per device (start it as `python script.py`), every
+                process must make the same generate calls, which give the same text on each, and `llm.rank == 0`
+                guards what only one should print. n_head, n_query_groups and intermediate_size must divide by
+                devices (devices=1 keeps the model whole, here); `llm.config` is then this rank's shard, and the model
+                cannot be saved.
             fixed_kv_cache_size: Cap the KV cache, and so prompt + generated tokens, at this many tokens;
                 "max_model_supported" or None: the model's block_size.
             compile: torch.compile the forward: 35-45 s of compiling on first use at pythia-160m size on a 2-core
@@ -270,6 +289,7 @@ class LLM(torch.nn.Module):
         if quantize is not None and autocast is not None:
             raise ValueError(f"quantize={quantize!r} does not combine with precision={precision!r}; use 'bf16-true'")
         self.fixed_kv_cache_size = check_kv_cache_size(fixed_kv_cache_size, self.config.block_size)
+        targets = this_process_devices(self.model, targets, generate_strategy)  # tensor_parallel: starts the others
         for hook in self._placement_hooks:
             hook.remove()
         self.model.to(device=targets[0], dtype=cast)
@@ -399,7 +419,7 @@ class LLM(torch.nn.Module):
             ids,
             min(options.max_new_tokens, limit - len(ids)),
             options.sampling,
-            seed=options.seed,
+            seed=options.seed if options.seed is not None else shared_seed(self.model),  # the same on every rank
             stop=[*stop_strings, *options.stop_strings],
             stop_ids=stop_ids,
             num_samples=options.num_samples,
@@ -531,44 +551,6 @@ def precision_dtypes(precision: str | None) -> tuple[torch.dtype | None, torch.d
     if precision in DTYPES:
         return DTYPES[precision], None
     raise ValueError(f"unknown precision {precision!r}; accepted: {', '.join([*PRECISIONS, *MIXED, *DTYPES])}")
-
-
-def placement(accelerator: str, devices: int | str, strategy: str | None, current: torch.device) -> list[torch.device]:
-    """The devices `distribute` puts the model on (several: the layers spread over them in order)."""
-    if accelerator not in ("auto", "cpu", "cuda", "gpu"):
-        raise ValueError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu', got {accelerator!r}")
-    if strategy not in (None, "sequential", "tensor_parallel"):
-        raise ValueError(f"generate_strategy must be None, 'sequential' or 'tensor_parallel', got {strategy!r}")
-    if devices != "auto" and (not isinstance(devices, int) or isinstance(devices, bool) or devices < 1):
-        raise ValueError(f"devices must be 'auto' or an integer >= 1, got {devices!r}")
-    kind = default_device().type if accelerator == "auto" else "cpu" if accelerator == "cpu" else "cuda"
-    gpus = torch.cuda.device_count() if kind == "cuda" else 0
-    if kind == "cuda" and not gpus:
-        raise ValueError(f"accelerator={accelerator!r} but no CUDA device is available; use accelerator='cpu'")
-    count = devices if devices != "auto" else (gpus if strategy else 1)
-    if kind == "cpu" and (count > 1 or strategy):
-        asked = f"devices={devices!r}" + (f" with generate_strategy={strategy!r}" if strategy else "")
-        raise ValueError(
-            f"{asked} spreads the model over several GPUs, and this runs on the CPU"
-            + ("" if torch.cuda.is_available() else " (no CUDA device here)")
-            + ": use devices=1 without generate_strategy (all CPU cores serve one device); on a machine with 2 or "
-            "more CUDA GPUs, devices=N with generate_strategy='sequential'"
-        )
-    if strategy == "tensor_parallel":
-        raise ValueError(
-            "generate_strategy='tensor_parallel' is not available in litllm: use generate_strategy='sequential' to "
-            "spread a model too large for one GPU over several, or `litllm serve --devices N` for a copy per GPU"
-        )
-    if count > 1 and strategy is None:
-        raise ValueError(
-            f"devices={count} needs generate_strategy='sequential' (the layers spread over the GPUs); for one copy "
-            "per GPU, run `litllm serve`"
-        )
-    if kind == "cuda" and count > gpus:
-        raise ValueError(f"devices={count} but {gpus} CUDA device(s) are available")
-    if count == 1 and current.type == kind:
-        return [current]  # stay on the GPU it is on ("cuda:1"), not the current default one
-    return [torch.device(kind, i) if kind == "cuda" else torch.device(kind) for i in range(count)]
 
 
 def spread_layers(model: GPT, devices: list[torch.device]) -> list[Any]:
