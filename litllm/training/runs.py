@@ -11,6 +11,7 @@ A run directory holds:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import warnings
@@ -40,12 +41,27 @@ QUIET = (
     (FutureWarning, r".*isinstance\(treespec, LeafSpec\)"),
     # litllm's iterable datasets (LitData's, NanoGPTBins) give each worker its own share, so their length is right
     (UserWarning, r"Your `IterableDataset` has `__len__` defined"),
+    # litllm runs LightningCLI with the recipe's arguments (its `args=`) from the `litllm` command's own argv
+    (Warning, r"LightningCLI's args parameter is intended to run from within Python"),
+    # the model summary counts parameters in float32 under a mixed precision: its size column says so already
+    (Warning, r"Precision .* is not supported by the model summary"),
 )
+# Lightning's lines every run would print that tell a litllm user nothing about their run
+QUIET_INFO = ("💡 Tip:",)
+
+
+class DropInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(QUIET_INFO)
 
 
 def quiet_library_warnings() -> None:
+    """Silence the library warnings and tips every run would print; any other warning still shows."""
     for category, message in QUIET:
         warnings.filterwarnings("ignore", message=message, category=category)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, DropInfo) for f in rank_zero.filters):
+        rank_zero.addFilter(DropInfo())
 
 
 def cpu_supports_bf16() -> bool:
