@@ -8,11 +8,11 @@ fused AdamW; litllm runs `GPTModule.training_step` inside `Trainer.fit`, transfo
 backward and step in a loop (with CPU autocast for bf16-mixed). Tokens/s is the median over the timed steps
 after warm-up; MFU is the training FLOPs of one step (counted with torch's FlopCounterMode) per second, over
 the matmul peak of the same dtype measured by this script (the faster of BLAS's and oneDNN's 2048^3 product).
-In float32, litllm's linear layers and output head train through oneDNN where it beats BLAS by 1.25x or more
-(`litllm.cpu.kernels.train_with_onednn`; 2.2x on an AMD EPYC). Each side runs in a fresh process of its own, so that
-neither inherits the other's allocator state or kernel choices: on the CPU, litllm's module keeps freed memory for
-reuse while training (`litllm.cpu.memory.keep_freed_memory`), which a plain loop does not. Run it on an otherwise idle
-machine.
+In float32, litllm's linear layers and output head train through oneDNN on a CPU with AVX-512, where it beats BLAS
+(`litllm.cpu.kernels.training_gemm`; 2.2x on an AMD EPYC; LITLLM_TRAINING_GEMM=linear|onednn picks either). Each side
+runs in a fresh process of its own, so that neither inherits the other's allocator state or kernel choices: on the CPU,
+litllm's module keeps freed memory for reuse while training (`litllm.cpu.memory.keep_freed_memory`), which a plain loop
+does not. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations

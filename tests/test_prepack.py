@@ -241,14 +241,14 @@ def test_onednn_linear_trains_like_f_linear(bias: bool) -> None:
 
 
 def test_training_takes_onednn_only_for_plain_float32(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernels, "_chosen", {("train", torch.float32, torch.get_num_threads()): "onednn"})
+    monkeypatch.setattr(kernels, "_training_gemm", "onednn")
     layer = Linear(16, 8)
     x = torch.randn(4, 16)
     assert type(layer(x).grad_fn).__name__ == "OneDNNLinearBackward"
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast computes F.linear in bfloat16 itself
         assert layer(x).dtype == torch.bfloat16
     assert type(Linear(16, 8).double()(x.double()).grad_fn).__name__ != "OneDNNLinearBackward"
-    monkeypatch.setattr(kernels, "_chosen", {("train", torch.float32, torch.get_num_threads()): "linear"})
+    monkeypatch.setattr(kernels, "_training_gemm", "linear")
     assert type(layer(x).grad_fn).__name__ != "OneDNNLinearBackward"
 
 

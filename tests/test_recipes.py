@@ -30,6 +30,7 @@ def test_recipe_prints_its_resolved_config(recipe: Path) -> None:
     assert "trainer" in printed and "model" in printed
 
 
+@pytest.mark.slow
 def test_debug_recipe_trains_and_its_loss_falls(tmp_path: Path) -> None:
     """debug.yaml, shortened: the full recipe (150 steps) runs in `make demo`."""
     import csv

@@ -30,7 +30,12 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read weights file {str(path)!r}: {e}") from e
+        if isinstance(e, OSError) or not Path(path).is_file():  # missing, unreadable: not a damaged file
+            raise CheckpointError(f"cannot read weights file {str(path)!r}: {e}") from e
+        raise CheckpointError(
+            f"cannot read weights file {str(path)!r}: truncated or corrupted ({' '.join(str(e).split())}): "
+            "re-export or re-download it"
+        ) from e
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

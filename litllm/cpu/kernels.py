@@ -15,11 +15,25 @@ into oneDNN's blocked layout.
 So the choice is timed, for each (dtype, one row or several, prepacked or not, threads): on a model's own weights
 when the generation engine first runs it (`packing.pack_if_faster`), else on synthetic weights at the first call;
 it holds for the rest of the process.
+
+Training is never timed: the float32 kernel of a training step (`training_gemm`: F.linear through BLAS, or oneDNN's
+`OneDNNLinear`) rounds differently from the other, and a choice that depended on how busy the machine was when a
+process started made the same recipe give different weights. It is a rule instead: `LITLLM_TRAINING_GEMM=linear` or
+`onednn` if set, else oneDNN on a CPU with AVX-512 (AMD Zen 5: 2.2x MKL's forward, 1.5-2x its backward; an Intel
+Xeon with AVX-512: 1.25x) and F.linear elsewhere (an AVX2 EPYC: BLAS as fast or faster). A run keeps its kernel in
+its checkpoints (`training_record`) and a resumed run takes it back (`follow_training_record`), so that it goes on
+as it started on any machine, and all ranks of a run take rank 0's. Inside `training_kernels()` (a training run's
+validation and tests) inference takes the same rule instead of its timed choice: the kernels here do not give the
+same bits as each other, so a logged validation loss would otherwise depend on timing too.
 """
 
 import contextlib
+import functools
+import os
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +41,6 @@ import torch.nn.functional as F
 from litllm.cpu import gemm as cpu_gemm
 from litllm.cpu.memory import return_freed_memory
 from litllm.cpu.native import cpu_identity
-from litllm.paths import litllm_home, read_json_object, write_json
 
 PROBE_BYTES = 16 * 2**20  # weights the probe streams through (the ranking held from 4 to 48 MiB here)
 PROBE_SHAPE = (2048, 1024)  # (out, in) of each probe weight: the size of a small model's projections
@@ -107,6 +120,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pac
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if rows == 0 or x.dtype != weight.dtype or not onednn_applies(weight):
         return F.linear(x, weight, bias)
+    if fixed_kernels():  # a training run's evaluation: the training rule, never a timed choice
+        return run_nd("onednn" if train_with_onednn(x, weight) else "linear", x, weight, bias, None)
     return run_nd(choose(weight.dtype, rows == 1, packed is not None), x, weight, bias, packed)
 
 
@@ -216,51 +231,116 @@ def seconds_per_pass(kernel: str, rows: int, weights: list[torch.Tensor] | list[
     return min(passes[1:])
 
 
-TRAIN_MARGIN = 1.25  # how much faster oneDNN must be to train with it: a near tie could flip between processes,
-# and a run resumed in another process must compute bit for bit as before
+TRAINING_GEMMS = ("linear", "onednn")
+TRAINING_GEMM_SWITCH = "LITLLM_TRAINING_GEMM"
+_training_gemm: str | None = None  # this run's kernel (`use_training_gemm`); None: `training_gemm_rule`'s
+_fixed = threading.local()  # .depth: how many `training_kernels()` this thread is inside
 
 
 def train_with_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether a float32 linear layer trains faster through `OneDNNLinear` than through F.linear (BLAS) here."""
+    """Whether a float32 linear layer trains through `OneDNNLinear` rather than F.linear (BLAS): `training_gemm`."""
     if torch.compiler.is_compiling():  # first, so that tracing drops all of this: compiled graphs lower their own
         return False
     if x.dtype != torch.float32 or weight.dtype != torch.float32 or not onednn_applies(weight):
         return False
     if torch.is_autocast_enabled("cpu"):
         return False  # autocast casts F.linear's inputs itself
-    key = ("train", torch.float32, torch.get_num_threads())
-    if key not in _chosen:
-        _chosen[key] = fastest_training_gemm()
-    return _chosen[key] == "onednn"
+    return training_gemm() == "onednn"
 
 
-@torch.compiler.disable  # timed eagerly, also when first reached from inside a compiled region
-@torch.no_grad()
-def fastest_training_gemm() -> str:
-    """F.linear or oneDNN for float32 matrix products of a training step (512 x 1024 by 1024 x 1024, best of 3).
+def training_gemm() -> str:
+    """The float32 training kernel, "linear" or "onednn": the run's (`use_training_gemm`), else `training_gemm_rule`."""
+    return _training_gemm or training_gemm_rule()
 
-    The two round differently, so the answer is timed once per machine (CPU, torch, threads) and kept in
-    $LITLLM_HOME/kernels/training-gemm.json: a run killed and resumed, or run again, decides as before, however
-    busy the machine is when the later process starts."""
-    path = litllm_home() / "kernels" / "training-gemm.json"
-    key = "|".join([torch.__version__, str(torch.get_num_threads()), cpu_identity()])
+
+def training_gemm_rule() -> str:
+    """The float32 training kernel from LITLLM_TRAINING_GEMM, else from the CPU's features (never timed): "onednn"
+    where the CPU has AVX-512 and torch has oneDNN, else "linear"."""
+    override = os.environ.get(TRAINING_GEMM_SWITCH, "").strip()
+    if override:
+        if override not in TRAINING_GEMMS:
+            raise ValueError(f"{TRAINING_GEMM_SWITCH}={override!r} is not a training kernel: use linear or onednn")
+        return override
+    return "onednn" if has_avx512() and torch.backends.mkldnn.is_available() else "linear"
+
+
+@functools.cache
+def has_avx512() -> bool:
+    """Whether this CPU has AVX-512 (its flags list avx512f)."""
+    return "avx512f" in cpu_identity().split()
+
+
+def cpu_model() -> str:
+    """The processor's model name ("" where /proc/cpuinfo does not say)."""
+    for line in cpu_identity().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return ""
+
+
+def use_training_gemm(kernel: str | None) -> None:
+    """Make `kernel` ("linear" or "onednn") this process's float32 training kernel; None: `training_gemm_rule`'s."""
+    global _training_gemm
+    if kernel is not None and kernel not in TRAINING_GEMMS:
+        raise ValueError(f"training kernel {kernel!r} is not one of {', '.join(TRAINING_GEMMS)}")
+    _training_gemm = kernel
+
+
+def training_record() -> dict[str, str]:
+    """What a checkpoint keeps of its run's training kernel: which one, and on which CPU."""
+    return {"kernel": training_gemm(), "cpu": cpu_model()}
+
+
+def follow_training_record(record: object) -> None:
+    """Continue with the kernel of a checkpoint's `training_record`, so that a resumed run computes as the run it
+    continues (LITLLM_TRAINING_GEMM, when set, still wins). Warns, naming both, where the kernel or the CPU differ:
+    the run then does not go on bit for bit as it would have."""
+    if not isinstance(record, dict) or record.get("kernel") not in TRAINING_GEMMS:
+        return  # a checkpoint from before kernels were recorded, or not litllm's: this machine's rule
+    kernel, cpu = record["kernel"], str(record.get("cpu", ""))
+    override = os.environ.get(TRAINING_GEMM_SWITCH, "").strip()
+    if override and override != kernel:
+        use_training_gemm(training_gemm_rule())
+        warnings.warn(
+            f"the checkpoint was trained with the {kernel} float32 kernel; continuing with {override} as "
+            f"{TRAINING_GEMM_SWITCH} asks: the run will not continue bit for bit",
+            stacklevel=2,
+        )
+        return
+    use_training_gemm(kernel)
+    if kernel == "onednn" and not torch.backends.mkldnn.is_available():
+        warnings.warn(
+            "the checkpoint was trained with the onednn float32 kernel, which this torch lacks; continuing with "
+            "linear: the run will not continue bit for bit",
+            stacklevel=2,
+        )
+    elif cpu and cpu != cpu_model():
+        warnings.warn(
+            f"the checkpoint was trained on {cpu!r}, this is {cpu_model() or 'another CPU'!r}; continuing with its "
+            f"{kernel} float32 kernel, but the last bits of the weights may differ from a run that stayed there",
+            stacklevel=2,
+        )
+
+
+def fixed_kernels() -> bool:
+    """Whether this thread is inside `training_kernels()`."""
+    return getattr(_fixed, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def training_kernels() -> Iterator[None]:
+    """Inside, inference (no autograd) on this thread takes the training kernel (`train_with_onednn`) instead of
+    the timed choice, and no packed copy: a training run's validation and tests give the same bits in any process."""
+    _fixed.depth = getattr(_fixed, "depth", 0) + 1
     try:
-        choices = read_json_object(path)
-    except (OSError, ValueError):
-        choices = {}
-    if choices.get(key) in ("linear", "onednn"):
-        return choices[key]
-    weights = [torch.full((1024, 1024), 0.01)]
-    seconds = {kernel: seconds_per_pass(kernel, 512, weights) for kernel in ("linear", "onednn")}
-    choice = "onednn" if seconds["onednn"] * TRAIN_MARGIN < seconds["linear"] else "linear"
-    with contextlib.suppress(OSError):  # a read-only home: this process still uses its choice
-        write_json(path, {**choices, key: choice})
-    return choice
+        yield
+    finally:
+        _fixed.depth -= 1
 
 
 def product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)` for 2-D x, through oneDNN where `train_with_onednn` finds it faster (a training
-    step's own matrix products, outside autograd)."""
+    """`F.linear(x, weight, bias)` for 2-D x, through oneDNN where `train_with_onednn` says (a training step's own
+    matrix products, outside autograd)."""
     if train_with_onednn(x, weight):
         return run("onednn", x, weight, bias, None)
     return F.linear(x, weight, bias)
@@ -296,7 +376,5 @@ def chosen() -> dict[str, str]:
 
 
 def describe(key: tuple) -> str:
-    if key[0] == "train":
-        return f"{key[1]}, training, {key[2]} threads"
     dtype, one_row, packed, threads = key
     return f"{dtype}, {'1 row' if one_row else 'rows'}, {'packed' if packed else 'unpacked'}, {threads} threads"

@@ -81,6 +81,8 @@ class Linear(nn.Linear):
 
     @torch.compiler.disable  # under torch.compile too: inductor's own lowering of these is slower (mv a lot)
     def cpu_inference(self, x: torch.Tensor) -> torch.Tensor:
+        if self.released and kernels.fixed_kernels():  # a training run's evaluation computes as its steps do
+            self.unpack()
         packed = self.current_pack()
         if self.released:
             if x.dtype == packed[0].dtype:

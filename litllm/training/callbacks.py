@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
@@ -15,6 +16,7 @@ from lightning.pytorch.callbacks import Callback, ThroughputMonitor
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from litllm.cpu.memory import keep_freed_memory
+from litllm.errors import CheckpointError
 from litllm.paths import atomic_path
 
 
@@ -44,16 +46,72 @@ class TokenThroughput(ThroughputMonitor):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file beside it, then renames: a crash never leaves a torn file."""
+    """Writes each checkpoint to a temporary file beside it, then renames: a crash never leaves a torn file.
+    A checkpoint that cannot be read (damaged since) is named in a CheckpointError, not a torch traceback."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         try:
-            with atomic_path(path) as tmp:
-                torch.save(checkpoint, tmp)
-        except OSError as e:
-            raise OSError(
-                f"could not write checkpoint {str(path)!r} ({e.strerror or e}); earlier checkpoints are intact"
-            ) from e
+            # through a Python file, so that a failed write (a full disk) surfaces as an OSError with its errno
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+        except (OSError, RuntimeError) as e:
+            cause = write_error(e)
+            if cause is None:
+                raise
+            error = OSError(
+                f"could not write checkpoint {str(path)!r} ({cause.strerror or cause}); earlier checkpoints are intact"
+            )
+            error.errno = cause.errno
+            raise error from e
+
+    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return super().load_checkpoint(path, *args, **kwargs)
+        except (FileNotFoundError, PermissionError):
+            raise
+        except Exception as e:  # noqa: BLE001 - torch reports a damaged file in several ways
+            raise CheckpointError(f"{str(path)!r} is truncated or corrupted: {one_line(e)}") from e
+
+
+def checkpoint_damage(path: Path) -> Optional[str]:
+    """What is wrong with a Lightning .ckpt (None when nothing is): it must be a zip (torch's format) whose
+    central directory reads, whose records match their CRC-32s, and whose data.pkl loads with weights_only=True.
+    Reads the file once; the tensors are memory-mapped, not loaded."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.CRC == 0 and info.file_size:  # saved with torch's CRC-32s switched off: nothing to check
+                    continue
+                with archive.open(info) as record:  # a CRC-32 mismatch raises at the end of the record
+                    while record.read(1 << 24):
+                        pass
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
+        return f"truncated or corrupted ({one_line(e)})"
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    except Exception as e:  # noqa: BLE001 - torch.load reports a damaged pickle in several ways
+        return f"truncated or corrupted ({one_line(e)})"
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        return "not a Lightning checkpoint (no state_dict)"
+    return None
+
+
+def write_error(error: BaseException) -> Optional[OSError]:
+    """The OSError behind a failed write: `error` itself, or the one torch's writer raised its RuntimeError over."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line, at most 200 characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class KeepFreedMemory(Callback):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -10,7 +12,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from litllm.checkpoint import save_checkpoint
+from litllm.checkpoint.layout import WEIGHTS
+from litllm.errors import CheckpointError
 from litllm.paths import atomic_write_text
+from litllm.training.callbacks import checkpoint_damage
 from litllm.training.module import GPTModule
 
 
@@ -30,11 +35,30 @@ def export_module(module: GPTModule, out_dir: Path, tokenizer_dir: Path, trainer
         return
     gpt = GPT.empty(module.config)
     gpt.load_state_dict(state, strict=False)
-    save_checkpoint(gpt, out_dir, tokenizer_dir=tokenizer_dir)
-    hparams = Path(out_dir).parent / "hyperparameters.yaml"
-    if hparams.is_file():
-        atomic_write_text(Path(out_dir) / "hyperparameters.yaml", hparams.read_text())
+    with export_errors(out_dir):
+        save_checkpoint(gpt, out_dir, tokenizer_dir=tokenizer_dir)
+        hparams = Path(out_dir).parent / "hyperparameters.yaml"
+        if hparams.is_file():
+            atomic_write_text(Path(out_dir) / "hyperparameters.yaml", hparams.read_text())
     print(f"exported the trained model to {out_dir}")
+
+
+@contextmanager
+def export_errors(out_dir: Path) -> Iterator[None]:
+    """A failed write (a full disk, a file-size limit) as one OSError naming the file: each file is written
+    atomically, so what the folder held before stays readable, and the run's checkpoints are untouched."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        if isinstance(e, OSError):
+            target, reason = Path(out_dir), e.strerror or " ".join(str(e).split())
+        else:  # safetensors' own error: "Error while serializing: I/O error: File too large (os error 27)"
+            target, reason = Path(out_dir) / WEIGHTS, " ".join(str(e).split()).rsplit("I/O error: ", 1)[-1]
+        error = OSError(f"could not write {str(target)!r} ({reason}); earlier checkpoints and files there are intact")
+        error.errno = getattr(e, "errno", None)
+        raise error from e
 
 
 def export_ckpt(ckpt_path: Path, out_dir: Path) -> Path:
@@ -44,11 +68,14 @@ def export_ckpt(ckpt_path: Path, out_dir: Path) -> Path:
     from litllm.model import GPT
 
     ckpt_path = Path(ckpt_path)
+    if ckpt_path.is_file() and (damage := checkpoint_damage(ckpt_path)):
+        raise CheckpointError(f"cannot export {str(ckpt_path)!r}: it is {damage}")
     config, state = read_training_checkpoint(ckpt_path)
     gpt = GPT.empty(config)
     load_state_into(gpt, state, str(ckpt_path))
     tokenizer_dir = ckpt_path.parent.parent / "tokenizer"
-    save_checkpoint(gpt, out_dir, tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None)
+    with export_errors(Path(out_dir)):
+        save_checkpoint(gpt, out_dir, tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None)
     return Path(out_dir)
 
 

@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric, SumMetric
 
 from litllm.catalog import named_configs
 from litllm.config import Config
+from litllm.cpu import kernels
 from litllm.cpu.packing import Linear
 from litllm.data.base import IGNORE_INDEX
 from litllm.model import GPT, Block
@@ -201,9 +202,12 @@ class GPTModule(L.LightningModule):
             self.connect_tokenizer(tokenizer)
 
     def setup(self, stage: str) -> None:
-        """Bits per byte need the tokenizer: connected here when fitting by hand with a tokenizer to load."""
+        """Bits per byte need the tokenizer: connected here when fitting by hand with a tokenizer to load. The run's
+        float32 kernel is decided by rule, never by timing, and every rank takes rank 0's (a resumed run then takes
+        its checkpoint's: `on_load_checkpoint`)."""
         if self.token_bytes is None and self.load_tokenizer() is not None:
             self.connect_tokenizer(self.tokenizer)
+        kernels.use_training_gemm(self.trainer.strategy.broadcast(kernels.training_gemm_rule()))
 
     # ---- steps ------------------------------------------------------------------------------------------------
 
@@ -226,7 +230,8 @@ class GPTModule(L.LightningModule):
         self.evaluate_batch(batch, "test")
 
     def evaluate_batch(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        loss, n = self.loss(batch)
+        with kernels.training_kernels():  # the same bits in every process, as the training steps
+            loss, n = self.loss(batch)
         self.val_loss.update(loss, weight=n)
         self.val_nats.update(loss * n)
         self.val_tokens.update(n)
@@ -273,12 +278,14 @@ class GPTModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["model_config"] = self.config.to_dict()
+        checkpoint["training_kernel"] = kernels.training_record()  # a resumed run computes with the same kernel
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("model_config")
         if saved is not None and Config.from_dict(saved) != self.config:
             diff = sorted(k for k, v in saved.items() if getattr(self.config, k, None) != v)
             raise ValueError(f"the checkpoint was trained with a different model (fields differ: {', '.join(diff)})")
+        kernels.follow_training_record(checkpoint.get("training_kernel"))
 
 
 def next_token_loss(gpt: GPT, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

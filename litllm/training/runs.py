@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -27,10 +28,10 @@ from lightning.pytorch.loggers import CSVLogger
 
 from litllm.checkpoint.layout import copy_tokenizer_files
 from litllm.data.base import DataModule
-from litllm.errors import RunDirectoryError
+from litllm.errors import CheckpointError, RunDirectoryError
 from litllm.paths import atomic_write_text, runs_dir, tokenizer_path
 from litllm.tokenizer import Tokenizer
-from litllm.training.callbacks import AtomicCheckpointIO, TokenThroughput
+from litllm.training.callbacks import AtomicCheckpointIO, TokenThroughput, checkpoint_damage
 from litllm.training.export import ExportFinal
 from litllm.training.module import GPTModule
 
@@ -45,6 +46,8 @@ QUIET = (
     (Warning, r"LightningCLI's args parameter is intended to run from within Python"),
     # the model summary counts parameters in float32 under a mixed precision: its size column says so already
     (Warning, r"Precision .* is not supported by the model summary"),
+    # a new run never starts in a folder with checkpoints (resolve_run_dir refuses): only a resume finds them there
+    (Warning, r"Checkpoint directory .* exists and is not empty"),
 )
 # Lightning's lines every run would print that tell a litllm user nothing about their run
 QUIET_INFO = ("💡 Tip:",)
@@ -187,6 +190,7 @@ def holds_a_run(run_dir: Path) -> bool:
 
 
 def resolve_resume(run_dir: Path, resume: Optional[str]) -> Optional[str]:
+    """The checkpoint to resume from: `auto` takes the newest one that reads, warning about each damaged one."""
     if resume is None:
         return None
     if resume == "auto":
@@ -194,23 +198,33 @@ def resolve_resume(run_dir: Path, resume: Optional[str]) -> Optional[str]:
         if latest is not None:
             print(f"resuming from {latest}")
             return str(latest)
-        print(f"no checkpoint in {run_dir / 'checkpoints'}: starting from the beginning")
+        print(f"no readable checkpoint in {run_dir / 'checkpoints'}: starting from the beginning")
         return None
     path = Path(resume)
     if not path.exists():
         raise RunDirectoryError(f"resume checkpoint {resume!r} does not exist")
+    if path.is_file() and (damage := checkpoint_damage(path)):
+        raise CheckpointError(f"resume checkpoint {resume!r} is {damage}; pass an earlier one or --resume auto")
     return str(path)
 
 
 def latest_checkpoint(folder: Path) -> Optional[Path]:
-    """The checkpoint of the highest step in `folder` (a run killed between two saves may have a stale last.ckpt)."""
+    """The highest-step checkpoint in `folder` that reads (a run killed between two saves may have a stale
+    last.ckpt); a damaged one is skipped with a warning that names it, and the one before it is taken."""
     steps = [
         (int(m.group(1)), p) for p in folder.glob("step-*.ckpt") if (m := re.fullmatch(r"step-(\d+)\.ckpt", p.name))
     ]
-    if steps:
-        return max(steps)[1]
-    last = folder / "last.ckpt"
-    return last if last.exists() else None
+    candidates = [p for _, p in sorted(steps, reverse=True)]
+    if (folder / "last.ckpt").exists():
+        candidates.append(folder / "last.ckpt")
+    for path in candidates:
+        if path.is_dir():  # a sharded (distributed) checkpoint folder: Lightning reads it
+            return path
+        damage = checkpoint_damage(path)
+        if damage is None:
+            return path
+        print(f"litllm: warning: skipping checkpoint {str(path)!r}: it is {damage}", file=sys.stderr)
+    return None
 
 
 def resolve_tokenizer(module: GPTModule, data: DataModule, run_dir: Path) -> Path:
