@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from litllm.local_models import add
+from litllm.local_models import add, resolve
 
 pytestmark = pytest.mark.skipif(
     not any(ep.name == "litllm" for ep in entry_points(group="llm")),
@@ -77,6 +77,19 @@ def llm_tiny(litllm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm"))
     add("tiny", litllm_dir)
     return llm.get_model("litllm/tiny")
+
+
+def test_llm_options_given_as_text_read_mappings_and_lists_as_json(llm_tiny) -> None:
+    from litllm import LLM
+
+    plain = llm_tiny.prompt("hi", max_tokens=4, temperature=0).text()
+    token = LLM.load(resolve("tiny")).tokenizer.encode(" x")[-1]
+    forced = llm_tiny.prompt("hi", max_tokens=4, temperature=0, logit_bias=f'{{"{token}": 100}}', stop='["zzz"]')
+    assert forced.text() != plain and forced.text() == llm_tiny.prompt(
+        "hi", max_tokens=4, temperature=0, logit_bias={token: 100}
+    ).text()
+    with pytest.raises(ValueError, match="option logit_bias takes JSON"):
+        llm_tiny.prompt("hi", logit_bias="5: 3").text()
 
 
 def test_llm_schema_output_parses_and_validates(llm_tiny) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import psutil
 import pytest
 import yaml
 
-from litllm.serve.jobs import JobConflict, JobNotFound, TrainingJobs
+from litllm.serve.jobs import RECORD_FILE, JobConflict, JobNotFound, TrainingJobs
 
 TESTS = Path(__file__).parent
 HUB = TESTS.parent / "config_hub"
@@ -120,11 +121,23 @@ def test_stop_interrupts_training_and_ends_the_process_group(jobs: TrainingJobs,
     assert group_members(job["pid"]) == []
 
 
-def test_shutdown_stops_running_jobs(jobs: TrainingJobs, tokenizer_dir: Path) -> None:
+def test_shutdown_stops_running_jobs_and_records_them_interrupted(jobs: TrainingJobs, tokenizer_dir: Path) -> None:
     job = start(jobs, tiny_config(tokenizer_dir, max_steps=100_000))
     jobs.shutdown()
-    assert jobs.status(job["id"])["state"] == "stopped"
+    status = jobs.status(job["id"])
+    assert status["state"] == "interrupted" and status["resumable"] is True
     assert group_members(job["pid"]) == []
+    assert json.loads((Path(job["run_dir"]) / RECORD_FILE).read_text())["state"] == "interrupted"
+
+
+def test_the_job_record_outlives_the_jobs_object(finished: tuple[TrainingJobs, dict]) -> None:
+    jobs, status = finished
+    record = json.loads((Path(status["run_dir"]) / RECORD_FILE).read_text())
+    assert record["state"] == "succeeded" and record["returncode"] == 0 and record["pid"] == status["pid"]
+    assert record["ended"] == status["ended"] and record["command"] == "pretrain"
+    again = TrainingJobs(jobs.runs_root, HUB).status(status["id"])  # as a restarted server reads it
+    assert (again["state"], again["returncode"], again["ended"]) == ("succeeded", 0, status["ended"])
+    assert again["step"] == 4 and again["resumable"] is False
 
 
 def test_a_recipe_name_resolves_inside_the_recipes_folder_with_overrides(tmp_path: Path) -> None:

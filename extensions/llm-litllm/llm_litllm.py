@@ -8,12 +8,14 @@ torch is imported on the first prompt, not when `llm` loads its plugins, so `llm
 
 from __future__ import annotations
 
+import json
+import typing
 from collections.abc import AsyncIterator, Iterable, Iterator
 from threading import Lock
 from typing import TYPE_CHECKING, Optional
 
 import llm
-from pydantic import Field, create_model
+from pydantic import Field, create_model, model_validator
 
 from litllm.embeddings import EmbeddingModel
 from litllm.llm_api import chat_messages, load_llm, next_piece, on_compute_thread, option_fields, sampling_kwargs
@@ -39,6 +41,33 @@ def register_embedding_models(register) -> None:
         register(LitllmEmbeddingModel(entry.name))
 
 
+class JSONOptions(llm.Options):
+    """`llm -o NAME VALUE` gives text: an option that takes a mapping or a list (logit_bias, stop) reads it as JSON."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_text(cls, values: object) -> object:
+        if not isinstance(values, dict):
+            return values
+        structured = {
+            name
+            for name, field in cls.model_fields.items()
+            if any(
+                typing.get_origin(kind) in (dict, list)
+                for kind in (field.annotation, *typing.get_args(field.annotation))
+            )
+        }
+        parsed = {}
+        for name, value in values.items():
+            if name in structured and isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    raise ValueError(f'option {name} takes JSON (e.g. {{"50256": -100}}), got {value!r}') from None
+            parsed[name] = value
+        return parsed
+
+
 class Litllm:
     """What the sync and async models share: the options, the chat sent, and the usage recorded."""
 
@@ -48,7 +77,7 @@ class Litllm:
     # litllm's generation options, each unset (None) unless given; litllm checks their values
     Options = create_model(
         "Options",
-        __base__=llm.Options,
+        __base__=JSONOptions,
         **{name: (Optional[kind], Field(None, description=text)) for name, (kind, text) in option_fields().items()},
     )
 

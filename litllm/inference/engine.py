@@ -91,6 +91,7 @@ class Completion:
     constraint: Constraint | None = None
     held: str = ""  # text that may be the start of a stop string
     seen: torch.Tensor | None = None  # (V,) bool: tokens of the prompt and the output, for the repetition penalty
+    counts: torch.Tensor | None = None  # (V,) int: how often each token was generated, for presence/frequency penalties
 
     @property
     def finished(self) -> bool:
@@ -134,9 +135,9 @@ class _Group:
 
     @property
     def plain_greedy(self) -> bool:
-        """Argmax of the raw logits: no penalty, no constraint, no log-probabilities to report."""
+        """Argmax of the raw logits: no bias or penalty, no constraint, no log-probabilities to report."""
         r = self.request
-        return r.params.temperature == 0 and r.params.repetition_penalty == 1 and not r.logprobs and not r.constraint
+        return r.params.temperature == 0 and not r.params.adjusts_raw_logits and not r.logprobs and not r.constraint
 
 
 PREFILL_TOKENS = 2048
@@ -189,6 +190,9 @@ class Scheduler:
             raise ValueError(f"prompt is {n} tokens long; the model's context is {self.max_seq_length} tokens")
         if request.num_samples > self.max_batch_size:
             raise ValueError(f"num_samples={request.num_samples} exceeds max_batch_size={self.max_batch_size}")
+        outside = [t for t in request.params.logit_bias or {} if t >= self.vocab_size]
+        if outside:
+            raise ValueError(f"logit_bias key {outside[0]} is not a token id of this model: 0 to {self.vocab_size - 1}")
         completions = [Completion(request, i) for i in range(request.num_samples)]
         for c in completions:
             if self.tokenizer is not None:
@@ -329,6 +333,8 @@ class Scheduler:
             c.length = n
             if seen is not None:
                 c.seen = seen.clone()
+            if request.params.presence_penalty or request.params.frequency_penalty:
+                c.counts = torch.zeros(self.vocab_size, dtype=torch.int32, device=self.device)
         self._choose(group, completions, logits.expand(len(completions), -1))
 
     def _pack_if_faster(self, one_row: bool) -> None:
@@ -378,6 +384,7 @@ class Scheduler:
             seen = torch.stack([c.seen for c in completions])
         else:
             seen = None
+        counts = torch.stack([c.counts for c in completions]) if completions[0].counts is not None else None
         if completions[0].constraint is not None:
             # the schema's mask first: top-k / top-p then choose among tokens that keep the output valid
             budgets = [
@@ -387,13 +394,13 @@ class Scheduler:
             width = min(logits.shape[1], allowed.shape[1])
             allowed = allowed[:, :width].to(self.device)
             logits = logits[:, :width].masked_fill(~allowed, float("-inf"))
-            if seen is not None:
-                seen = seen[:, :width]
+            seen = seen[:, :width] if seen is not None else None
+            counts = counts[:, :width] if counts is not None else None
         masked = logits
-        logits = process_logits(masked, request.params, seen)
+        logits = process_logits(masked, request.params, seen, counts)
         tokens = sample(logits, request.params, group.generator)
         if completions[0].constraint is not None:
-            self._refit(group, completions, masked, seen, tokens, budgets)
+            self._refit(group, completions, masked, (seen, counts), tokens, budgets)
         logprobs = raw.log_softmax(dim=-1).gather(1, tokens[:, None])[:, 0].tolist() if request.logprobs else None
         for i, (c, token) in enumerate(zip(completions, tokens.tolist(), strict=True)):
             self._accept(c, token, logprobs[i] if logprobs else None)
@@ -403,7 +410,7 @@ class Scheduler:
         group: _Group,
         completions: list[Completion],
         masked: torch.Tensor,
-        seen: torch.Tensor | None,
+        history: tuple[torch.Tensor | None, torch.Tensor | None],
         tokens: torch.Tensor,
         budgets: list[int],
     ) -> None:
@@ -413,7 +420,8 @@ class Scheduler:
         for i, c in enumerate(completions):
             while not c.constraint.fits(int(tokens[i]), budgets[i]):
                 masked[i, tokens[i]] = float("-inf")
-                row = process_logits(masked[i : i + 1], params, None if seen is None else seen[i : i + 1])
+                seen, counts = (None if h is None else h[i : i + 1] for h in history)  # this row's (seen, counts)
+                row = process_logits(masked[i : i + 1], params, seen, counts)
                 tokens[i] = sample(row, params, group.generator)[0]
 
     def _accept(self, c: Completion, token: int, logprob: float | None) -> None:
@@ -423,6 +431,8 @@ class Scheduler:
             c.logprobs.append(logprob)
         if c.seen is not None:
             c.seen[token] = True
+        if c.counts is not None:
+            c.counts[token] += 1
         if token in request.stop_ids:
             return self._finish(c, "stop")
         if c.constraint is not None:

@@ -31,6 +31,17 @@ class SamplingParams:
     repetition_penalty: float = field(
         default=1.0, metadata={"help": "Above 1 makes tokens already in the text less likely."}
     )
+    presence_penalty: float = field(
+        default=0.0, metadata={"help": "Subtracted from the logit of every token already generated (-2 to 2)."}
+    )
+    frequency_penalty: float = field(
+        default=0.0, metadata={"help": "Times each token's count so far, subtracted from its logit (-2 to 2)."}
+    )
+    logit_bias: Optional[dict[int, float]] = field(
+        default=None,
+        hash=False,  # a dict: the params stay hashable by their other fields
+        metadata={"help": "Token id -> bias in [-100, 100] added to its raw logit (at most 300 ids)."},
+    )
 
     def __post_init__(self) -> None:
         if not _is_number(self.temperature) or self.temperature < 0:
@@ -43,6 +54,43 @@ class SamplingParams:
             raise ValueError(f"min_p must be in [0, 1), got {self.min_p!r}")
         if not _is_number(self.repetition_penalty) or self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be a number > 0 (1 = off), got {self.repetition_penalty!r}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not _is_number(value) or not -2 <= value <= 2:
+                raise ValueError(f"{name} must be a number in [-2, 2] (0 = off), got {value!r}")
+        if self.logit_bias is not None:
+            object.__setattr__(self, "logit_bias", checked_logit_bias(self.logit_bias))
+
+    @property
+    def adjusts_raw_logits(self) -> bool:
+        """Whether anything changes the logits before temperature (a bias or a penalty)."""
+        return bool(self.logit_bias) or self.repetition_penalty != 1 or self.presence_penalty or self.frequency_penalty
+
+
+MAX_LOGIT_BIAS = 300  # entries, as OpenAI allows
+
+
+def checked_logit_bias(bias: object) -> dict[int, float]:
+    """`bias` as {token id: bias}: keys integers or strings holding one (JSON's keys), biases numbers in [-100, 100]."""
+    if not isinstance(bias, dict):
+        raise TypeError(f"logit_bias must be a map from token id to bias, got {bias!r}")
+    if len(bias) > MAX_LOGIT_BIAS:
+        raise ValueError(f"logit_bias takes at most {MAX_LOGIT_BIAS} token ids, got {len(bias)}")
+    checked = {}
+    for key, value in bias.items():
+        token = _token_id(key)
+        if token is None:
+            raise ValueError(f"logit_bias key {key!r} is not a token id: keys are integers >= 0 (as strings in JSON)")
+        if not _is_number(value) or not -100 <= value <= 100:
+            raise ValueError(f"logit_bias[{key!r}] = {value!r}: a bias must be a number in [-100, 100]")
+        checked[token] = float(value)
+    return checked
+
+
+def _token_id(key: object) -> int | None:
+    if isinstance(key, str) and key.isascii() and key.isdigit():
+        return int(key)
+    return key if isinstance(key, int) and not isinstance(key, bool) and key >= 0 else None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Choosing the next token from logits: the repetition penalty, temperature, top-k / top-p / min-p, and greedy or
-random picks."""
+"""Choosing the next token from logits: the logit bias, the repetition, presence and frequency penalties, temperature,
+top-k / top-p / min-p, and greedy or random picks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import torch
 from litllm.inference.options import SamplingParams
 
 
-def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None) -> torch.Tensor:
-    """Float32 logits (n, V) after the repetition penalty, temperature and the top-k / top-p / min-p filters."""
+def process_logits(
+    logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None, counts: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Float32 logits (n, V) after the logit bias, the penalties, temperature and the top-k / top-p / min-p filters.
+
+    seen: bool (n, V), the tokens of the prompt and output (repetition penalty); counts: (n, V), how often each token
+    was generated so far (presence and frequency penalties, as OpenAI defines them)."""
+    if params.logit_bias:
+        logits = add_logit_bias(logits, params.logit_bias)
     if params.repetition_penalty != 1.0 and seen is not None:
         # tokens already in the text get less likely: positive logits are divided, negative ones multiplied
         penalised = torch.where(logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty)
@@ -17,6 +24,9 @@ def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Ten
         big = torch.finfo(logits.dtype).max
         penalised = torch.where(logits.isfinite(), penalised.clamp(-big, big), logits)
         logits = torch.where(seen, penalised, logits)
+    if (params.presence_penalty or params.frequency_penalty) and counts is not None:
+        counts = counts.to(logits.dtype)
+        logits = logits - counts * params.frequency_penalty - (counts > 0).to(logits.dtype) * params.presence_penalty
     if params.temperature == 0:
         return logits
     # shifted so that the largest is 0 first: a tiny temperature then sends the others to -inf, never the top to inf
@@ -40,6 +50,16 @@ def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Ten
         probs = logits.softmax(dim=-1)
         logits = logits.masked_fill(probs < params.min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
     return logits
+
+
+def add_logit_bias(logits: torch.Tensor, bias: dict[int, float]) -> torch.Tensor:
+    """Logits (n, V) with each biased token's bias added to it in every row (ids beyond V are left out)."""
+    ids = [t for t in bias if t < logits.shape[-1]]
+    if not ids:
+        return logits
+    index = torch.tensor(ids, device=logits.device)
+    values = torch.tensor([bias[t] for t in ids], dtype=logits.dtype, device=logits.device)
+    return logits.index_add(-1, index, values.expand(logits.shape[0], -1))
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -89,6 +89,10 @@ class Client:
         """Stop a training job."""
         return self.request("DELETE", f"/api/train/{urllib.parse.quote(job_id, safe='')}")
 
+    def resume(self, job_id: str) -> dict[str, Any]:
+        """Start an interrupted, stopped or failed training job again from its newest checkpoint."""
+        return self.request("POST", f"/api/train/{urllib.parse.quote(job_id, safe='')}/resume")
+
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send one request and decode the JSON answer; errors become ClientError."""
         headers = {"Accept": "application/json"}
@@ -285,6 +289,18 @@ class ClientCLI:
             job_id: The id `litllm client train` printed.
         """
         self._show_job(self._call(self.client.stop, job_id))
+
+    def resume(self, job_id: str) -> None:
+        """Resume an interrupted, stopped or failed training job from its newest checkpoint (`--resume auto`).
+
+        A job that was running when the server stopped is interrupted; it goes on in its own run directory.
+
+        Args:
+            job_id: The id `litllm client train` printed.
+        """
+        self._show_job(self._call(self.client.resume, job_id))
+        if not self.as_json:
+            print(f"follow it with: litllm client job {job_id} --follow true")
 
     # the helpers start with an underscore: every public method is a subcommand
 

@@ -6,6 +6,13 @@ litllm/training/runs.py):
     job_config.yaml   the resolved recipe the job runs (written before the process starts)
     job.log           the process's stdout and stderr
     train_config.json the request as given, for a job started in nanoGPT's form (dataset, model_type, ...)
+    job.json          the job's record (id, command, pid, state, returncode, ...), rewritten on each change of state
+
+The records let a restarted server answer for the jobs of the one before it: it reads them from the runs root when
+it starts. A job whose process is gone (it ended, or was stopped when the server shut down) is reported as the
+record says, or `interrupted` and resumable when it died without a word; one whose process survived (the server was
+killed; jobs run in their own session) is `running` again and can be followed and stopped. A pid counts as the job's
+only while the process's start time is the recorded one (pids are reused).
 
 A job's status reports the last step and training loss of logs/version_N/metrics.csv (Lightning counts steps
 from 0, and its CSVLogger writes the file every 100 steps and when the run ends).
@@ -34,12 +41,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from litllm.paths import read_yaml_mapping, write_json, write_yaml
+from litllm.paths import read_json_object, read_yaml_mapping, write_json, write_yaml
 
 COMMANDS = ("pretrain", "finetune")
 CONFIG_FILE = "job_config.yaml"
 LOG_FILE = "job.log"
 TRAIN_CONFIG = "train_config.json"
+RECORD_FILE = "job.json"
+ENDED = ("succeeded", "failed", "stopped", "interrupted")
+RESUMABLE = ("failed", "stopped", "interrupted")
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 64 * 1024
 
@@ -57,27 +67,88 @@ class JobNotFound(KeyError):
 
 @dataclass
 class Job:
-    """A started training process and what has been read of its progress."""
+    """A training process (started here, or by an earlier server and found by its record) and its progress."""
 
     id: str
     command: str
     run_dir: Path
     config_path: Path
-    process: subprocess.Popen
+    process: subprocess.Popen | None  # None: a process an earlier server started (not a child of this one)
+    pid: int
     started: float
+    pid_start: str | None = None  # the process's start time, to tell it from a later process given the same pid
     ended: float | None = None
+    returncode: int | None = None
+    final_state: str | None = None  # one of ENDED, once the process has ended
     stop_requested: bool = False
+    shutting_down: bool = False
+    resumed: int = 0
     progress: dict[str, Any] = field(default_factory=lambda: {"step": None, "loss": None})
 
     def state(self) -> str:
-        returncode = self.process.poll()
-        if returncode is None:
+        if self.final_state is not None:
+            return self.final_state
+        if self.process is not None:
+            returncode = self.process.poll()
+            if returncode is None:
+                return "running"
+            self.returncode = returncode
+            if returncode == 0 and (self.shutting_down or not self.stop_requested):  # it had finished
+                self.end("succeeded")
+            else:  # a server that shuts down stops its jobs: they are interrupted, to be resumed by the next one
+                self.end("interrupted" if self.shutting_down else "stopped" if self.stop_requested else "failed")
+        elif self.pid_start is not None and process_start(self.pid) == self.pid_start:
             return "running"
-        if self.ended is None:
-            self.ended = time.time()
-        if self.stop_requested:
-            return "stopped"
-        return "succeeded" if returncode == 0 else "failed"
+        else:
+            # it ended while no server watched it: its exit status is lost; an exported model says it finished,
+            # and its log's last write says about when
+            with contextlib.suppress(OSError):
+                self.ended = (self.run_dir / LOG_FILE).stat().st_mtime
+            self.end("succeeded" if (self.run_dir / "final" / "model.safetensors").is_file() else "interrupted")
+        return self.final_state
+
+    def end(self, state: str) -> None:
+        self.final_state, self.ended = state, self.ended or time.time()
+        self.save()
+
+    def record(self) -> dict[str, Any]:
+        """The job as its job.json holds it."""
+        return {
+            **summary(self),
+            "pid_start": self.pid_start,
+            "state": self.final_state or "running",
+            "returncode": self.returncode,
+            "ended": self.ended,
+            "resumed": self.resumed,
+        }
+
+    def save(self) -> None:
+        write_json(self.run_dir / RECORD_FILE, self.record())
+
+    @classmethod
+    def load(cls, path: Path) -> Job:
+        """The job a job.json describes; a ValueError when it is not one."""
+        record = read_json_object(path)
+        try:
+            state = record["state"]
+            if state not in ("running", *ENDED):
+                raise ValueError(f"unknown state {state!r}")
+            return cls(
+                id=str(record["id"]),
+                command=str(record["command"]),
+                run_dir=path.parent,
+                config_path=path.parent / CONFIG_FILE,
+                process=None,
+                pid=int(record["pid"]),
+                started=float(record["started"]),
+                pid_start=record.get("pid_start"),
+                ended=record.get("ended"),
+                returncode=record.get("returncode"),
+                final_state=None if state == "running" else state,
+                resumed=int(record.get("resumed") or 0),
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{str(path)!r} is not a job record: {e!r}") from e
 
 
 class TrainingJobs:
@@ -86,7 +157,7 @@ class TrainingJobs:
     def __init__(self, runs_root: Path, recipes_root: Path, python: str = sys.executable, grace_s: float = 10.0):
         self.runs_root, self.recipes_root = Path(runs_root).resolve(), Path(recipes_root).resolve()
         self.python, self.grace_s = python, grace_s
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, Job] = {job.id: job for job in find_records(self.runs_root)}
         self.lock = threading.Lock()  # the server may call from several threads
 
     def start(
@@ -119,9 +190,28 @@ class TrainingJobs:
             config_path = run_dir / CONFIG_FILE
             write_yaml(config_path, resolved)
             process = self.launch(command, config_path, run_dir / LOG_FILE)
-            job = Job(job_id, command, run_dir, config_path, process, started=time.time())
+            job = Job(job_id, command, run_dir, config_path, process, process.pid, time.time())
+            job.pid_start = process_start(process.pid)
+            job.save()
             self.jobs[job_id] = job
         return {**summary(job), "state": job.state()}
+
+    def resume(self, job_id: str) -> dict[str, Any]:
+        """Start an ended job again in its run directory with `--resume auto` (from its newest checkpoint)."""
+        with self.lock:
+            job = self.get(job_id)
+            state = job.state()
+            if state not in RESUMABLE:
+                raise JobConflict(f"job {job_id!r} is {state}: only a job that is {', '.join(RESUMABLE)} resumes")
+            running = [j.id for j in self.jobs.values() if j.state() == "running"]
+            if running:
+                raise JobConflict(f"job {running[0]!r} is still running; stop it first or wait for it to end")
+            process = self.launch(job.command, job.config_path, job.run_dir / LOG_FILE, resume=True)
+            resumed = Job(job.id, job.command, job.run_dir, job.config_path, process, process.pid, time.time())
+            resumed.pid_start, resumed.resumed = process_start(process.pid), job.resumed + 1
+            resumed.save()
+            self.jobs[job_id] = resumed
+        return self.status(job_id)
 
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's state, latest step and training loss, and the last lines of its log."""
@@ -131,31 +221,45 @@ class TrainingJobs:
         # a read that caught Lightning rewriting the file may show fewer rows: never report a step going back
         if progress["step"] is not None and progress["step"] >= (job.progress["step"] or 0):
             job.progress = progress
-        return {
+        answer = {
             **summary(job),
             "state": state,
-            "returncode": job.process.returncode,
+            "returncode": job.returncode,
             **job.progress,
             "last_lines": tail_lines(job.run_dir / LOG_FILE),
             "ended": job.ended,
+            "resumed": job.resumed,
+            "resumable": state in RESUMABLE,
         }
+        if state in RESUMABLE:
+            answer["resume"] = {
+                "route": f"POST /api/train/{job.id}/resume",
+                "command": f"litllm {job.command} --config {job.config_path} --out_dir {job.run_dir} --resume auto",
+            }
+        return answer
 
     def stop(self, job_id: str) -> dict[str, Any]:
         """Interrupt the job (Lightning stops at the end of a step), then kill its process group if it lingers."""
         job = self.get(job_id)
         if job.state() == "running":
             job.stop_requested = True
-            terminate_group(job.process, self.grace_s)
+            if job.process is not None:
+                terminate_group(job.process, self.grace_s)
+            else:
+                terminate_adopted(job.pid, job.pid_start, self.grace_s)
+                job.end("interrupted" if job.shutting_down else "stopped")
+            job.state()
         return self.status(job_id)
 
     def list(self) -> list[dict[str, Any]]:
-        """Every job started since the server started, oldest first."""
-        return [self.status(job_id) for job_id in list(self.jobs)]
+        """Every job of the runs root (this server's and the earlier ones'), oldest first."""
+        return [self.status(job_id) for job_id in sorted(self.jobs, key=lambda i: self.jobs[i].started)]
 
     def shutdown(self) -> None:
-        """Stop every running job (the server calls this as it exits)."""
+        """Stop every running job (the server calls this as it exits); their records say `interrupted`."""
         for job in list(self.jobs.values()):
             if job.state() == "running":
+                job.shutting_down = True
                 self.stop(job.id)
 
     def get(self, job_id: str) -> Job:
@@ -233,12 +337,14 @@ class TrainingJobs:
             except FileExistsError:
                 continue
 
-    def launch(self, command: str, config_path: Path, log_path: Path) -> subprocess.Popen:
+    def launch(self, command: str, config_path: Path, log_path: Path, resume: bool = False) -> subprocess.Popen:
+        """`litllm <command> --config <config_path>` (`--resume auto` to continue), its output into `log_path`."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("LITLLM_RUN_DIR", None)  # a run directory pinned for another run's ranks must not leak in
-        with open(log_path, "wb") as log:
+        args = [self.python, "-m", "litllm.cli", command, "--config", str(config_path)]
+        with open(log_path, "ab" if resume else "wb") as log:  # a resumed job's log goes on after the earlier one
             return subprocess.Popen(
-                [self.python, "-m", "litllm.cli", command, "--config", str(config_path)],
+                args + (["--resume", "auto"] if resume else []),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -363,7 +469,7 @@ def summary(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
         "command": job.command,
-        "pid": job.process.pid,
+        "pid": job.pid,
         "run_dir": str(job.run_dir),
         "config_path": str(job.config_path),
         "started": job.started,
@@ -401,6 +507,64 @@ def terminate_group(process: subprocess.Popen, grace_s: float) -> None:
     with contextlib.suppress(ProcessLookupError):  # workers that outlived the main process
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def find_records(runs_root: Path) -> list[Job]:
+    """The jobs whose records lie in the runs root (a run directory's own folders are not searched)."""
+    jobs = []
+    for folder, dirs, files in os.walk(runs_root):
+        if RECORD_FILE in files:
+            dirs.clear()
+            try:
+                jobs.append(Job.load(Path(folder) / RECORD_FILE))
+            except (OSError, ValueError) as e:
+                print(f"litllm serve: skipping a damaged job record: {e}", file=sys.stderr)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return jobs
+
+
+def process_start(pid: int) -> str | None:
+    """When the process `pid` started (in clock ticks since boot, from /proc), None when there is no such process.
+
+    Where /proc is missing, psutil's start time if it is installed, else "alive" for any live process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # the command name in parentheses may hold spaces
+        return None if fields[0] == "Z" else fields[19]  # a zombie has ended; field 22 of stat is starttime
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        import psutil  # noqa: PLC0415 - optional: a test dependency, not a runtime one
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "alive"
+    try:
+        return str(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def terminate_adopted(pid: int, pid_start: str | None, grace_s: float) -> None:
+    """terminate_group for a job that is not a child of this process: signal it while it is still the job."""
+    steps = ((os.kill, signal.SIGINT, grace_s), (os.killpg, signal.SIGTERM, 5.0), (os.killpg, signal.SIGKILL, 5.0))
+    for send, sig, wait_s in steps:
+        if process_start(pid) != pid_start:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            send(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while process_start(pid) == pid_start and time.monotonic() < deadline:
+            time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # workers that outlived the main process
+        os.killpg(pid, signal.SIGKILL)
 
 
 def read_progress(run_dir: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from litllm.inference.options import checked_logit_bias
 from litllm.serve.errors import APIError
 
 
@@ -39,11 +40,15 @@ def set_limits(changes: dict[str, Any]) -> None:
 
 
 class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a field not taken (name, tool_calls, ...) is refused, never dropped
+
     type: Literal["text"]
     text: str
 
 
 class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     role: Literal["system", "user", "assistant"]
     content: Union[str, list[TextPart]]
 
@@ -81,11 +86,39 @@ Stop = Union[str, list[str], None]
 
 STRUCTURED = ("response_format", "guided_json", "guided_regex", "guided_grammar")
 
+# OpenAI fields that are not options of a generation here: name -> (the values accepted, why others are refused).
+# None (accepted values): any value is accepted and has no effect on a local model's output (user, metadata: a
+# caller's labels; prediction: OpenAI's latency hint, the output is the same; parallel_tool_calls: no tools here;
+# prompt_cache_key, safety_identifier: OpenAI's routing and abuse tracking). A null value is always accepted.
+OPENAI_EXTRAS: dict[str, tuple[Optional[tuple[Any, ...]], str]] = {
+    "user": (None, ""),
+    "metadata": (None, ""),
+    "prediction": (None, ""),
+    "parallel_tool_calls": (None, ""),
+    "prompt_cache_key": (None, ""),
+    "safety_identifier": (None, ""),
+    "store": ((False,), "this server stores no completions: store must be false"),
+    "service_tier": (("auto", "default"), "this server has one service tier: service_tier must be auto or default"),
+    "modalities": ((["text"],), 'this server answers in text only: modalities must be ["text"]'),
+    "tools": (([],), "tools are not supported by this server (no tool calling)"),
+    "tool_choice": (("none",), "tool_choice is not supported by this server (no tool calling); only none"),
+    "functions": (([],), "functions are not supported by this server (no function calling)"),
+    "function_call": (("none",), "function_call is not supported by this server (no function calling); only none"),
+    "audio": ((), "audio output is not supported by this server"),
+    "reasoning_effort": ((), "reasoning_effort is not supported: the models served here have no reasoning mode"),
+    "verbosity": ((), "verbosity is not supported by this server"),
+    "web_search_options": ((), "web search is not supported by this server"),
+    "top_logprobs": ((0,), "top_logprobs is not supported by this server (logprobs=true gives each token's own)"),
+    "echo": ((False,), "echo is not supported by this server"),
+    "suffix": (("",), "suffix (text insertion) is not supported by this server"),
+}
+
 
 class SamplingFields(BaseModel):
-    """Sampling options shared by the OpenAI-style routes."""
+    """Sampling options shared by the OpenAI-style routes. Every field is honoured; the other OpenAI fields are
+    accepted only where they change nothing here (OPENAI_EXTRAS), and any other field is refused with a 400."""
 
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (user, metadata, ...)
+    model_config = ConfigDict(extra="forbid")
 
     model: Optional[str] = None
     max_tokens: Optional[int] = Field(None, ge=1)
@@ -94,17 +127,45 @@ class SamplingFields(BaseModel):
     top_k: int = Field(0, ge=0)
     min_p: float = Field(0.0, ge=0, lt=1)
     repetition_penalty: float = Field(1.0, gt=0, le=10)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    logit_bias: Optional[dict[Any, Any]] = None  # token id (a string, as JSON keys are) -> bias in [-100, 100]
     seed: Optional[int] = None
     stop: Stop = None
     n: int = Field(1, ge=1)
     stream: bool = False
-    stream_options: Optional[dict[str, Any]] = None
+    stream_options: Optional[StreamOptions] = None
     logprobs: Optional[bool] = None
     # structured output: OpenAI's response_format, or vLLM's guided decoding fields (at most one of them)
     response_format: Optional[ResponseFormat] = None
     guided_json: Optional[Union[dict[str, Any], str]] = None
     guided_regex: Optional[str] = Field(None, min_length=1)
     guided_grammar: Optional[str] = Field(None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_extras(cls, data: Any) -> Any:
+        """The body without the OpenAI fields that change nothing here; a 400 naming any other field not taken."""
+        if not isinstance(data, dict):
+            return data
+        kept = {}
+        for name, value in data.items():
+            if name in cls.model_fields:
+                kept[name] = value
+            elif name not in OPENAI_EXTRAS:
+                taken = ", ".join([*cls.model_fields, *OPENAI_EXTRAS])
+                raise APIError(400, f"unknown field {name!r}; this server takes: {taken}", param=name)
+            elif value is not None and OPENAI_EXTRAS[name][0] is not None and value not in OPENAI_EXTRAS[name][0]:
+                raise APIError(400, f"{name}={json.dumps(value)}: {OPENAI_EXTRAS[name][1]}", param=name)
+        return kept
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias(cls, bias: Optional[dict[Any, Any]]) -> Optional[dict[str, float]]:
+        try:
+            return None if bias is None else {str(k): v for k, v in checked_logit_bias(bias).items()}
+        except (TypeError, ValueError) as e:
+            raise APIError(400, str(e), param="logit_bias") from None
 
     @field_validator("stop")
     @classmethod
@@ -158,6 +219,9 @@ class SamplingFields(BaseModel):
             "top_p": self.top_p,
             "min_p": self.min_p,
             "repetition_penalty": self.repetition_penalty,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "logit_bias": self.logit_bias,
             "seed": self.seed,
             "stop": stop,
             "num_samples": self.n,
@@ -167,7 +231,18 @@ class SamplingFields(BaseModel):
 
     @property
     def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.get("include_usage"))
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class StreamOptions(BaseModel):
+    """OpenAI's `stream_options`: whether the stream ends with a chunk of token counts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
+SamplingFields.model_rebuild()
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -186,6 +261,13 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: Union[str, list[str]]
+    best_of: Optional[int] = Field(None, ge=1)  # accepted only equal to n: there is no choice among samples here
+
+    @model_validator(mode="after")
+    def _best_of_is_n(self) -> CompletionRequest:
+        if self.best_of not in (None, self.n):
+            raise APIError(400, f"best_of={self.best_of}: only best_of equal to n ({self.n}) is supported", "best_of")
+        return self
 
     @field_validator("prompt")
     @classmethod
@@ -203,7 +285,7 @@ class CompletionRequest(SamplingFields):
 class NanochatRequest(BaseModel):
     """nanochat's `/chat/completions` body: messages and a few sampling knobs; the reply streams token by token."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # a field not taken is refused (422, naming it), never dropped
 
     messages: list[Message] = Field(min_length=1)
     temperature: Temperature = 0.8

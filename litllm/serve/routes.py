@@ -72,6 +72,7 @@ class LitLLMSpec(LitSpec):
             ("/api/train", self.train, ["POST"]),
             ("/api/train/{job_id}", self.job, ["GET"]),
             ("/api/train/{job_id}", self.stop_job, ["DELETE"]),
+            ("/api/train/{job_id}/resume", self.resume_job, ["POST"]),
             ("/", self.chat_page, ["GET"]),
         ]
         for path, endpoint, methods in routes:
@@ -353,6 +354,10 @@ class LitLLMSpec(LitSpec):
     async def job(self, job_id: str) -> JSONResponse:
         return JSONResponse(self.training_jobs().status(job_id))
 
+    async def resume_job(self, job_id: str) -> JSONResponse:
+        """Start an interrupted, stopped or failed job again in its run directory with `--resume auto`."""
+        return JSONResponse(await asyncio.to_thread(self.training_jobs().resume, job_id), status_code=201)
+
     async def stop_job(self, job_id: str) -> JSONResponse:
         # stopping waits for the run to shut down: off the event loop, so other requests go on meanwhile
         return JSONResponse(await asyncio.to_thread(self.training_jobs().stop, job_id))
@@ -361,7 +366,7 @@ class LitLLMSpec(LitSpec):
         if self.jobs is None:
             from litllm.serve.jobs import TrainingJobs
 
-            self.jobs = TrainingJobs(self.runs_root, self.recipes_root)
+            self.jobs = TrainingJobs(self.runs_root, self.recipes_root)  # it reads the earlier servers' job records
         return self.jobs
 
     async def chat_page(self) -> HTMLResponse:
@@ -380,8 +385,14 @@ class OpenAIAnswer:
     def chat(self) -> bool:
         return self.kind == "chat.completion"
 
-    def choice(self, index: int, text: str, finish_reason: str | None, stream: bool) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": self.offset + index, "finish_reason": finish_reason, "logprobs": None}
+    def choice(
+        self, index: int, text: str, finish_reason: str | None, stream: bool, logprobs: list | None = None
+    ) -> dict[str, Any]:
+        choice: dict[str, Any] = {
+            "index": self.offset + index,
+            "finish_reason": finish_reason,
+            "logprobs": None if logprobs is None else self.logprobs(logprobs),
+        }
         if not self.chat:
             choice["text"] = text
         elif stream:
@@ -390,21 +401,36 @@ class OpenAIAnswer:
             choice["message"] = {"role": "assistant", "content": text}
         return choice
 
+    def logprobs(self, tokens: list) -> dict[str, Any]:
+        """OpenAI's `logprobs` of a choice from [[token text, log-probability], ...] (no alternatives: top_logprobs is
+        refused by the request models)."""
+        if self.chat:
+            content = [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []} for t, lp in tokens]
+            return {"content": content, "refusal": None}
+        offsets = [sum(len(t) for t, _ in tokens[:i]) for i in range(len(tokens))]
+        return {
+            "tokens": [t for t, _ in tokens],
+            "token_logprobs": [lp for _, lp in tokens],
+            "top_logprobs": None,
+            "text_offset": offsets,
+        }
+
     def envelope(self, choices: list[dict[str, Any]], stream: bool) -> dict[str, Any]:
         kind = f"{self.kind}.chunk" if stream and self.chat else self.kind
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
 
     async def whole(self, replies: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
-        texts, reasons, usage = [""] * self.n, ["stop"] * self.n, {}
+        texts, reasons, usage, logprobs = [""] * self.n, ["stop"] * self.n, {}, [None] * self.n
         async for reply in replies:
             raise_if_error(reply)
             if reply["type"] == "delta":
                 texts[reply["index"]] += reply["text"]
             elif reply["type"] == "done":
                 reasons[reply["index"]] = openai_reason(reply["finish_reason"])
+                logprobs[reply["index"]] = reply.get("logprobs")
             elif reply["type"] == "end":
                 usage = {k: reply[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-        body = self.envelope([self.choice(i, texts[i], reasons[i], False) for i in range(self.n)], False)
+        body = self.envelope([self.choice(i, texts[i], reasons[i], False, logprobs[i]) for i in range(self.n)], False)
         body["usage"] = usage
         return body
 
@@ -422,8 +448,10 @@ class OpenAIAnswer:
             if reply["type"] == "delta":
                 yield data_line(self.envelope([self.choice(reply["index"], reply["text"], None, True)], True))
             elif reply["type"] == "done":
+                # a stream gives the log-probabilities in a choice's last chunk
                 reason = openai_reason(reply["finish_reason"])
-                yield data_line(self.envelope([self.choice(reply["index"], "", reason, True)], True))
+                last = self.choice(reply["index"], "", reason, True, reply.get("logprobs"))
+                yield data_line(self.envelope([last], True))
             elif reply["type"] == "end" and include_usage:
                 chunk = self.envelope([], True)
                 chunk["usage"] = {k: reply[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}

@@ -254,11 +254,19 @@ class GenerationAPI(ls.LitAPI):
                         "index": c.index,
                         "finish_reason": c.finish_reason,
                         "completion_tokens": len(c.token_ids),
+                        **self.token_logprobs(c),
                     },
                 )
         if len(running.reported) == len(running.completions):
             del self.running[uid]
             self.close(uid, {"type": "end", **usage(running.completions)})
+
+    def token_logprobs(self, c: Completion) -> dict[str, Any]:
+        """{"logprobs": [[token text, log-probability], ...]} of a completion that asked for them, else {}."""
+        if not c.request.logprobs:
+            return {}
+        texts = [self.llm.tokenizer.decode([t]) for t in c.token_ids]
+        return {"logprobs": [[text, lp] for text, lp in zip(texts, c.logprobs, strict=True)]}
 
     def send(self, uid: str, data: dict[str, Any]) -> None:
         self.replies.append(Output(uid, data, LitAPIStatus.OK))
