@@ -229,68 +229,6 @@ def test_two_processes_match_one_process_on_the_same_global_batch(
         torch.testing.assert_close(single[k], double[k], atol=1e-5, rtol=0, msg=k)
 
 
-def text_recipe(tmp_path: Path, tokenizer_dir: Path, corpus: Path) -> Path:
-    """A recipe that streams a folder of text files through litdata (stateful loader: exact resume)."""
-    return recipe(
-        tmp_path,
-        tokenizer_dir,
-        **{
-            "data": {
-                "class_path": "litllm.data.text_files.TextFiles",
-                "init_args": {
-                    "path": str(corpus),
-                    "batch_size": 4,
-                    "num_workers": 1,
-                    "cache_dir": str(tmp_path / "cache"),
-                },
-            },
-            "trainer.max_steps": 16,
-            "trainer.val_check_interval": 4,
-            "trainer.limit_val_batches": 2,
-            "checkpoint_every": 2,
-        },
-    )
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from litllm.data.stdlib import stdlib_files
-
-    out = tmp_path_factory.mktemp("corpus")
-    for i, path in enumerate(stdlib_files(max_bytes=400_000)):
-        (out / f"{i:03d}.py").write_text(path.read_text(encoding="utf-8", errors="replace"))
-    return out
-
-
-def test_a_run_killed_at_any_point_resumes_bit_exactly(tmp_path: Path, tokenizer_dir: Path, corpus: Path) -> None:
-    import signal
-    import time
-
-    config = text_recipe(tmp_path, tokenizer_dir, corpus)
-    reference = litllm("pretrain", "--config", str(config), "--out_dir", str(tmp_path / "whole"))
-    assert reference.returncode == 0, reference.stderr[-3000:]
-
-    # the same run, killed with SIGKILL while it trains past its step-6 checkpoint, then resumed
-    run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "litllm.cli", "pretrain", "--config", str(config), "--out_dir", str(run)]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (run / "checkpoints" / "step-0000006.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run / "final").exists(), "the run finished before it could be killed"
-    resumed = litllm("pretrain", "--config", str(config), "--out_dir", str(run), "--resume", "auto")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-
-    whole = train_losses(tmp_path / "whole")
-    after = train_losses(run, version=1)
-    assert after and max(after) == max(whole)
-    assert {step: whole[step] for step in after} == after  # bit-exact: the CSV holds every float's repr
-    a, b = load_file(tmp_path / "whole" / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_finetune_on_chat_data_learns_the_replies(tmp_path: Path, litllm_dir: Path) -> None:
     import json
 

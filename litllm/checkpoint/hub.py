@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from litllm.checkpoint.layout import TOKENIZER_FILES, copy_tokenizer_files
+from litllm.checkpoint.layout import CONFIG, TOKENIZER_FILES, copy_tokenizer_files
 from litllm.errors import HubError
 from litllm.paths import litllm_home, model_dir
 
@@ -51,12 +52,30 @@ def download(
         return out
     if progress:
         progress(f"converting {repo_id} to litllm format in {out}")
-    from litllm.checkpoint.loading import convert_to_litllm  # torch loads only once there is something to convert
-
-    converted = convert_to_litllm(raw, out)
+    converted = convert_into(raw, out)
     # the converted folder holds everything; the raw copy is kept only while a download is unfinished
     shutil.rmtree(raw, ignore_errors=True)
     return converted
+
+
+def convert_into(raw: Path, out: Path) -> Path:
+    """Convert the download `raw` in a temporary folder beside `out`, then move it into place, its config last: a
+    process killed while converting leaves no folder that a later run takes for a finished checkpoint."""
+    from litllm.checkpoint.loading import convert_to_litllm  # torch loads only once there is something to convert
+
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.tmp"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        convert_to_litllm(raw, tmp)
+        if not out.exists():
+            os.rename(tmp, out)
+            return out
+        (out / CONFIG).unlink(missing_ok=True)  # an existing folder (out_dir, a tokenizer-only download) is unfinished
+        for path in sorted(tmp.iterdir(), key=lambda p: p.name == CONFIG):  # until its config is back
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def hub_error(e: Exception, repo_id: str) -> HubError | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -134,13 +135,15 @@ class SFTData(DataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self._require_setup(self.train_dataset)
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        return DataLoader(
+        loader = ResumableLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=EpochShuffle(dataset, seed=self.seed, epoch=epoch),
             num_workers=self.num_workers,
             collate_fn=self._collate(),
         )
+        loader.trainer = self.trainer
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         dataset = self._require_setup(self.val_dataset)
@@ -199,10 +202,34 @@ class EpochShuffle(RandomSampler):
     def __init__(self, data_source: Dataset, seed: int, epoch: int = 0) -> None:
         super().__init__(data_source, generator=torch.Generator())
         self.seed = seed
+        self.resume_at = (-1, 0)  # (epoch, samples of it to skip) once, after a resume mid-epoch
         self.set_epoch(epoch)
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         self.generator.manual_seed(self.seed + epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(super().__iter__())
+        skip, self.resume_at = (self.resume_at[1] if self.resume_at[0] == self.epoch else 0), (-1, 0)
+        return iter(order[skip:])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that Lightning resumes mid-epoch (it saves `state_dict()` in each checkpoint): the resumed
+    epoch goes on after the batches it had trained on, in the same order, instead of starting over."""
+
+    trainer: Any = None
+
+    def state_dict(self) -> dict[str, int]:
+        if self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed  # this epoch's batches trained on
+        return {"epoch": self.trainer.current_epoch, "batches": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state and isinstance(self.sampler, EpochShuffle):
+            self.sampler.resume_at = (state["epoch"], state["batches"] * (self.batch_size or 1))
 
 
 def pad_collate(samples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
