@@ -46,12 +46,13 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
-	# two workers (a test file stays on one, see tests/conftest.py): much of the suite waits on subprocesses
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
+	# two workers, a test file on one (its tests share module fixtures such as a running server): much of the suite
+	# waits on subprocesses
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 # the slow tests (@pytest.mark.slow: whole training runs killed and resumed, the debug recipe): CI runs them too
 test-slow: setup
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m slow
+	$(PY) -m pytest -q -n 2 --dist loadfile -m slow
 
 bench: setup
 	$(PY) benchmarks/decode.py

@@ -68,11 +68,3 @@ def litllm_dir(tmp_path_factory: pytest.TempPathFactory, hf_llama_dir: Path) -> 
     from litllm.checkpoint import convert_to_litllm
 
     return convert_to_litllm(hf_llama_dir, tmp_path_factory.mktemp("litllm_ckpt") / "tiny-llama")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `pytest -n N --dist loadgroup`: a test file's tests run in order on one worker (they share module
-    fixtures such as a running server), except the tutorials, which are independent and the slowest tests."""
-    for item in items:
-        if item.path.name != "test_tutorials.py":
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
