@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
+from test_training import recipe as training_recipe
 
 from litllm.cpu import kernels, native
 from litllm.cpu.packing import Linear
@@ -60,31 +60,19 @@ def busy_cores() -> Iterator[None]:
 
 
 def recipe(tmp_path: Path, tokenizer_dir: Path) -> Path:
-    """A tiny pretraining recipe: 10 steps with a checkpoint and a validation every 5, float32."""
-    config = {
-        "model": {
-            "model_config": {"name": "pythia-14m", "n_layer": 2, "vocab_size": 320},
-            "tokenizer_dir": str(tokenizer_dir),
-            "max_seq_length": 32,
-            "warmup_steps": 2,
-            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01}},
+    """test_training's tiny recipe: 10 steps with a checkpoint and a validation every 5."""
+    # 5 batches an epoch: the step-5 checkpoint ends an epoch, where ToyTokens (no loader state) resumes exactly
+    return training_recipe(
+        tmp_path,
+        tokenizer_dir,
+        **{
+            "data.init_args.n": 40,
+            "trainer.max_steps": 10,
+            "trainer.val_check_interval": 5,
+            "trainer.limit_val_batches": 1,
+            "checkpoint_every": 5,
         },
-        # 5 batches an epoch: the step-5 checkpoint ends an epoch, where ToyTokens (no loader state) resumes exactly
-        "data": {"class_path": "toy_data.ToyTokens", "init_args": {"n": 40, "vocab": 256, "batch_size": 8}},
-        "trainer": {
-            "max_steps": 10,
-            "precision": "32-true",
-            "accelerator": "cpu",
-            "log_every_n_steps": 1,
-            "val_check_interval": 5,
-            "limit_val_batches": 1,
-            "enable_progress_bar": False,
-        },
-        "checkpoint_every": 5,
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    )
 
 
 def pretrain(config: Path, out_dir: Path, home: Path, *args: str, **env: str) -> None:

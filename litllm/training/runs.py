@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import warnings
 from datetime import datetime
@@ -27,6 +26,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
 from litllm.checkpoint.layout import copy_tokenizer_files
+from litllm.checkpoint.run_folders import step_checkpoints
 from litllm.data.base import DataModule
 from litllm.errors import CheckpointError, RunDirectoryError
 from litllm.paths import atomic_write_text, runs_dir, tokenizer_path
@@ -211,10 +211,7 @@ def resolve_resume(run_dir: Path, resume: Optional[str]) -> Optional[str]:
 def latest_checkpoint(folder: Path) -> Optional[Path]:
     """The highest-step checkpoint in `folder` that reads (a run killed between two saves may have a stale
     last.ckpt); a damaged one is skipped with a warning that names it, and the one before it is taken."""
-    steps = [
-        (int(m.group(1)), p) for p in folder.glob("step-*.ckpt") if (m := re.fullmatch(r"step-(\d+)\.ckpt", p.name))
-    ]
-    candidates = [p for _, p in sorted(steps, reverse=True)]
+    candidates = [path for _, path in sorted(step_checkpoints(folder.parent).items(), reverse=True)]
     if (folder / "last.ckpt").exists():
         candidates.append(folder / "last.ckpt")
     for path in candidates:
