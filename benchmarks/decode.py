@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import psutil
@@ -33,16 +34,23 @@ import transformers
 
 from litllm.checkpoint import config_to_hf, load_checkpoint
 from litllm.config import Config
+from litllm.cpu import gemm as cpu_gemm
+from litllm.cpu import isa
+from litllm.cpu.kernels import cpu_model
 from litllm.cpu.memory import return_freed_memory
 from litllm.inference.engine import Request, SamplingParams, Scheduler, generate_tokens
 from litllm.model import GPT
-from litllm.quantize import weight_bytes
+from litllm.quantize import quantize_model, weight_bytes
 
 TARGET = 1.3  # litllm over transformers, at least
 MEMORY_TARGET = 1.3  # batch-1 peak memory over the weights' size, at most
 BATCH_TARGET = (16, 8.0)  # at this batch size, at least this many times litllm's batch-1 tokens/s
 PROMPT_LENGTHS = (8, 64)  # the batching table's prompts have lengths drawn uniformly in this range
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.bfloat16}
+QUANTIZE = {"int8": "int8"}  # a row's `quantize=`: int8 weights (litllm's CPU kernel) over a bfloat16 model
+INT8_TARGET = 1.6  # int8 over litllm's own bfloat16, at least
+LLAMA_CPP_TARGET = 0.9  # litllm over llama.cpp on the same weights, at least
+LLAMA_CPP_TYPES = {"float32": "f32", "bfloat16": "bf16", "int8": "q8_0"}
 GREEDY = SamplingParams(temperature=0)
 H = TypeVar("H")  # what a transformers run returns
 L = TypeVar("L")  # what a litllm run returns
@@ -90,6 +98,8 @@ class Row:
     """Peak memory of a batch-1 generation: the weights plus the rise of resident memory while generating."""
     eager_tps: float | None = None
     """For a compiled row, the same model's eager tokens/s."""
+    bf16_tps: float | None = None
+    """For an int8 row, litllm's bfloat16 tokens/s on the same model."""
 
     @property
     def ratio(self) -> float:
@@ -98,6 +108,9 @@ class Row:
     def checks(self) -> list[tuple[bool, str]]:
         """(passed, what) for each target this row is measured against."""
         out = [(self.ratio >= TARGET, f"{self.ratio:.2f}x transformers (target >= {TARGET}x)")]
+        if self.bf16_tps is not None:
+            x = self.lit_tps / self.bf16_tps
+            out.append((x >= INT8_TARGET, f"{x:.2f}x litllm's bfloat16 (target >= {INT8_TARGET}x)"))
         if self.peak is not None:
             x = self.peak / self.weights
             out.append((x <= MEMORY_TARGET, f"peak memory {x:.2f}x the weights (target <= {MEMORY_TARGET}x)"))
@@ -162,12 +175,23 @@ def read_bandwidth(gib: float = 1.0, repeats: int = 10) -> float:
 
 
 def weight_bytes_per_token(model: GPT) -> int:
-    """Bytes of weights one decode step reads: every parameter but the embedding tables, of which it gathers
-    one row (a table tied to the output head is read once, by the head)."""
-    head = model.lm_head.weight
+    """Bytes of weights one decode step reads: every parameter (and int8 layer's weights, scales and bias) but the
+    embedding tables, of which it gathers one row (a table tied to the output head is read once, by the head)."""
+    from litllm.cpu.int8 import Int8Linear
+
+    head = getattr(model.lm_head, "weight", None)
     gathered = [m.weight for m in (model.wte, model.wpe) if m is not None and m.weight is not head]
     skip = {id(p) for p in gathered}
-    return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
+    quantized = [b for m in model.modules() if isinstance(m, Int8Linear) for b in m.buffers()]
+    return sum(p.numel() * p.element_size() for p in [*model.parameters(), *quantized] if id(p) not in skip)
+
+
+def load_row_model(ckpt_dir: str, dtype_name: str) -> GPT:
+    """The litllm model of a row: the checkpoint in the row's dtype, quantized where the row says."""
+    model = load_checkpoint(ckpt_dir, dtype=DTYPES[dtype_name])
+    if dtype_name in QUANTIZE:
+        quantize_model(model, QUANTIZE[dtype_name])
+    return model
 
 
 def time_litllm(model: GPT, prompt: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
@@ -217,7 +241,7 @@ def peak_memory(ckpt_dir: str, dtype_name: str, prompt: list[int], new_tokens: i
     """Run in a fresh process: the peak rise of resident memory over its level after loading the model, while
     generating at batch 1 (psutil's RSS sampled every millisecond)."""
     torch.set_num_threads(threads)
-    model = load_checkpoint(ckpt_dir, dtype=DTYPES[dtype_name])
+    model = load_row_model(ckpt_dir, dtype_name)
     gc.collect()
     return_freed_memory()  # so that generating cannot hide in what loading freed but kept
     process = psutil.Process()
@@ -277,7 +301,7 @@ def bench_dtype(
     dtype, n = DTYPES[dtype_name], args.new_tokens
     with torch.inference_mode(False):  # plain weights, as a user's load gives (inference tensors can't be packed)
         hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt_dir, dtype=dtype).eval()
-        model = load_checkpoint(ckpt_dir, dtype=dtype)
+        model = load_row_model(ckpt_dir, dtype_name)
     # no stopping on eos: both sides produce exactly new_tokens greedy tokens
     hf.generation_config.eos_token_id = None
     hf.generation_config.pad_token_id = 0
@@ -393,6 +417,35 @@ def format_batch_row(r: BatchRow) -> str:
     )
 
 
+LLAMA_NOTE: list[str] = []  # why llama.cpp was not compared, once
+
+
+def bench_llama_cpp(name: str, ckpt_dir: str, rows: list[Row], args: argparse.Namespace) -> list[tuple]:
+    """llama.cpp's batch-1 tokens/s on the same weights, for each of the model's eager litllm rows:
+    (model, dtype, llama.cpp tok/s or None, litllm tok/s, note). Nothing when llama.cpp is not built."""
+    import llamacpp_ref
+
+    found = llamacpp_ref.find(args.llama_cpp)
+    if found is None:
+        if not LLAMA_NOTE:
+            LLAMA_NOTE.append(llamacpp_ref.why_not(args.llama_cpp))
+        return []
+    out = []
+    for r in rows:
+        if r.model != name or r.dtype not in LLAMA_CPP_TYPES:
+            continue
+        try:
+            where = Path(tempfile.gettempdir()) / "litllm-bench-gguf" / name
+            gguf = found.convert(ckpt_dir, where, LLAMA_CPP_TYPES[r.dtype])
+            tps = found.bench(gguf, threads=args.threads, prompt_tokens=args.prompt_tokens,
+                              new_tokens=args.new_tokens, repeats=args.repeats)  # fmt: skip
+            out.append((name, r.dtype, tps, r.lit_tps, ""))
+        except (OSError, RuntimeError, ValueError) as err:  # a conversion llama.cpp refuses: say so, go on
+            out.append((name, r.dtype, None, r.lit_tps, f"llama.cpp failed: {str(err)[:80]}"))
+        print(f"  {name} {r.dtype} llama.cpp: {out[-1][2]}", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
@@ -406,10 +459,19 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="add rows with litllm's forward under torch.compile")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True, help="measure batch-1 peak memory")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--isa", choices=("auto", *isa.ISAS), default="auto",
+        help="run as on a CPU with only this instruction set (litllm.cpu.isa.run_as: litllm's kernels and torch's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--llama-cpp", metavar="DIR", default=None,
+        help="llama.cpp build to compare with (benchmarks/llamacpp_ref.py; default: $LITLLM_LLAMA_CPP or its cache)",
+    )  # fmt: skip
     args = p.parse_args()
     if min(args.new_tokens, args.prompt_tokens, args.repeats, *args.batches) < 1:
         p.error("--new-tokens, --prompt-tokens, --repeats and --batches must be >= 1")
 
+    isa.run_as(args.isa)
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -417,6 +479,7 @@ def main() -> None:
     bandwidth = 0.0
     rows: list[Row] = []
     batch_rows: list[BatchRow] = []
+    llama_rows: list[tuple[str, str, float | None, float, str]] = []
     for name in args.models:
         torch.manual_seed(args.seed)
         hf_config = MODELS[name]()
@@ -432,12 +495,17 @@ def main() -> None:
                 rows.extend(new_rows)
                 batch_rows.extend(new_batch_rows)
                 gc.collect()
+            llama_rows.extend(bench_llama_cpp(name, ckpt_dir, rows, args))
     bandwidth = max(bandwidth, read_bandwidth())
+    for r in rows:  # int8 against litllm's own bfloat16 on the same model
+        if r.dtype == "int8":
+            r.bf16_tps = next((b.lit_tps for b in rows if b.model == r.model and b.dtype == "bfloat16"), None)
 
     print(
-        f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads, "
-        f"read bandwidth {bandwidth / 1e9:.1f} GB/s; greedy, {args.new_tokens} new tokens per sequence, "
-        f"{args.stat} of {args.repeats} runs after one warm-up\n"
+        f"{cpu_model()} (litllm kernels: {isa.active()}, {'with' if cpu_gemm.dot_products() else 'no'} bfloat16 dot "
+        f"products; torch kernels: {torch.backends.cpu.get_cpu_capability()}); torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, {args.threads} threads, read bandwidth {bandwidth / 1e9:.1f} GB/s; "
+        f"greedy, {args.new_tokens} new tokens per sequence, {args.stat} of {args.repeats} runs after one warm-up\n"
     )
     print(f"Batch 1, {args.prompt_tokens}-token prompt")
     print(HEADER)
@@ -449,7 +517,25 @@ def main() -> None:
         print(BATCH_HEADER)
         for r in batch_rows:
             print(format_batch_row(r))
+    if llama_rows:
+        print(f"\nllama.cpp (llama-bench, batch 1, {args.prompt_tokens}-token prompt, {args.threads} threads)")
+        print(f"{'model':<12} | {'litllm dtype':<12} | {'llama.cpp type':<14} | {'llama.cpp tok/s':>15} | "
+              f"{'litllm tok/s':>12} | {'ratio':>5} | targets")  # fmt: skip
+        for model, dtype, tps, lit, note in llama_rows:
+            if tps is None:
+                print(f"{model:<12} | {dtype:<12} | {LLAMA_CPP_TYPES[dtype]:<14} | {'-':>15} | {lit:>12.1f} | "
+                      f"{'-':>5} | {note}")  # fmt: skip
+            else:
+                ok = "PASS" if lit / tps >= LLAMA_CPP_TARGET else "FAIL"
+                print(f"{model:<12} | {dtype:<12} | {LLAMA_CPP_TYPES[dtype]:<14} | {tps:>15.1f} | {lit:>12.1f} | "
+                      f"{lit / tps:>5.2f} | {ok}")  # fmt: skip
+    elif LLAMA_NOTE:
+        print(f"\nllama.cpp: not compared ({LLAMA_NOTE[0]})")
     print()
+    for model, dtype, tps, lit, _ in llama_rows:
+        if tps is not None:
+            print(f"{'PASS' if lit / tps >= LLAMA_CPP_TARGET else 'FAIL'} {model} {dtype} vs llama.cpp "
+                  f"{LLAMA_CPP_TYPES[dtype]}: litllm {lit / tps:.2f}x (target >= {LLAMA_CPP_TARGET}x)")  # fmt: skip
     for r in [*rows, *batch_rows]:
         table = f"batching table, batch {r.batch}" if isinstance(r, BatchRow) else "batch-1 table"
         where = f"{r.model} {r.dtype}, {table}"

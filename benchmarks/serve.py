@@ -128,7 +128,8 @@ def make_prompts(text: str, tokenizer: Tokenizer, count: int, length: int, seed:
 def engine_alone(checkpoint: Path, prompts: list[str], args: argparse.Namespace) -> Row:
     """`LLM.generate(..., stream=True)` on each prompt in turn, after one warm-up, in this process."""
     llm = LLM.load(checkpoint, device=args.accelerator)
-    llm.distribute(accelerator=args.accelerator, precision=args.precision)
+    precision = None if args.precision == "default" else args.precision
+    llm.distribute(accelerator=args.accelerator, precision=precision, quantize=args.quantize)
     list(llm.generate(prompts[0], max_new_tokens=args.max_tokens, temperature=0, stream=True))
     samples = []
     began = time.perf_counter()
@@ -149,7 +150,9 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         command = [sys.executable, "-m", "litllm.cli", "serve", str(checkpoint), "--port", str(self.port)]
-        command += ["--precision", args.precision, "--max_batch_size", str(args.max_batch_size)]
+        command += ["--max_batch_size", str(args.max_batch_size)]
+        command += [] if args.precision == "default" else ["--precision", args.precision]
+        command += ["--quantize", args.quantize] if args.quantize else []
         command += ["--accelerator", args.accelerator, "--models_root", str(tmp), "--runs_root", str(tmp / "runs")]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
         env.pop("LITLLM_API_KEY", None)
@@ -273,12 +276,24 @@ def main() -> None:
     p.add_argument("--requests-per-client", type=int, default=2, help="streaming requests each client sends in turn")
     p.add_argument("--max-tokens", type=int, default=128, help="tokens generated per request")
     p.add_argument("--prompt-tokens", type=int, default=32, help="length of each prompt, in tokens")
-    p.add_argument("--precision", choices=("bf16-true", "32-true"), default="bf16-true")
+    p.add_argument(
+        "--precision", choices=("bf16-true", "32-true", "default"), default="bf16-true",
+        help="the server's --precision (default: none given, the checkpoint's float32)",
+    )  # fmt: skip
+    p.add_argument("--quantize", choices=("int8",), default=None, help="the server's --quantize")
+    p.add_argument(
+        "--isa", choices=("auto", "avx512", "avx2", "generic"), default="auto",
+        help="run as on a CPU with only this instruction set (litllm.cpu.isa.run_as), the server too",
+    )  # fmt: skip
     p.add_argument("--max-batch-size", type=int, default=16, help="the server's --max_batch_size")
     p.add_argument("--accelerator", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the engine and the server")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    from litllm.cpu import isa
+    from litllm.cpu.kernels import cpu_model
+
+    isa.run_as(args.isa)
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="litllm-bench-serve-") as tmp:
@@ -301,7 +316,9 @@ def main() -> None:
             server.stop()
 
     print(
-        f"\npythia-160m (random weights), {args.precision}, {args.accelerator}, {args.threads} threads, "
+        f"\n{cpu_model()} (litllm kernels: {isa.active()}; torch: {torch.backends.cpu.get_cpu_capability()})\n"
+        f"pythia-160m (random weights), precision {args.precision}, quantize {args.quantize}, {args.accelerator}, "
+        f"{args.threads} threads, "
         f"max_batch_size {args.max_batch_size}, {args.prompt_tokens}-token prompts, {args.max_tokens} tokens "
         f"per request, {n} requests per client, torch {torch.__version__}"
     )

@@ -269,7 +269,9 @@ class LLM(torch.nn.Module):
                 "tensor_parallel" on the CPU: give their number).
             precision: "32-true", "bf16-true", "16-true" (the weights cast), "bf16-mixed", "16-mixed" (weights kept,
                 generation under autocast), or a dtype name.
-            quantize: Quantize the transformer layers with bitsandbytes: "bnb.nf4" or "bnb.int8".
+            quantize: "int8": int8 weights with a scale per output on litllm's CPU kernel (blocks and an untied head;
+                decoding reads a quarter of float32's bytes); "bnb.nf4" or "bnb.int8": the transformer layers with
+                bitsandbytes (CPU and GPU).
             generate_strategy: "sequential" spreads the layers over `devices` GPUs, one after the other, for a model
                 larger than one GPU. "tensor_parallel" splits every layer over `devices` processes, one per GPU (or,
                 with accelerator="cpu", CPU processes that share the cores), each holding 1/N of the heads and MLP

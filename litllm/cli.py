@@ -103,7 +103,7 @@ def generate(
         tokenizer_dir: Tokenizer folder (needed with --init random).
         device: cpu, cuda, cuda:1, ... (default: cuda if available).
         dtype: float32, bfloat16 or float16 (default: the checkpoint's).
-        quantize: bnb.nf4 or bnb.int8: quantize the transformer layers with bitsandbytes.
+        quantize: int8 (litllm's CPU kernel, fastest decoding on a CPU) or bnb.nf4, bnb.int8 (bitsandbytes).
     """
     if prompt is None:
         raise ValueError("--prompt is required: the text to continue")
@@ -151,7 +151,7 @@ def chat(
         tokenizer_dir: Tokenizer folder (needed with --init random).
         device: cpu, cuda, cuda:1, ... (default: cuda if available).
         dtype: float32, bfloat16 or float16 (default: the checkpoint's).
-        quantize: bnb.nf4 or bnb.int8: quantize the transformer layers with bitsandbytes.
+        quantize: int8 (litllm's CPU kernel, fastest decoding on a CPU) or bnb.nf4, bnb.int8 (bitsandbytes).
         prompt: Send this one message, print the reply and exit (-p).
     """
     from litllm.terminal_chat import run_chat
@@ -208,7 +208,7 @@ def serve(
         devices: Number of devices, one model copy each.
         num_gpus: The same as devices (nanochat's -n/--num-gpus).
         precision: 32-true, bf16-true or 16-true (default: the checkpoint's dtype).
-        quantize: bnb.nf4 or bnb.int8: quantize the transformer layers with bitsandbytes.
+        quantize: int8 (litllm's CPU kernel, fastest decoding on a CPU) or bnb.nf4, bnb.int8 (bitsandbytes).
         init: `pretrained` loads weights; `random` builds a named config with fresh weights.
         tokenizer_dir: Tokenizer folder (needed with --init random).
         max_seq_length: Longest prompt + reply a row holds (default: the model's context).

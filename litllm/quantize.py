@@ -1,7 +1,11 @@
-"""Weight-only quantization of a GPT's transformer layers with bitsandbytes layers (CPU and GPU).
+"""Weight-only quantization of a GPT's linear layers.
 
-Lightning's bitsandbytes precision plugin refuses the CPU, so the layers are swapped in directly. The embedding and
-the output head stay in full precision: they are a small share of a large model and the most sensitive to error.
+- "bnb.nf4", "bnb.int8": the transformer layers as bitsandbytes layers (CPU and GPU). Lightning's bitsandbytes
+  precision plugin refuses the CPU, so the layers are swapped in directly. The embedding and the output head stay in
+  full precision: they are a small share of a large model and the most sensitive to error.
+- "int8": litllm's own CPU kernel (`litllm.cpu.int8`): int8 weights with a float32 scale per output, widened in
+  registers, for decoding on memory-bound CPUs. The transformer layers and an output head not tied to the embedding
+  are quantized (the head is a large share of a small model's bytes a token); the embedding stays as it is.
 """
 
 from __future__ import annotations
@@ -9,13 +13,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-MODES = ("bnb.nf4", "bnb.int8")
+MODES = ("bnb.nf4", "bnb.int8", "int8")
 
 
 def quantize_model(model: nn.Module, mode: str) -> nn.Module:
-    """Replace every nn.Linear inside `model.h` (the blocks) by its bitsandbytes counterpart, in place."""
+    """Quantize `model` in place: every nn.Linear inside `model.h` (the blocks) by its bitsandbytes counterpart, or
+    for "int8" by litllm's `Int8Linear` (the untied output head too)."""
     if mode not in MODES:
         raise ValueError(f"quantize must be one of {', '.join(MODES)} (or None), got {mode!r}")
+    if mode == "int8":
+        from litllm.cpu.int8 import quantize_int8
+
+        return quantize_int8(model)
     import bitsandbytes as bnb  # only here: importing it is slow and prints notices
 
     for block in model.h:
@@ -46,8 +55,8 @@ def _quantized(bnb, linear: nn.Linear, mode: str) -> nn.Module:
 
 
 def is_quantized(model: nn.Module) -> bool:
-    """Whether any layer of `model` holds bitsandbytes-quantized weights."""
-    return any(type(m).__module__.startswith("bitsandbytes") for m in model.modules())
+    """Whether any layer of `model` holds quantized weights (bitsandbytes' or litllm's int8)."""
+    return any(type(m).__module__.startswith(("bitsandbytes", "litllm.cpu.int8")) for m in model.modules())
 
 
 def weight_bytes(model: nn.Module) -> int:

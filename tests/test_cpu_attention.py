@@ -15,7 +15,7 @@ import torch
 
 from litllm.config import Config
 from litllm.cpu import attention as cpu_attention
-from litllm.cpu import native
+from litllm.cpu import isa, native
 from litllm.cpu.attention import kv_cache_dtype
 from litllm.model import GPT
 
@@ -48,11 +48,13 @@ def cache_and_query(dtype, n_kv, hs, B=4, nh=4, S=29, capacity=40, seed=0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("n_kv", [4, 2, 1])
 @pytest.mark.parametrize("hs", [64, 24])
-def test_kernel_attends_like_torch_over_each_rows_key_range(dtype: torch.dtype, n_kv: int, hs: int) -> None:
+@pytest.mark.parametrize("path", isa.supported())  # each instruction-set build this CPU runs
+def test_kernel_attends_like_torch_over_each_rows_key_range(dtype: torch.dtype, n_kv: int, hs: int, path: str) -> None:
     q, k, v = cache_and_query(dtype, n_kv, hs)
     lo = torch.tensor([0, 0, 5, 28])  # whole prefix, a window, a single key
     hi = torch.tensor([29, 17, 13, 29])
-    got = cpu_attention.attend(q, k, v, lo, hi, hs**-0.5)
+    with isa.use(path):
+        got = cpu_attention.attend(q, k, v, lo, hi, hs**-0.5)
     assert got.dtype == torch.float32 and got.shape == q.shape
     torch.testing.assert_close(got, reference(q, k, v, lo, hi, hs**-0.5), atol=2e-6, rtol=1e-5)
     torch.testing.assert_close(got[3], v[3, :, 28:29].float().repeat_interleave(4 // n_kv, dim=0))

@@ -1,5 +1,6 @@
-"""litllm's float32 and bfloat16 CPU matrix kernel on tile-packed weights: it computes F.linear for any number of
-rows (with and without bias, into a column slice of a wider output), gives each row the same bits alone as in a
+"""litllm's CPU matrix kernel on tile-packed weights (float32, bfloat16, float16, and int8 with a scale per
+output), on every instruction-set build this CPU runs (avx512, avx2, generic): it computes F.linear for any number
+of rows (with and without bias, into a column slice of a wider output), gives each row the same bits alone as in a
 batch and on any number of threads, packs and unpacks exactly, refuses what it does not take, and can be switched
 off."""
 
@@ -16,19 +17,27 @@ import torch.nn.functional as F
 
 from litllm.config import Config
 from litllm.cpu import gemm as cpu_gemm
-from litllm.cpu import kernels
+from litllm.cpu import isa, kernels
 from litllm.cpu.packing import Linear, unshared_linears
 from litllm.inference.engine import Request, SamplingParams, Scheduler
 from litllm.model import GPT
 
-pytestmark = pytest.mark.skipif(not cpu_gemm.takes(torch.float32), reason="no C compiler, or no AVX-512")
+pytestmark = pytest.mark.skipif(not cpu_gemm.available(), reason="no C compiler")
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
-BF16 = pytest.param(
-    torch.bfloat16,
-    marks=pytest.mark.skipif(not cpu_gemm.takes(torch.bfloat16), reason="no bfloat16 dot products on this CPU"),
-)
-DTYPES = [torch.float32, BF16]
+@pytest.fixture(params=isa.supported())
+def path(request: pytest.FixtureRequest) -> str:
+    """Each instruction-set build this CPU runs, active for the test."""
+    with isa.use(request.param):
+        yield request.param
+
+
+def taken(dtype: torch.dtype) -> torch.dtype:
+    if not cpu_gemm.takes(dtype):
+        pytest.skip(f"{isa.active()} does not pack {dtype}")
+    return dtype
 
 
 def weight(n: int, k: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,20 +48,20 @@ def weight(n: int, k: int, seed: int = 0, dtype: torch.dtype = torch.float32) ->
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 9, 16, 17, 40, 300])  # every kernel width; 300 crosses a slab
 @pytest.mark.parametrize("n, k", [(16, 24), (80, 64), (96, 40), (768, 768), (256, 3072)])  # 5, 6 tiles: tails
-def test_linear_matches_f_linear_in_float64(rows: int, n: int, k: int, dtype: torch.dtype) -> None:
-    w, bias = weight(n, k, dtype=dtype)
+def test_linear_matches_f_linear_in_float64(rows: int, n: int, k: int, dtype: torch.dtype, path: str) -> None:
+    w, bias = weight(n, k, dtype=taken(dtype))
     x = torch.randn(rows, k, generator=torch.Generator().manual_seed(1)).to(dtype)
     tiles = cpu_gemm.pack(w)
     want = F.linear(x.double(), w.double(), bias.double())
-    # float32: summation error; bfloat16: the output's rounding (sums are kept in float32)
+    # float32: summation error; bfloat16, float16: the output's rounding (sums are kept in float32)
     atol, rtol = (2e-5 * k**0.5, 0) if dtype == torch.float32 else (1e-5 * k**0.5, 2**-8)
     torch.testing.assert_close(cpu_gemm.linear(x, tiles, bias).double(), want, rtol=rtol, atol=atol)
     torch.testing.assert_close(cpu_gemm.linear(x, tiles).double(), want - bias.double(), rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_each_row_gets_the_same_bits_alone_in_any_batch_and_on_any_threads(dtype: torch.dtype) -> None:
-    w, bias = weight(272, 200, dtype=dtype)  # 17 tiles: the threads' shares are not whole groups of tiles
+def test_each_row_gets_the_same_bits_alone_in_any_batch_and_on_any_threads(dtype: torch.dtype, path: str) -> None:
+    w, bias = weight(272, 200, dtype=taken(dtype))  # 17 tiles: the threads' shares are not whole groups of tiles
     tiles = cpu_gemm.pack(w)
     x = torch.randn(37, 200).to(dtype)
     batch = cpu_gemm.linear(x, tiles, bias)
@@ -68,7 +77,7 @@ def test_each_row_gets_the_same_bits_alone_in_any_batch_and_on_any_threads(dtype
         torch.set_num_threads(threads)
 
 
-def test_output_into_a_column_slice_leaves_the_other_columns() -> None:
+def test_output_into_a_column_slice_leaves_the_other_columns(path: str) -> None:
     w, bias = weight(32, 48)
     x = torch.randn(5, 48)
     out = torch.full((5, 96), 7.0)
@@ -77,7 +86,7 @@ def test_output_into_a_column_slice_leaves_the_other_columns() -> None:
     assert (out[:, :32] == 7).all() and (out[:, 64:] == 7).all()
 
 
-def test_strided_inputs_are_read_right() -> None:
+def test_strided_inputs_are_read_right(path: str) -> None:
     w, bias = weight(48, 40)
     x = torch.randn(40, 6).t()  # (6, 40), columns contiguous
     torch.testing.assert_close(cpu_gemm.linear(x, cpu_gemm.pack(w), bias), F.linear(x, w, bias), rtol=1e-5, atol=1e-5)
@@ -87,11 +96,11 @@ def test_strided_inputs_are_read_right() -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_pack_and_unpack_give_the_weight_back_exactly(dtype: torch.dtype) -> None:
-    w, _ = weight(64, 34, dtype=dtype)
+def test_pack_and_unpack_give_the_weight_back_exactly(dtype: torch.dtype, path: str) -> None:
+    w, _ = weight(64, 34, dtype=taken(dtype))
     tiles = cpu_gemm.pack(w)
     assert cpu_gemm.is_tiles(tiles) and cpu_gemm.in_features(tiles) == 34 and cpu_gemm.out_features(tiles) == 64
-    if dtype == torch.float32:
+    if dtype != torch.bfloat16:
         assert tiles.shape == (4, 34, 16) and torch.equal(tiles[1, 5], w[16:32, 5])  # tile 1: rows 16..31, a k a line
     else:
         assert tiles.shape == (4, 17, 16, 2) and torch.equal(tiles[1, 5], w[16:32, 10:12])  # a line: two k's
@@ -122,8 +131,8 @@ def test_linear_refuses_mismatched_inputs() -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_a_packed_linear_layer_runs_on_tiles_and_unpacks_exactly(dtype: torch.dtype) -> None:
-    layer = Linear(64, 96).to(dtype)
+def test_a_packed_linear_layer_runs_on_tiles_and_unpacks_exactly(dtype: torch.dtype, path: str) -> None:
+    layer = Linear(64, 96).to(taken(dtype))
     want_weight = layer.weight.detach().clone()
     x = torch.randn(3, 7, 64).to(dtype)
     with torch.no_grad():
@@ -154,12 +163,13 @@ def test_switched_off_weights_are_packed_for_onednn(tmp_path: Path) -> None:
     assert not list((tmp_path / "kernels").glob("cpu_gemm-*"))
 
 
-def test_kernels_pack_in_tiles_the_dtypes_the_kernel_takes() -> None:
-    assert [cpu_gemm.is_tiles(b) for b in kernels.pack(torch.zeros(32, 8))] == [True]
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        packed = kernels.pack(torch.zeros(32, 8, dtype=torch.bfloat16))
-        assert [cpu_gemm.is_tiles(b) for b in packed] == [cpu_gemm.takes(torch.bfloat16)]
-        assert kernels.in_features(packed) == 8
+def test_kernels_pack_in_tiles_the_dtypes_the_kernel_takes(path: str) -> None:
+    for dtype in DTYPES:
+        w = torch.zeros(32, 8, dtype=dtype)
+        assert kernels.can_pack(w) == cpu_gemm.takes(dtype)  # float16: F16C; oneDNN never takes it
+        if cpu_gemm.takes(dtype):
+            packed = kernels.pack(w)
+            assert [cpu_gemm.is_tiles(b) for b in packed] == [True] and kernels.in_features(packed) == 8
 
 
 def test_a_request_decodes_bit_for_bit_the_same_alone_and_in_a_batch() -> None:
@@ -178,3 +188,60 @@ def test_a_request_decodes_bit_for_bit_the_same_alone_and_in_a_batch() -> None:
     alone = [generate([p])[0] for p in prompts]
     assert all(cpu_gemm.is_tiles(m.current_pack()[0]) for m in unshared_linears(model))
     assert generate(prompts) == alone
+
+
+def int8_weight(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8), torch.rand(n, generator=g) * 0.01 + 1e-3
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 3, 5, 16, 17, 300])
+def test_int8_tiles_compute_the_scaled_product_row_by_row(rows: int, x_dtype: torch.dtype, path: str) -> None:
+    q, scale = int8_weight(96, 200)
+    bias = torch.randn(96).to(x_dtype)
+    x = torch.randn(rows, 200, generator=torch.Generator().manual_seed(1)).to(x_dtype)
+    tiles = cpu_gemm.pack(q)
+    assert tiles.dtype == torch.int8 and torch.equal(cpu_gemm.unpack(tiles), q)
+    got = cpu_gemm.linear(x, tiles, bias, scale=scale)
+    want = F.linear(x.double(), q.double() * scale.double()[:, None], bias.double())
+    assert got.dtype == x_dtype
+    rtol = 0 if x_dtype == torch.float32 else 2**-8  # bfloat16: the output's rounding
+    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=2e-5 * 200**0.5)
+    for r in range(min(rows, 5)):
+        assert torch.equal(cpu_gemm.linear(x[r : r + 1], tiles, bias, scale=scale), got[r : r + 1])
+
+
+def test_int8_tiles_need_their_scale_and_a_float_input() -> None:
+    q, scale = int8_weight(32, 8)
+    tiles = cpu_gemm.pack(q)
+    with pytest.raises(ValueError, match=r"float32 scale of shape \(32,\)"):
+        cpu_gemm.linear(torch.zeros(2, 8), tiles)
+    with pytest.raises(ValueError, match="torch.float32 or torch.bfloat16 x"):
+        cpu_gemm.linear(torch.zeros(2, 8, dtype=torch.float16), tiles, scale=scale)
+
+
+def test_an_unknown_isa_or_one_this_cpu_lacks_is_refused_naming_what_runs() -> None:
+    with pytest.raises(ValueError, match=r"LITLLM_CPU_ISA='sse9' is not .*: use avx512, avx2, generic or auto"):
+        isa.check("sse9")
+    for name in (n for n in isa.ISAS if n not in isa.supported()):
+        with pytest.raises(ValueError, match=f"this CPU lacks .*; it runs {', '.join(isa.supported())}"):
+            isa.check(name)
+
+
+FORCED = """
+from litllm.cpu import gemm, isa
+print(isa.active(), gemm.available(), gemm._library(isa.active()).isa())
+"""
+
+
+def test_the_environment_forces_a_build_and_each_build_is_its_own_library(tmp_path: Path) -> None:
+    for name in isa.supported():
+        environment = {**os.environ, "LITLLM_HOME": str(tmp_path), isa.SWITCH: name}
+        done = subprocess.run([sys.executable, "-c", FORCED], capture_output=True, text=True, env=environment)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [name, "True", str(isa.LEVEL[name])]
+    assert len(list((tmp_path / "kernels").glob("cpu_gemm-*.so"))) == len(isa.supported())
+    environment = {**os.environ, "LITLLM_HOME": str(tmp_path), isa.SWITCH: "bogus"}
+    done = subprocess.run([sys.executable, "-c", FORCED], capture_output=True, text=True, env=environment)
+    assert done.returncode != 0 and "LITLLM_CPU_ISA='bogus' is not an instruction set" in done.stderr

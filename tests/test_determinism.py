@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 from test_training import recipe as training_recipe
 
-from litllm.cpu import kernels, native
+from litllm.cpu import isa, kernels, native
 from litllm.cpu.packing import Linear
 
 TESTS = Path(__file__).parent
@@ -132,7 +132,8 @@ def test_the_rule_answers_alike_on_a_busy_machine(tmp_path: Path) -> None:
     with busy_cores():
         answers = {fresh_process_answer(tmp_path / "home")}
         for _ in range(5):  # decided afresh each time: nothing cached in this process
-            kernels.has_avx512.cache_clear()
+            isa.supported.cache_clear()
+            isa._from_environment.cache_clear()
             native.cpu_identity.cache_clear()
             answers.add(kernels.training_gemm_rule())
     assert answers == {quiet}

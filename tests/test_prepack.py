@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from litllm.config import Config
 from litllm.cpu import gemm as cpu_gemm
-from litllm.cpu import kernels
+from litllm.cpu import isa, kernels
 from litllm.cpu.packing import Linear, prepack, prepacked_bytes
 from litllm.inference import engine
 from litllm.inference.engine import Request, SamplingParams, Scheduler
@@ -34,17 +34,22 @@ def linears(m: GPT) -> list[Linear]:
     return [x for x in m.modules() if isinstance(x, Linear)]
 
 
+@pytest.mark.parametrize("path", isa.supported())
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-def test_packed_linear_matches_f_linear_for_any_number_of_rows(dtype: torch.dtype, tol: float) -> None:
-    layer = Linear(48, 40).to(dtype)
-    assert layer.prepack() == 48 * 40 * layer.weight.element_size()
-    for shape in [(2, 48), (3, 5, 48), (16, 1, 48), (200, 48)]:
-        x = torch.randn(shape, dtype=dtype)
-        with torch.no_grad():
-            got = layer(x)
-            want = F.linear(x.float(), layer.weight.float(), layer.bias.float())
-        assert got.shape == (*shape[:-1], 40) and got.dtype == dtype
-        torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+def test_packed_linear_matches_f_linear_for_any_number_of_rows(dtype: torch.dtype, tol: float, path: str) -> None:
+    with isa.use(path):
+        for n in (40, 48):  # 40 outputs: not whole tiles, oneDNN's layout where it takes the dtype
+            layer = Linear(48, n).to(dtype)
+            packs = kernels.can_pack(layer.weight)
+            assert layer.prepack() == packs * 48 * n * layer.weight.element_size()
+            assert packs or (n == 40 and not kernels.onednn_takes(dtype))
+            for shape in [(2, 48), (3, 5, 48), (16, 1, 48), (200, 48)]:
+                x = torch.randn(shape, dtype=dtype)
+                with torch.no_grad():
+                    got = layer(x)
+                    want = F.linear(x.float(), layer.weight.float(), layer.bias.float())
+                assert got.shape == (*shape[:-1], n) and got.dtype == dtype
+                torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
 
 
 def test_a_changed_weight_retires_its_packed_copy() -> None:
@@ -115,7 +120,8 @@ def test_scheduler_packs_when_the_packed_kernel_wins_and_the_tokens_do_not_chang
     assert prepacked_bytes(m) > 0
     assert all(x.released for x in linears(m))  # in place of the weights: no extra memory
     assert greedy(m, PROMPTS) == plain
-    assert kernels.chosen()[f"torch.float32, 1 row, packed, {torch.get_num_threads()} threads"] == "packed"
+    key = f"torch.float32, 1 row, packed, {torch.get_num_threads()} threads, {isa.active()}"
+    assert kernels.chosen()[key] == "packed"
 
 
 def test_scheduler_prepack_true_packs_and_false_never(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -184,16 +190,21 @@ def test_model_release_skips_a_head_tied_to_the_embedding() -> None:
     assert all(x.released for x in linears(m) if x is not m.lm_head)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("path", isa.supported())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("rows", [1, 5])
-def test_every_kernel_the_probe_may_pick_computes_f_linear(dtype: torch.dtype, rows: int) -> None:
+def test_every_kernel_the_probe_may_pick_computes_f_linear(dtype: torch.dtype, rows: int, path: str) -> None:
     torch.manual_seed(0)
-    w, b, x = torch.randn(24, 32, dtype=dtype), torch.randn(24, dtype=dtype), torch.randn(rows, 32, dtype=dtype)
+    w, b, x = torch.randn(32, 32, dtype=dtype), torch.randn(32, dtype=dtype), torch.randn(rows, 32, dtype=dtype)
     want = F.linear(x.float(), w.float(), b.float())
     tol = 1e-5 if dtype == torch.float32 else 3e-2
-    for kernel in ["linear", "onednn", "packed"] + (["mv"] if rows == 1 else []):
-        got = kernels.run(kernel, x, w, b, kernels.pack(w))
-        torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol, msg=kernel)
+    with isa.use(path):
+        candidates = kernels.unpacked_candidates(rows == 1, dtype) + ["packed"] * kernels.can_pack(w)
+        assert ("onednn" in candidates) == kernels.onednn_takes(dtype)
+        assert ("packed" in candidates) == (dtype != torch.float16 or path != "generic")
+        for kernel in candidates:
+            got = kernels.run(kernel, x, w, b, kernels.pack(w) if kernel == "packed" else None)
+            torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol, msg=kernel)
 
 
 def test_the_probe_picks_a_candidate_once_per_case(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ import functools
 
 import torch
 
-from litllm.cpu import native
+from litllm.cpu import isa, native
 
 DTYPES = {torch.float32: "attend_float32", torch.bfloat16: "attend_bfloat16"}
 
@@ -25,7 +25,7 @@ DTYPES = {torch.float32: "attend_float32", torch.bfloat16: "attend_bfloat16"}
 @torch.compiler.assume_constant_result  # a compiled graph asks once, while tracing
 def available() -> bool:
     """Whether the kernel is built (or builds now) and loads on this machine."""
-    return _library() is not None
+    return _library(isa.active()) is not None
 
 
 def kv_cache_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
@@ -76,7 +76,7 @@ def _run(
     qf = q.to(torch.float32).contiguous()
     lo, hi = lo.to(torch.int64).contiguous(), hi.to(torch.int64).contiguous()
     out = torch.empty(B, nh, 1, hs, dtype=torch.float32)
-    status = getattr(_library(), DTYPES[k.dtype])(
+    status = getattr(_library(isa.active()), DTYPES[k.dtype])(
         qf.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, nkv, nh // nkv, hs, S,
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         lo.data_ptr(), hi.data_ptr(), scale, cap, torch.get_num_threads(),
@@ -108,7 +108,7 @@ def store(cache: torch.Tensor, new: torch.Tensor, positions: torch.Tensor) -> bo
     if positions.shape != (B,):
         raise ValueError(f"one position per row expected, got positions of shape {tuple(positions.shape)} for {B} rows")
     size = cache.element_size()
-    status = _library().store(
+    status = _library(isa.active()).store(
         cache.data_ptr(), new.data_ptr(), B, nkv, hs * size, S,
         cache.stride(0) * size, cache.stride(1) * size, cache.stride(2) * size,
         new.stride(0) * size, new.stride(1) * size, positions.data_ptr(),
@@ -119,13 +119,14 @@ def store(cache: torch.Tensor, new: torch.Tensor, positions: torch.Tensor) -> bo
 
 
 @functools.cache
-def _library() -> ctypes.CDLL | None:
+def _library(name: str) -> ctypes.CDLL | None:
+    """The kernel built for instruction set `name` (`litllm.cpu.isa`), loaded."""
     lib = native.load(
         "attention.c",
         "LITLLM_CPU_ATTENTION",
         "CPU attention kernel",
         "decoding uses torch's slower one",
-        flags=tuple(native.REORDER_SUMS),
+        flags=(*isa.build_flags(name), *native.REORDER_SUMS),
     )
     if lib is None:
         return None

@@ -1,40 +1,89 @@
-/* Linear layers on the CPU: y = x W^T (+ bias) with W packed in tiles (litllm/cpu_gemm.py).
+/* Linear layers on the CPU: y = x W^T (+ bias) with W packed in tiles (litllm/cpu/gemm.py).
 
-   float32: W (N, K) is stored as N/16 tiles of (K, 16): tile b holds W's rows 16b..16b+15, transposed, so that each
-   k gives 16 consecutive outputs in one 64-byte line. bfloat16: tiles of (K/2, 16, 2), a line holding two k's of
-   the 16 outputs, the pairs that the processor's bfloat16 dot product (AVX512-BF16) takes. Either way a line is one
-   "step" of a tile, and x is copied, 16 rows at a time (8 for longer inputs), into (steps, 16) columns of 4-byte
-   units (a float, or a pair of bfloat16).
+   W (N, K) is stored as N/16 tiles; tile b holds W's rows 16b..16b+15, transposed, so that one "line" of the tile
+   gives 16 consecutive outputs: float32, float16 and int8 tiles are (K, 16), a line per k (64, 32 and 16 bytes);
+   bfloat16 tiles are (K/2, 16, 2), a 64-byte line holding two k's of the 16 outputs, the pairs that AVX512-BF16's
+   dot product takes. x is copied, a chunk of rows at a time, into (steps, rows) columns of 4-byte units: a float, or
+   for bfloat16 weights a pair of bfloat16 (float16 and bfloat16 activations of float16 and int8 weights are widened
+   to float as they are copied).
 
-   For each tile and group of 16 rows the kernel keeps the 16 x 16 float32 sums in registers and walks the steps
-   once: a line of W and 16 broadcasts of x feed 16 fused multiply-adds (or dot products). W is streamed from memory
-   once per 16 rows, prefetched far ahead, which is what a decoding step needs: oneDNN's prepacked kernel left
-   memory idle while it computed (~270 vs ~330 GFLOP/s in float32 at 16 rows here). With fewer rows, several tiles
-   are walked together so that enough independent sums are in flight. Every output is summed in the same order
-   whatever the number of rows, so a row's result does not depend on the rows computed with it.
+   For each tile and chunk of rows the kernel keeps the chunk's 16-wide float32 sums in registers and walks the
+   tile's lines once: a line of W, widened to float32 in registers where it is narrower (bfloat16 by a shift, float16
+   by F16C, int8 by sign extension), and a broadcast of x per row feed the fused multiply-adds. Weights stay in their
+   own dtype in memory, so a decoding step reads half (bfloat16, float16) or a quarter (int8) of float32's bytes.
+   int8 weights carry a float32 scale per output, applied to the finished sum. W is streamed from memory once per
+   step: the first chunk of rows reads a panel of tiles from memory, prefetched far ahead, and the other chunks find
+   it in the L2 cache. With fewer rows, several tiles are walked together so that enough independent sums are in
+   flight. Every output is summed in the same order whatever the number of rows and threads, so a row's result does
+   not depend on the rows computed with it.
 
+   One source, three builds (litllm/cpu/isa.py): AVX-512 (chunks of 16 rows, one register a 16-wide sum), AVX2 + FMA
+   + F16C (chunks of 4: a sum takes two of the 16 registers) and generic x86-64 (chunks of 2, no fused products).
    Work is split over the tiles with OpenMP, which resolves to the runtime torch has loaded. */
 
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __AVX512BF16__
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 #define TILE 16             /* outputs per tile */
-#define SLAB 256            /* rows of x copied at a time (a multiple of 16) */
+#define SLAB 256            /* rows of x copied at a time (a multiple of every chunk) */
 #define STEP_PIECE 128      /* steps of x copied per piece of work */
+#ifndef AHEAD_BYTES
 #define AHEAD_BYTES 8192    /* prefetch distance in W: 4-32 KiB ran alike on an AMD EPYC (Zen 5), 1 KiB was slower */
+#endif
+#ifndef PREFETCH_LOCALITY /* into every cache level (prefetcht0): on an Intel Xeon the non-temporal hint (0) read */
+#define PREFETCH_LOCALITY 3 /* 9 GB/s where this reads 26, as fast as the CPU streams; 1 (L2) read 22 */
+#endif
 #define PANEL_BYTES (512 * 1024) /* tiles walked by every chunk of rows in turn: they stay in the L2 cache */
 
-typedef float vec __attribute__((vector_size(64), aligned(4)));
+#if defined(__AVX512F__)
+#define ISA 2
+#define CHUNK 16 /* rows of x per pass over a panel when there are no more than this */
+#define CHUNK_MANY 8 /* ... and when there are more: two tiles at a time, fewer loads per product */
+static int width(int rows) { return rows > 8 ? 16 : rows > 4 ? 8 : rows > 2 ? 4 : rows; }
+static int together(int mr) { return mr == 16 ? 1 : mr == 8 ? 2 : 4; } /* tiles walked at once */
+#elif defined(__AVX2__)
+#define ISA 1
+#define CHUNK 4 /* 4 rows x 1 tile: 8 of the 16 registers hold sums, the rest the widened line and x */
+#define CHUNK_MANY 4
+static int width(int rows) { return rows > 2 ? 4 : rows; }
+static int together(int mr) { return mr == 4 ? 1 : mr == 2 ? 2 : 4; }
+#else
+#define ISA 0
+#define CHUNK 2
+#define CHUNK_MANY 2
+static int width(int rows) { return rows; }
+static int together(int mr) { return mr == 2 ? 1 : 2; }
+#endif
 
-static inline vec load(const void* p) {
+/* One register of sums: 16 floats (AVX-512), 8 (AVX2) or 4 (SSE); a tile's 16 outputs take PARTS of them. Sums are
+   declared in the register's own width, so that the compiler keeps them in registers (a 64-byte vector split in two
+   on AVX2 lived on the stack). */
+#if ISA == 2
+#define LANES 16
+#elif ISA == 1
+#define LANES 8
+#else
+#define LANES 4
+#endif
+#define PARTS (TILE / LANES)
+typedef float vec __attribute__((vector_size(LANES * 4), aligned(4)));
+typedef uint32_t uvec __attribute__((vector_size(LANES * 4), aligned(4)));
+
+static inline vec load(const void* p) { /* unaligned, one instruction (a memcpy went through the stack) */
+#if ISA == 2
+    return (vec)_mm512_loadu_ps(p);
+#elif ISA == 1
+    return (vec)_mm256_loadu_ps(p);
+#else
     vec v;
     memcpy(&v, p, sizeof v);
     return v;
+#endif
 }
 
 static inline float bits_to_float(uint32_t bits) {
@@ -43,15 +92,67 @@ static inline float bits_to_float(uint32_t bits) {
     return f;
 }
 
-/* acc + the products of one line of W with x: a float32 x broadcast over the line, or a pair of bfloat16 x's
-   against the line's pairs */
-static inline vec step_float32(vec acc, vec w, uint32_t x) { return acc + w * bits_to_float(x); }
+static inline float bfloat16_to_float(uint16_t x) { return bits_to_float((uint32_t)x << 16); }
 
-#ifdef __AVX512BF16__
-static inline vec step_bfloat16(vec acc, vec w, uint32_t x) {
-    return (vec)_mm512_dpbf16_ps((__m512)acc, (__m512bh)w, (__m512bh)_mm512_set1_epi32((int)x));
-}
+/* LANES float16 or int8 weights as floats */
+static inline vec widen_float16(const void* p) {
+#if ISA == 2
+    return (vec)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p));
+#elif ISA == 1
+    return (vec)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p));
+#else
+    vec v;
+    _Float16 h[LANES];
+    memcpy(h, p, sizeof h);
+    for (int i = 0; i < LANES; i++) v[i] = (float)h[i];
+    return v;
 #endif
+}
+
+static inline vec widen_int8(const void* p) {
+#if ISA == 2
+    return (vec)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)p)));
+#elif ISA == 1
+    return (vec)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p)));
+#else
+    vec v;
+    int8_t b[LANES];
+    memcpy(b, p, sizeof b);
+    for (int i = 0; i < LANES; i++) v[i] = (float)b[i];
+    return v;
+#endif
+}
+
+/* acc + the products of part `q` of one line of W (outputs q*LANES..) with one row's unit of x */
+static inline float unit_float(const uint32_t* x) { /* a load the broadcast reads from memory, not a register */
+    float f;
+    memcpy(&f, x, sizeof f);
+    return f;
+}
+
+static inline vec step_float32(vec acc, const char* w, int q, const uint32_t* x) {
+    return acc + load(w + q * LANES * 4) * unit_float(x);
+}
+
+static inline vec step_bfloat16(vec acc, const char* w, int q, const uint32_t* xp) {
+    uint32_t x = *xp;
+#if defined(__AVX512BF16__)
+    return (vec)_mm512_dpbf16_ps((__m512)acc, (__m512bh)load(w + q * 64), (__m512bh)_mm512_set1_epi32((int)x));
+#else /* the even k's are the low halves of the line's 4-byte units, the odd k's the high halves */
+    (void)x; /* x's pair comes widened, as two floats (BF16_WORDS) */
+    uvec bits = (uvec)load(w + q * LANES * 4);
+    acc += (vec)(bits << 16) * unit_float(xp);
+    return acc + (vec)(bits & 0xffff0000u) * unit_float(xp + 1);
+#endif
+}
+
+static inline vec step_float16(vec acc, const char* w, int q, const uint32_t* x) {
+    return acc + widen_float16(w + q * LANES * 2) * unit_float(x);
+}
+
+static inline vec step_int8(vec acc, const char* w, int q, const uint32_t* x) {
+    return acc + widen_int8(w + q * LANES) * unit_float(x);
+}
 
 static inline uint16_t float_to_bfloat16(float f) { /* round to nearest even, as torch does */
     uint32_t bits;
@@ -60,86 +161,134 @@ static inline uint16_t float_to_bfloat16(float f) { /* round to nearest even, as
     return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-static inline void store_float32(void* y, vec out, const void* bias, int64_t i) {
-    if (bias) out += load((const float*)bias + i);
-    memcpy(y, &out, sizeof out);
-}
+/* outputs i..i+LANES-1 of a row: the sums times the scales (int8), plus the bias, in y's dtype */
+enum out_type { OUT_FLOAT32, OUT_BFLOAT16, OUT_FLOAT16 };
 
-static inline void store_bfloat16(void* y, vec out, const void* bias, int64_t i) {
-    uint16_t values[TILE];
-    for (int n = 0; n < TILE; n++) {
-        float b = bias ? bits_to_float((uint32_t)((const uint16_t*)bias)[i + n] << 16) : 0.0f;
-        values[n] = float_to_bfloat16(out[n] + b);
+static inline void store(void* y, vec out, enum out_type type, const void* bias, const float* scale, int64_t i) {
+    if (scale) out *= load(scale + i);
+    if (type == OUT_FLOAT32) {
+        if (bias) out += load((const float*)bias + i);
+        memcpy(y, &out, sizeof out);
+        return;
+    }
+    uint16_t values[LANES];
+    for (int n = 0; n < LANES; n++) {
+        if (type == OUT_BFLOAT16) {
+            values[n] = float_to_bfloat16(out[n] + (bias ? bfloat16_to_float(((const uint16_t*)bias)[i + n]) : 0.0f));
+        } else {
+            _Float16 h = (_Float16)(out[n] + (bias ? (float)((const _Float16*)bias)[i + n] : 0.0f));
+            memcpy(values + n, &h, 2);
+        }
     }
     memcpy(y, values, sizeof values);
 }
 
-/* The outputs of `rows` (<= MR) rows and NR consecutive tiles: xt is (steps, MR) 4-byte units, w the first tile
-   (steps lines of 64 bytes), the others following it; y the first output, rows ldy elements apart. */
-#define MICRO(T, MR, NR, SIZE)                                                                                      \
-    static void micro_##T##_##MR##_##NR(const uint32_t* restrict xt, const char* restrict w, int64_t steps,        \
-                                        const void* bias, char* restrict y, int64_t ldy, int rows) {               \
-        vec acc[NR][MR];                                                                                            \
-        for (int i = 0; i < NR; i++)                                                                                \
-            for (int j = 0; j < MR; j++) acc[i][j] = (vec){0};                                                      \
-        for (int64_t s = 0; s < steps; s++) {                                                                       \
-            const uint32_t* xs = xt + s * MR;                                                                       \
-            for (int i = 0; i < NR; i++) {                                                                          \
-                const char* ws = w + (i * steps + s) * 64;                                                          \
-                __builtin_prefetch(ws + AHEAD_BYTES, 0, 0);                                                         \
-                vec wv = load(ws);                                                                                  \
-                for (int j = 0; j < MR; j++) acc[i][j] = step_##T(acc[i][j], wv, xs[j]);                            \
-            }                                                                                                       \
-        }                                                                                                           \
-        for (int i = 0; i < NR; i++)                                                                                \
-            for (int j = 0; j < rows; j++) store_##T(y + (j * ldy + i * TILE) * SIZE, acc[i][j], bias, i * TILE);   \
-    }
-
-#define MICROS(T, SIZE)                                                                                             \
-    MICRO(T, 16, 1, SIZE)                                                                                           \
-    MICRO(T, 8, 2, SIZE)                                                                                            \
-    MICRO(T, 8, 1, SIZE)                                                                                            \
-    MICRO(T, 4, 4, SIZE)                                                                                            \
-    MICRO(T, 4, 1, SIZE)                                                                                            \
-    MICRO(T, 2, 4, SIZE)                                                                                            \
-    MICRO(T, 2, 1, SIZE)                                                                                            \
-    MICRO(T, 1, 4, SIZE)                                                                                            \
-    MICRO(T, 1, 1, SIZE)
-MICROS(float32, 4)
-#ifdef __AVX512BF16__
-MICROS(bfloat16, 2)
-#endif
-
-typedef void (*micro_fn)(const uint32_t*, const char*, int64_t, const void*, char*, int64_t, int);
-
 struct kind {
-    int size;                   /* bytes of an element of x, W, bias and y */
-    micro_fn micro[17][5];      /* [rows width][tiles at once] */
+    int line;                  /* bytes of a line of W */
+    int x_size;                /* bytes of an element of x, bias and y */
+    int widen_x;               /* x is bfloat16 (1) or float16 (2) and is widened to float as it is copied */
+    int words;                 /* 4-byte words of xt per unit: 2 for a pair of bfloat16 widened to two floats */
+    enum out_type out;
 };
 
-#define KIND(T, SIZE)                                                                                               \
-    static struct kind T = {SIZE, {[16] = {[1] = micro_##T##_16_1},                                                 \
-                                   [8] = {[1] = micro_##T##_8_1, [2] = micro_##T##_8_2},                            \
-                                   [4] = {[1] = micro_##T##_4_1, [4] = micro_##T##_4_4},                            \
-                                   [2] = {[1] = micro_##T##_2_1, [4] = micro_##T##_2_4},                            \
-                                   [1] = {[1] = micro_##T##_1_1, [4] = micro_##T##_1_4}}};
-KIND(float32, 4)
-#ifdef __AVX512BF16__
-KIND(bfloat16, 2)
-#endif
+typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64_t, const void*, const float*, char*,
+                         int64_t, int);
 
-static int width(int rows) { return rows > 8 ? 16 : rows > 4 ? 8 : rows > 2 ? 4 : rows; }
-static int together(int mr) { return mr == 16 ? 1 : mr == 8 ? 2 : 4; } /* tiles walked at once */
+/* The outputs of `rows` (<= MR) rows and NR consecutive tiles: xt is (steps, MR) 4-byte units, w the first tile
+   (steps lines), the others following it; y the first output, rows ldy elements apart. */
+#define MICRO(T, MR, NR)                                                                                            \
+    static void micro_##T##_##MR##_##NR(const struct kind* k, const uint32_t* restrict xt, const char* restrict w, \
+                                        int64_t steps, const void* bias, const float* scale, char* restrict y,      \
+                                        int64_t ldy, int rows) {                                                    \
+        const int64_t line = LINE_##T;                                                                              \
+        vec acc[NR][MR][PARTS];                                                                                     \
+        for (int i = 0; i < NR; i++)                                                                                \
+            for (int j = 0; j < MR; j++)                                                                            \
+                for (int q = 0; q < PARTS; q++) acc[i][j][q] = (vec){0};                                            \
+        for (int64_t s = 0; s < steps; s++) {                                                                       \
+            const uint32_t* xs = xt + s * MR * WORDS_##T;                                                           \
+            _Pragma("GCC unroll 16") for (int i = 0; i < NR; i++) { /* unrolled: the sums stay in registers */  \
+                const char* ws = w + (i * steps + s) * line;                                                        \
+                if (line == 64 || (s * line) % 64 == 0) __builtin_prefetch(ws + AHEAD_BYTES, 0, PREFETCH_LOCALITY);                 \
+                _Pragma("GCC unroll 16") for (int j = 0; j < MR; j++)                                               \
+                    _Pragma("GCC unroll 16") for (int q = 0; q < PARTS; q++)                                        \
+                        acc[i][j][q] = step_##T(acc[i][j][q], ws, q, xs + j * WORDS_##T);                                    \
+            }                                                                                                       \
+        }                                                                                                           \
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; i++) /* j < MR, not rows: constant indices */         \
+            _Pragma("GCC unroll 16") for (int j = 0; j < MR; j++)                                                   \
+                _Pragma("GCC unroll 16") for (int q = 0; q < PARTS; q++) if (j < rows)                              \
+                    store(y + (j * ldy + i * TILE + q * LANES) * k->x_size, acc[i][j][q], k->out, bias, scale,       \
+                          i * TILE + q * LANES);                                                                    \
+    }
+
+#define LINE_float32 64 /* bytes of a line of W, as in `struct kind` (a constant in the inner loop) */
+#define LINE_bfloat16 64
+#define LINE_float16 32
+#define LINE_int8 16
+#if defined(__AVX512BF16__)
+#define BF16_WORDS 1 /* the pair as it is, for the dot product */
+#else
+#define BF16_WORDS 2 /* the pair widened to two floats once, as x is copied, not in every tile */
+#endif
+#define WORDS_float32 1
+#define WORDS_bfloat16 BF16_WORDS
+#define WORDS_float16 1
+#define WORDS_int8 1
+
+#if ISA == 2
+#define MICROS(T)                                                                                                   \
+    MICRO(T, 16, 1) MICRO(T, 8, 2) MICRO(T, 8, 1) MICRO(T, 4, 4) MICRO(T, 4, 1) MICRO(T, 2, 4) MICRO(T, 2, 1)       \
+    MICRO(T, 1, 4) MICRO(T, 1, 1)                                                                                   \
+    static const micro_fn micros_##T[17][5] = {                                                                     \
+        [16] = {[1] = micro_##T##_16_1}, [8] = {[1] = micro_##T##_8_1, [2] = micro_##T##_8_2},                      \
+        [4] = {[1] = micro_##T##_4_1, [4] = micro_##T##_4_4}, [2] = {[1] = micro_##T##_2_1, [4] = micro_##T##_2_4},  \
+        [1] = {[1] = micro_##T##_1_1, [4] = micro_##T##_1_4}};
+#elif ISA == 1
+#define MICROS(T)                                                                                                   \
+    MICRO(T, 4, 1) MICRO(T, 2, 2) MICRO(T, 2, 1) MICRO(T, 1, 4) MICRO(T, 1, 1)                                      \
+    static const micro_fn micros_##T[17][5] = {[4] = {[1] = micro_##T##_4_1},                                       \
+                                               [2] = {[1] = micro_##T##_2_1, [2] = micro_##T##_2_2},                \
+                                               [1] = {[1] = micro_##T##_1_1, [4] = micro_##T##_1_4}};
+#else
+#define MICROS(T)                                                                                                   \
+    MICRO(T, 2, 1) MICRO(T, 1, 2) MICRO(T, 1, 1)                                                                    \
+    static const micro_fn micros_##T[17][5] = {[2] = {[1] = micro_##T##_2_1},                                       \
+                                               [1] = {[1] = micro_##T##_1_1, [2] = micro_##T##_1_2}};
+#endif
+MICROS(float32)
+MICROS(bfloat16)
+MICROS(float16)
+MICROS(int8)
 
 /* Tiles b0..b1-1 for one chunk of rows (y: the chunk's first output row). */
-static void tiles(const struct kind* k, int rows, const uint32_t* xt, const char* w, int64_t steps, const char* bias,
-                  char* y, int64_t ldy, int64_t b0, int64_t b1) {
+static void tiles(const struct kind* k, const micro_fn (*micros)[5], int rows, const uint32_t* xt, const char* w,
+                  int64_t steps, const char* bias, const float* scale, char* y, int64_t ldy, int64_t b0, int64_t b1) {
     int mr = width(rows), nr = together(mr);
     for (int64_t b = b0; b < b1;) {
         int n = b1 - b >= nr ? nr : 1;
-        k->micro[mr][n](xt, w + b * steps * 64, steps, bias ? bias + b * TILE * k->size : NULL,
-                        y + b * TILE * k->size, ldy, rows);
+        micros[mr][n](k, xt, w + b * steps * k->line, steps, bias ? bias + b * TILE * k->x_size : NULL,
+                      scale ? scale + b * TILE : NULL, y + b * TILE * k->x_size, ldy, rows);
         b += n;
+    }
+}
+
+/* one unit of xt from x's element u (two elements for a pair of bfloat16) into dst's `words` words */
+static inline void unit(const struct kind* k, const char* row, int64_t u, uint32_t* dst) {
+    uint32_t bits;
+    if (k->widen_x == 1) {
+        dst[0] = (uint32_t)((const uint16_t*)row)[u] << 16;
+    } else if (k->widen_x == 2) {
+        float f = (float)((const _Float16*)row)[u];
+        memcpy(dst, &f, sizeof f);
+    } else {
+        memcpy(&bits, row + u * 4, 4);
+        if (k->words == 2) { /* a pair of bfloat16 as two floats */
+            dst[0] = bits << 16;
+            dst[1] = bits & 0xffff0000u;
+        } else {
+            dst[0] = bits;
+        }
     }
 }
 
@@ -147,15 +296,15 @@ static void tiles(const struct kind* k, int rows, const uint32_t* xt, const char
 static _Thread_local uint32_t* scratch = NULL;
 static _Thread_local size_t scratch_units = 0;
 
-/* y[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]) for m < M, n < N: x rows ldx elements apart, y rows ldy apart, W in
-   N/16 tiles of `steps` lines. Returns 0, or 1 when out of memory (nothing written). */
-static int linear(const struct kind* k, const char* x, int64_t ldx, const char* w, const char* bias, char* y,
-                  int64_t ldy, int64_t M, int64_t N, int64_t steps, int threads) {
-    /* rows of x per pass over a tile: 16 when there are no more (the weight streams from memory once), else 8,
-       with two tiles at a time (fewer loads per product; the weight comes from the L2 cache again) */
-    int64_t chunk = M > 16 ? 8 : 16;
+/* y[m, n] = sum_k x[m, k] w[n, k] (* scale[n]) (+ bias[n]) for m < M, n < N: x rows ldx elements apart, y rows ldy
+   apart, W in N/16 tiles of `steps` lines. Returns 0, or 1 when out of memory (nothing written). */
+static int linear(const struct kind* k, const micro_fn (*micros)[5], const char* x, int64_t ldx, const char* w,
+                  const char* bias, const float* scale, char* y, int64_t ldy, int64_t M, int64_t N, int64_t steps,
+                  int threads) {
+    /* rows of x per pass over a panel: CHUNK when there are no more (the weight streams from memory once) */
+    int64_t chunk = M > CHUNK ? CHUNK_MANY : CHUNK;
     int64_t slab = M < SLAB ? M : SLAB;
-    size_t need = (size_t)((slab + chunk - 1) / chunk) * chunk * steps;
+    size_t need = (size_t)((slab + chunk - 1) / chunk) * chunk * steps * k->words;
     if (need > scratch_units) {
         free(scratch);
         scratch = aligned_alloc(64, (need * sizeof(uint32_t) + 63) / 64 * 64);
@@ -164,28 +313,28 @@ static int linear(const struct kind* k, const char* x, int64_t ldx, const char* 
     }
     uint32_t* xt = scratch;
     int64_t nb = N / TILE;
-    int64_t panel = PANEL_BYTES / (steps * 64);
+    int64_t panel = PANEL_BYTES / (steps * k->line);
     panel = panel < 4 ? 4 : panel / 4 * 4;
     for (int64_t s = 0; s < M; s += SLAB) {
         int64_t rows = M - s < SLAB ? M - s : SLAB;
         int64_t chunks = (rows + chunk - 1) / chunk;
         #pragma omp parallel num_threads(threads)
         {
-            /* x's rows, 16 at a time, into (steps, width) columns, the columns past the last row zero; in pieces of
-               STEP_PIECE so that both threads share even a single chunk */
+            /* x's rows, a chunk at a time, into (steps, width) columns, the columns past the last row zero; in
+               pieces of STEP_PIECE so that both threads share even a single chunk */
             int64_t pieces = (steps + STEP_PIECE - 1) / STEP_PIECE;
             #pragma omp for schedule(static)
             for (int64_t i = 0; i < chunks * pieces; i++) {
                 int64_t c = i / pieces, s0 = i % pieces * STEP_PIECE;
                 int64_t s1 = s0 + STEP_PIECE < steps ? s0 + STEP_PIECE : steps;
                 int mr = rows - c * chunk < chunk ? (int)(rows - c * chunk) : chunk, wd = width(mr);
-                uint32_t* dst = xt + c * chunk * steps;
+                uint32_t* dst = xt + c * chunk * steps * k->words;
                 for (int j = 0; j < mr; j++) {
-                    const char* src = x + (s + c * chunk + j) * ldx * k->size;
-                    for (int64_t u = s0; u < s1; u++) memcpy(dst + u * wd + j, src + u * 4, 4);
+                    const char* src = x + (s + c * chunk + j) * ldx * k->x_size;
+                    for (int64_t u = s0; u < s1; u++) unit(k, src, u, dst + (u * wd + j) * k->words);
                 }
                 for (int j = mr; j < wd; j++)
-                    for (int64_t u = s0; u < s1; u++) dst[u * wd + j] = 0;
+                    for (int64_t u = s0; u < s1; u++) memset(dst + (u * wd + j) * k->words, 0, 4 * k->words);
             }
             int t = omp_get_thread_num(), nt = omp_get_num_threads();
             int64_t b0 = nb * t / nt / 4 * 4, b1 = t == nt - 1 ? nb : nb * (t + 1) / nt / 4 * 4;
@@ -193,8 +342,8 @@ static int linear(const struct kind* k, const char* x, int64_t ldx, const char* 
                 int64_t pe = p + panel < b1 ? p + panel : b1;
                 for (int64_t c = 0; c < chunks; c++) {
                     int mr = rows - c * chunk < chunk ? (int)(rows - c * chunk) : chunk;
-                    tiles(k, mr, xt + c * chunk * steps, w, steps, bias, y + (s + c * chunk) * ldy * k->size, ldy,
-                          p, pe);
+                    tiles(k, micros, mr, xt + c * chunk * steps * k->words, w, steps, bias, scale,
+                          y + (s + c * chunk) * ldy * k->x_size, ldy, p, pe);
                 }
             }
         }
@@ -202,34 +351,44 @@ static int linear(const struct kind* k, const char* x, int64_t ldx, const char* 
     return 0;
 }
 
+static const struct kind FLOAT32 = {64, 4, 0, 1, OUT_FLOAT32}, BFLOAT16 = {64, 2, 0, BF16_WORDS, OUT_BFLOAT16},
+                         FLOAT16 = {32, 2, 2, 1, OUT_FLOAT16}, INT8_FLOAT32 = {16, 4, 0, 1, OUT_FLOAT32},
+                         INT8_BFLOAT16 = {16, 2, 1, 1, OUT_BFLOAT16};
+
 /* float32 x (M, K), W in tiles of (K, 16), bias (N) or NULL, y (M, N) */
-int linear_float32(const float* x, int64_t ldx, const float* w, const float* bias, float* y, int64_t ldy, int64_t M,
+int linear_float32(const void* x, int64_t ldx, const void* w, const void* bias, void* y, int64_t ldy, int64_t M,
                    int64_t N, int64_t K, int threads) {
-    return linear(&float32, (const char*)x, ldx, (const char*)w, (const char*)bias, (char*)y, ldy, M, N, K, threads);
+    return linear(&FLOAT32, micros_float32, x, ldx, w, bias, NULL, y, ldy, M, N, K, threads);
 }
 
-/* bfloat16 x (M, K), W in tiles of (K/2, 16, 2), bias (N) or NULL, y (M, N); K even. Returns 2 where the processor
-   has no bfloat16 dot products (cpu_gemm.py then packs bfloat16 weights for oneDNN and never calls this). */
-int linear_bfloat16(const uint16_t* x, int64_t ldx, const uint16_t* w, const uint16_t* bias, uint16_t* y,
-                    int64_t ldy, int64_t M, int64_t N, int64_t K, int threads) {
-#ifdef __AVX512BF16__
-    return linear(&bfloat16, (const char*)x, ldx, (const char*)w, (const char*)bias, (char*)y, ldy, M, N, K / 2,
-                  threads);
-#else
-    (void)x, (void)ldx, (void)w, (void)bias, (void)y, (void)ldy, (void)M, (void)N, (void)K, (void)threads;
-    return 2;
-#endif
+/* bfloat16 x (M, K), W in tiles of (K/2, 16, 2), bias (N) or NULL, y (M, N); K even */
+int linear_bfloat16(const void* x, int64_t ldx, const void* w, const void* bias, void* y, int64_t ldy, int64_t M,
+                    int64_t N, int64_t K, int threads) {
+    return linear(&BFLOAT16, micros_bfloat16, x, ldx, w, bias, NULL, y, ldy, M, N, K / 2, threads);
 }
 
-/* Whether this build runs products of this kind (0: float32, 1: bfloat16) on the registers it was written for:
-   float32 needs AVX-512's 32 registers of 16 floats (with AVX2's 16 of 8 the sums would not fit), bfloat16 its
-   bfloat16 dot products too. Elsewhere cpu_gemm.py leaves the weights to oneDNN. */
-int native(int kind) {
+/* float16 x (M, K), W in tiles of (K, 16), bias (N) or NULL, y (M, N) */
+int linear_float16(const void* x, int64_t ldx, const void* w, const void* bias, void* y, int64_t ldy, int64_t M,
+                   int64_t N, int64_t K, int threads) {
+    return linear(&FLOAT16, micros_float16, x, ldx, w, bias, NULL, y, ldy, M, N, K, threads);
+}
+
+/* x (M, K) in float32 (x_bfloat16 = 0) or bfloat16 (1), int8 W in tiles of (K, 16) with a float32 scale per
+   output, bias (N, x's dtype) or NULL, y (M, N) in x's dtype */
+int linear_int8(const void* x, int64_t ldx, const void* w, const float* scale, const void* bias, void* y, int64_t ldy,
+                int64_t M, int64_t N, int64_t K, int threads, int x_bfloat16) {
+    const struct kind* k = x_bfloat16 ? &INT8_BFLOAT16 : &INT8_FLOAT32;
+    return linear(k, micros_int8, x, ldx, w, bias, scale, y, ldy, M, N, K, threads);
+}
+
+/* Which instruction set this build was compiled for: 2 AVX-512, 1 AVX2 + FMA + F16C, 0 generic x86-64. */
+int isa(void) { return ISA; }
+
+/* Whether this build multiplies bfloat16 pairs with the processor's bfloat16 dot products (else it widens them). */
+int bfloat16_dot_products(void) {
 #if defined(__AVX512BF16__)
-    return kind == 0 || kind == 1;
-#elif defined(__AVX512F__)
-    return kind == 0;
+    return 1;
 #else
-    return 0 * kind;
+    return 0;
 #endif
 }

@@ -1,15 +1,17 @@
 """Linear layers on the CPU by a small C kernel (`gemm.c`) on weights packed in tiles: the matrix products of
 decoding steps, which oneDNN's prepacked kernel ran below what memory can feed.
 
-A weight (N, K) is packed as N/16 tiles (`pack`); `linear` multiplies rows of activations by it, 16 rows per pass
-over the weight, prefetching far ahead. Measured on an AMD EPYC (Zen 5), 2 threads, pythia-160m's block shapes with
-the weights read from memory, against oneDNN's prepacked kernel: float32 1.16x at 1 row, 1.45x at 16 rows (~330
-GFLOP/s), 0.97x at 64-1024 rows (a prompt); bfloat16 1.14x at 1 row, 1.47x at 16, but 0.85x at 256 (oneDNN's
-blocking wins on long prompts). A row's result does not depend on the other rows (every output is summed in the
-same order), so batched decoding computes each row bit for bit as alone.
+A weight (N, K) is packed as N/16 tiles (`pack`); `linear` multiplies rows of activations by it, a chunk of rows per
+pass over the weight, prefetching far ahead. Weights stay in their dtype (float32, bfloat16, float16, or int8 with a
+scale per output: `litllm.quantize`'s "int8") and are widened to float32 in registers. Measured on an AMD EPYC (Zen
+5), 2 threads, pythia-160m's block shapes with the weights read from memory, against oneDNN's prepacked kernel:
+float32 1.16x at 1 row, 1.45x at 16 rows (~330 GFLOP/s), 0.97x at 64-1024 rows (a prompt); bfloat16 1.14x at 1 row,
+1.47x at 16, but 0.85x at 256 (oneDNN's blocking wins on long prompts). A row's result does not depend on the other
+rows (every output is summed in the same order), so batched decoding computes each row bit for bit as alone.
 
-Built on first use (`litllm.cpu.native`). float32 needs AVX-512 and bfloat16 its bfloat16 dot products too (`takes`);
-without them, without a compiler, or with `LITLLM_CPU_GEMM=0`, `litllm.cpu.kernels` packs weights for oneDNN instead.
+Built on first use for the active instruction set (`litllm.cpu.isa`: avx512, avx2 or generic; one library each, so
+that a test can run every path the CPU executes). Without a compiler, or with `LITLLM_CPU_GEMM=0`,
+`litllm.cpu.kernels` packs weights for oneDNN instead.
 """
 
 from __future__ import annotations
@@ -19,43 +21,49 @@ import functools
 
 import torch
 
-from litllm.cpu import native
+from litllm.cpu import isa, native
 
 TILE = 16  # outputs per tile
 
 
 @torch.compiler.assume_constant_result  # a compiled graph asks once, while tracing
 def available() -> bool:
-    """Whether the kernel is built (or builds now) and loads on this machine."""
-    return _library() is not None
+    """Whether the kernel is built (or builds now) and loads on this machine, for the active instruction set."""
+    return _library(isa.active()) is not None
 
 
 def takes(dtype: torch.dtype) -> bool:
-    """Whether weights of this dtype are packed in tiles here: float32 where the processor has AVX-512, bfloat16
-    where it also has bfloat16 dot products; elsewhere oneDNN's kernel is left to them."""
-    kind = {torch.float32: 0, torch.bfloat16: 1}.get(dtype)
-    return kind is not None and available() and bool(_library().native(kind))
+    """Whether weights of this dtype are packed in tiles here: float32 and bfloat16 on every build, float16 where
+    the instruction set converts it (F16C: avx2, avx512)."""
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16) or not available():
+        return False
+    return dtype != torch.float16 or isa.active() != "generic"
+
+
+def dot_products() -> bool:
+    """Whether bfloat16 weights are multiplied by the CPU's bfloat16 dot products (else widened by a shift)."""
+    return available() and bool(_library(isa.active()).bfloat16_dot_products())
 
 
 def supports(w: torch.Tensor) -> bool:
-    """Whether `pack` takes this weight: a 2-D CPU tensor of a dtype the kernel `takes`, with rows a multiple of
-    TILE (and for bfloat16 an even number of columns)."""
+    """Whether `pack` takes this weight: a 2-D CPU tensor of a dtype the kernel `takes` (or int8, see `pack_int8`),
+    with rows a multiple of TILE (and for bfloat16 an even number of columns)."""
     return (
         w.device.type == "cpu"
         and w.dim() == 2
         and w.shape[0] % TILE == 0
         and (w.dtype != torch.bfloat16 or w.shape[1] % 2 == 0)
-        and takes(w.dtype)
+        and (takes(w.dtype) or (w.dtype == torch.int8 and available()))
     )
 
 
 def pack(w: torch.Tensor) -> torch.Tensor:
-    """w (N, K) as N/TILE tiles of its rows TILE*b..TILE*b+TILE-1: float32 (K, TILE), transposed; bfloat16
-    (K/2, TILE, 2), pairs of consecutive columns side by side."""
+    """w (N, K) as N/TILE tiles of its rows TILE*b..TILE*b+TILE-1: (K, TILE), transposed; bfloat16 (K/2, TILE, 2),
+    pairs of consecutive columns side by side."""
     if not supports(w):
         raise ValueError(
-            f"cpu_gemm packs 2-D float32 (or bfloat16, with an even number of columns) CPU weights with rows a "
-            f"multiple of {TILE}, got {w.dtype} {tuple(w.shape)}"
+            f"cpu_gemm packs 2-D float32, float16, int8 (or bfloat16, with an even number of columns) CPU weights "
+            f"with rows a multiple of {TILE}, got {w.dtype} {tuple(w.shape)}"
         )
     n, k = w.shape
     if w.dtype == torch.bfloat16:
@@ -84,15 +92,32 @@ def unpack(tiles: torch.Tensor) -> torch.Tensor:
     return rows.reshape(out_features(tiles), in_features(tiles))
 
 
+ACTIVATIONS = {torch.int8: (torch.float32, torch.bfloat16)}  # x's dtypes for weights not of their own dtype
+
+
 def linear(
-    x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
+    x: torch.Tensor,
+    tiles: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """x (M, K) @ W^T (+ bias) for W packed in `tiles`, all of W's dtype, into `out` (M, N) if given (rows of it may
-    be strided, as a column slice of a wider output is), else a new tensor."""
+    """x (M, K) @ W^T (+ bias) for W packed in `tiles`, into `out` (M, N) if given (rows of it may be strided, as a
+    column slice of a wider output is), else a new tensor. x, bias and out are of W's dtype; for int8 tiles, of
+    float32 or bfloat16, with `scale` (N,) float32 multiplying each output's sum."""
     m, k = x.shape
-    n, dtype = out_features(tiles), tiles.dtype
-    if x.dtype != dtype or k != in_features(tiles) or not tiles.is_contiguous():
-        raise ValueError(f"cpu_gemm.linear: {dtype} x (M, {in_features(tiles)}) expected, got {x.dtype} {(m, k)}")
+    n, dtype = out_features(tiles), x.dtype
+    if (
+        dtype not in ACTIVATIONS.get(tiles.dtype, (tiles.dtype,))
+        or k != in_features(tiles)
+        or not tiles.is_contiguous()
+    ):
+        wanted = " or ".join(str(d) for d in ACTIVATIONS.get(tiles.dtype, (tiles.dtype,)))
+        raise ValueError(f"cpu_gemm.linear: {wanted} x (M, {in_features(tiles)}) expected, got {x.dtype} {(m, k)}")
+    if tiles.dtype == torch.int8:
+        if scale is None or scale.shape != (n,) or scale.dtype != torch.float32:
+            raise ValueError(f"cpu_gemm.linear: int8 tiles need a float32 scale of shape ({n},)")
+        scale = scale.contiguous()
     if x.stride(1) != 1:
         x = x.contiguous()
     if bias is not None:
@@ -105,28 +130,38 @@ def linear(
         raise ValueError(f"cpu_gemm.linear: out must be {dtype} ({m}, {n}) with contiguous rows")
     if m == 0:
         return out
-    kernel = _library().linear_bfloat16 if dtype == torch.bfloat16 else _library().linear_float32
-    status = kernel(
-        x.data_ptr(), x.stride(0), tiles.data_ptr(), 0 if bias is None else bias.data_ptr(),
-        out.data_ptr(), out.stride(0), m, n, k, torch.get_num_threads(),
-    )  # fmt: skip
+    lib = _library(isa.active())
+    args = (x.data_ptr(), x.stride(0), tiles.data_ptr())
+    rest = (0 if bias is None else bias.data_ptr(), out.data_ptr(), out.stride(0), m, n, k, torch.get_num_threads())
+    if tiles.dtype == torch.int8:
+        status = lib.linear_int8(*args, scale.data_ptr(), *rest, int(dtype == torch.bfloat16))
+    else:
+        status = getattr(lib, KERNELS[dtype])(*args, *rest)
     if status:
         raise MemoryError("cpu_gemm: out of memory for the activations' copy")
     return out
 
 
+KERNELS = {torch.float32: "linear_float32", torch.bfloat16: "linear_bfloat16", torch.float16: "linear_float16"}
+
+
 @functools.cache
-def _library() -> ctypes.CDLL | None:
+def _library(name: str) -> ctypes.CDLL | None:
+    """The kernel built for instruction set `name`, loaded (None without a compiler or with LITLLM_CPU_GEMM=0)."""
     # sums are not reordered (no REORDER_SUMS), so that every row's are the same whatever the kernel's width;
     # multiply-adds are fused, as every width does
-    flags = ("-ffp-contract=fast",)
+    flags = (*isa.build_flags(name), "-ffp-contract=fast")
     lib = native.load("gemm.c", "LITLLM_CPU_GEMM", "CPU matrix kernel", "linear layers use oneDNN's", flags)
     if lib is None:
         return None
-    pointer, i64 = ctypes.c_void_p, ctypes.c_int64
-    for kernel in (lib.linear_float32, lib.linear_bfloat16):
-        kernel.restype = ctypes.c_int
-        kernel.argtypes = [pointer, i64, pointer, pointer, pointer, i64, i64, i64, i64, ctypes.c_int]
-    lib.native.restype = ctypes.c_int
-    lib.native.argtypes = [ctypes.c_int]
+    if lib.isa() != isa.LEVEL[name]:
+        raise OSError(f"cpu_gemm: the {name} build reports instruction set level {lib.isa()}")
+    pointer, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for kernel in KERNELS.values():
+        fn = getattr(lib, kernel)
+        fn.restype = i32
+        fn.argtypes = [pointer, i64, pointer, pointer, pointer, i64, i64, i64, i64, i32]
+    lib.linear_int8.restype = i32
+    lib.linear_int8.argtypes = [pointer, i64, pointer, pointer, pointer, pointer, i64, i64, i64, i64, i32, i32]
+    lib.isa.restype = lib.bfloat16_dot_products.restype = i32
     return lib

@@ -28,7 +28,6 @@ same bits as each other, so a logged validation loss would otherwise depend on t
 """
 
 import contextlib
-import functools
 import os
 import threading
 import time
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from litllm.cpu import gemm as cpu_gemm
+from litllm.cpu import isa
 from litllm.cpu.memory import return_freed_memory
 from litllm.cpu.native import cpu_identity
 
@@ -49,18 +49,30 @@ PROBE_ROWS = 8  # rows of the several-rows probe: a batched decode step
 _chosen: dict[tuple, str] = {}
 
 
-def onednn_applies(w: torch.Tensor) -> bool:
-    """Whether oneDNN takes this weight here: a plain float32 or (where the CPU has it) bfloat16 CPU tensor."""
-    if w.device.type != "cpu" or w.layout != torch.strided or not torch.backends.mkldnn.is_available():
-        return False
-    if type(w) not in (torch.Tensor, torch.nn.Parameter):
+def plain(w: torch.Tensor) -> bool:
+    """Whether the kernels here take this weight at all: a plain float32, bfloat16 or float16 CPU tensor."""
+    if w.device.type != "cpu" or w.layout != torch.strided or type(w) not in (torch.Tensor, torch.nn.Parameter):
         return False  # quantized or otherwise wrapped weights keep their own kernels
-    return w.dtype == torch.float32 or (w.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return w.dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+
+def onednn_takes(dtype: torch.dtype) -> bool:
+    """Whether oneDNN multiplies this dtype here: float32, and bfloat16 where it is native (`isa.native_bfloat16`;
+    on AVX2 oneDNN's bfloat16 path is a slow reference one, or refuses)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and isa.native_bfloat16())
+
+
+def onednn_applies(w: torch.Tensor) -> bool:
+    """Whether oneDNN takes this weight here: a plain CPU tensor of a dtype it multiplies (`onednn_takes`)."""
+    return plain(w) and onednn_takes(w.dtype)
 
 
 def can_pack(w: torch.Tensor) -> bool:
-    """Whether `pack` takes this weight: oneDNN does, and it has the version counter that tells a stale copy."""
-    return onednn_applies(w) and not w.is_inference()
+    """Whether `pack` takes this weight: litllm's kernel (`cpu_gemm`) or oneDNN does, and it has the version
+    counter that tells a stale copy."""
+    return plain(w) and (cpu_gemm.supports(w) or onednn_applies(w)) and not w.is_inference()
 
 
 PACK_BLOCK_BYTES = 16 * 2**20  # a weight larger than this (an output head) is packed in blocks of rows
@@ -118,7 +130,7 @@ def in_features(w: torch.Tensor | Packed) -> int:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packed: Packed | None) -> torch.Tensor:
     """`F.linear(x, weight, bias)` on the CPU without autograd, by the kernel this machine runs fastest."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if rows == 0 or x.dtype != weight.dtype or not onednn_applies(weight):
+    if rows == 0 or x.dtype != weight.dtype or not plain(weight):
         return F.linear(x, weight, bias)
     if fixed_kernels():  # a training run's evaluation: the training rule, never a timed choice
         return run_nd("onednn" if train_with_onednn(x, weight) else "linear", x, weight, bias, None)
@@ -178,7 +190,7 @@ def run_packed(x: torch.Tensor, packed: Packed, bias: torch.Tensor | None) -> to
 def choose(dtype: torch.dtype, one_row: bool, packed: bool) -> str:
     """The fastest kernel for this case: as recorded by `record` (a model timed on its own weights), else timed on
     synthetic weights on the first call of the process."""
-    key = (dtype, one_row, packed, torch.get_num_threads())
+    key = (dtype, one_row, packed, torch.get_num_threads(), isa.active())
     if key not in _chosen:
         _chosen[key] = fastest(dtype, one_row, packed)
     return _chosen[key]
@@ -186,11 +198,12 @@ def choose(dtype: torch.dtype, one_row: bool, packed: bool) -> str:
 
 def record(dtype: torch.dtype, one_row: bool, packed: bool, kernel: str) -> None:
     """Make `kernel` the choice for this case from now on in this process."""
-    _chosen[(dtype, one_row, packed, torch.get_num_threads())] = kernel
+    _chosen[(dtype, one_row, packed, torch.get_num_threads(), isa.active())] = kernel
 
 
-def unpacked_candidates(one_row: bool) -> list[str]:
-    return ["linear", "onednn"] + ["mv"] * one_row
+def unpacked_candidates(one_row: bool, dtype: torch.dtype) -> list[str]:
+    """The kernels an unpacked weight of this dtype may run on here."""
+    return ["linear"] + ["onednn"] * onednn_takes(dtype) + ["mv"] * one_row
 
 
 @torch.compiler.disable  # timed eagerly, also when first reached from inside a compiled region
@@ -201,9 +214,9 @@ def fastest(dtype: torch.dtype, one_row: bool, packed: bool) -> str:
     count = max(2, PROBE_BYTES // (out * inp * torch.empty((), dtype=dtype).element_size()))
     weights = [torch.full(PROBE_SHAPE, 0.01, dtype=dtype) for _ in range(count)]
     rows = 1 if one_row else PROBE_ROWS
-    seconds = {kernel: seconds_per_pass(kernel, rows, weights) for kernel in unpacked_candidates(one_row)}
+    seconds = {kernel: seconds_per_pass(kernel, rows, weights) for kernel in unpacked_candidates(one_row, dtype)}
     packs = []
-    if packed:
+    if packed and can_pack(weights[0]):
         while weights:  # one copy at a time: the probe never holds more than PROBE_BYTES
             packs.append(pack(weights.pop()))
         seconds["packed"] = seconds_per_pass("packed", rows, packs)
@@ -264,10 +277,9 @@ def training_gemm_rule() -> str:
     return "onednn" if has_avx512() and torch.backends.mkldnn.is_available() else "linear"
 
 
-@functools.cache
 def has_avx512() -> bool:
-    """Whether this CPU has AVX-512 (its flags list avx512f)."""
-    return "avx512f" in cpu_identity().split()
+    """Whether the kernels run the avx512 path here (the CPU has AVX-512 and LITLLM_CPU_ISA does not ask for less)."""
+    return isa.active() == "avx512"
 
 
 def cpu_model() -> str:
@@ -376,5 +388,6 @@ def chosen() -> dict[str, str]:
 
 
 def describe(key: tuple) -> str:
-    dtype, one_row, packed, threads = key
-    return f"{dtype}, {'1 row' if one_row else 'rows'}, {'packed' if packed else 'unpacked'}, {threads} threads"
+    dtype, one_row, packed, threads, isa_name = key
+    rows, layout = "1 row" if one_row else "rows", "packed" if packed else "unpacked"
+    return f"{dtype}, {rows}, {layout}, {threads} threads, {isa_name}"

@@ -1,10 +1,11 @@
 """Small C kernels compiled on first use: `load("attention.c", switch="LITLLM_CPU_ATTENTION", ...)`.
 
-Each source next to this file is built with the system's C compiler (`$CC`, else `cc`) for this CPU
-(`-march=native`), with OpenMP, into `$LITLLM_HOME/kernels/<stem>-<hash>.so`, once per source, compiler and CPU, and
-loaded with ctypes. OpenMP resolves to the runtime torch has already loaded, so the kernels share its threads.
-Without a compiler, on a platform other than Linux, or with the kernel's switch set to 0, `load` returns None and
-the caller keeps torch's way.
+Each source next to this file is built with the system's C compiler (`$CC`, else `cc`) for an instruction set
+(`litllm.cpu.isa`: the best this CPU runs, or `LITLLM_CPU_ISA`'s), with OpenMP, into
+`$LITLLM_HOME/kernels/<stem>-<hash>.so`, once per source, compiler, flags and CPU, and loaded with ctypes. OpenMP
+resolves to the runtime torch has already loaded, so the kernels share its threads. Without a compiler, on a
+platform other than Linux, or with the kernel's switch set to 0, `load` returns None and the caller keeps torch's
+way.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from litllm.paths import atomic_path, litllm_home
 
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
+FLAGS = ["-O3", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
 REORDER_SUMS = ["-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
 # lets the compiler vectorize a dot product's sum (-fassociative-math needs the other two); -ffast-math is left out:
 # it would assume no infinities
@@ -30,9 +31,9 @@ _build_lock = threading.Lock()
 
 
 def load(source: str, switch: str, what: str, fallback: str, flags: tuple[str, ...] = ()) -> ctypes.CDLL | None:
-    """The library built from `source` (a file next to this module) with FLAGS and `flags`, or None if the
-    environment variable `switch` is 0 or it cannot be built; then one warning says so: "could not build its {what}
-    ({error}); {fallback}"."""
+    """The library built from `source` (a file next to this module) with FLAGS and `flags` (those of an instruction
+    set among them: `litllm.cpu.isa.build_flags`), or None if the environment variable `switch` is 0 or it cannot be
+    built; then one warning says so: "could not build its {what} ({error}); {fallback}"."""
     if os.environ.get(switch, "1") == "0" or not sys.platform.startswith("linux"):
         return None
     try:

@@ -191,7 +191,7 @@ def pack_if_faster(model: GPT, one_row: bool, force: bool = False) -> bool:
         model.lm_head.prepack(release=True)
         memory.return_freed_memory()
     weights = [m.weight.detach() for m in sample]
-    seconds = {k: kernels.seconds_per_pass(k, rows, weights) for k in kernels.unpacked_candidates(one_row)}
+    seconds = {k: kernels.seconds_per_pass(k, rows, weights) for k in kernels.unpacked_candidates(one_row, dtype)}
     best = min(seconds, key=seconds.get)
     del weights  # they would keep the released weights' memory alive
     prepack(model, release=True)

@@ -68,7 +68,9 @@ def quiet_library_warnings() -> None:
 
 
 def cpu_supports_bf16() -> bool:
-    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    from litllm.cpu import isa
+
+    return isa.native_bfloat16()
 
 
 def default_precision() -> str:
