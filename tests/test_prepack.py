@@ -311,3 +311,13 @@ def test_releasing_a_large_weight_never_holds_it_twice() -> None:
 
     out = subprocess.run([sys.executable, "-c", RELEASE_PEAK], capture_output=True, text=True, check=True).stdout
     assert int(out) < 48  # packed in 16 MiB blocks, each block's dense pages handed back: not +128 MiB
+
+
+def test_unpacking_blocks_empties_the_list_as_it_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each block goes as its rows are copied: a large head is never held as blocks, dense copies and the whole."""
+    monkeypatch.setattr(kernels, "PACK_BLOCK_BYTES", 16 * 40 * 4)
+    w = torch.randn(64, 40)
+    blocks = list(kernels.pack(w))
+    assert len(blocks) == 4
+    assert torch.equal(kernels.unpacked(blocks), w) and blocks == []
+    assert torch.equal(kernels.unpacked(kernels.pack(w)), w)  # a tuple is left as it is

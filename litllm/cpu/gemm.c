@@ -3,9 +3,9 @@
    W (N, K) is stored as N/16 tiles; tile b holds W's rows 16b..16b+15, transposed, so that one "line" of the tile
    gives 16 consecutive outputs: float32, float16 and int8 tiles are (K, 16), a line per k (64, 32 and 16 bytes);
    bfloat16 tiles are (K/2, 16, 2), a 64-byte line holding two k's of the 16 outputs, the pairs that AVX512-BF16's
-   dot product takes. x is copied, a chunk of rows at a time, into (steps, rows) columns of 4-byte units: a float, or
-   for bfloat16 weights a pair of bfloat16 (float16 and bfloat16 activations of float16 and int8 weights are widened
-   to float as they are copied).
+   dot product takes. x is copied, a chunk of rows at a time, into (steps, rows) columns of units: a float; for
+   bfloat16 weights a pair of bfloat16 as it is (for the dot product) or widened to two floats (without it); float16
+   and bfloat16 activations of float16 and int8 weights are widened to floats as they are copied.
 
    For each tile and chunk of rows the kernel keeps the chunk's 16-wide float32 sums in registers and walks the
    tile's lines once: a line of W, widened to float32 in registers where it is narrower (bfloat16 by a shift, float16
@@ -19,6 +19,7 @@
 
    One source, three builds (litllm/cpu/isa.py): AVX-512 (chunks of 16 rows, one register a 16-wide sum), AVX2 + FMA
    + F16C (chunks of 4: a sum takes two of the 16 registers) and generic x86-64 (chunks of 2, no fused products).
+   Prefetches go into every cache level: on an Intel Xeon the non-temporal hint read a third of the bandwidth.
    Work is split over the tiles with OpenMP, which resolves to the runtime torch has loaded. */
 
 #include <omp.h>

@@ -83,12 +83,12 @@ def check(name: str) -> str:
 def active() -> str:
     """The ISA the kernels are built for in this process: `use`'s, else `LITLLM_CPU_ISA`'s (auto or unset: the best
     this CPU runs)."""
-    return _forced or _from_environment(os.environ.get(SWITCH, ""))
+    return _forced or _from_environment()
 
 
-@functools.cache
-def _from_environment(value: str) -> str:
-    value = value.strip().lower()
+@functools.cache  # read once: decoding asks for every linear layer
+def _from_environment() -> str:
+    value = os.environ.get(SWITCH, "").strip().lower()
     return supported()[0] if value in ("", "auto") else check(value)
 
 

@@ -63,8 +63,10 @@ class Linear(nn.Linear):
     def unpack(self) -> None:
         """Drop the packed copy, first giving a released weight its storage and values back from it."""
         if self.released and self.current_pack() is not None:
+            blocks = list(self.packed[0])
+            self.packed = None  # the blocks' only references are now in `blocks`, which `unpacked` empties
             with torch.inference_mode(False):  # a plain tensor again, even when unpacked while generating
-                self.weight.data = kernels.unpacked(self.packed[0])
+                self.weight.data = kernels.unpacked(blocks)
         self.packed = None
         self.released = False
 
@@ -152,6 +154,7 @@ def prepack(model: nn.Module, enabled: bool = True, release: bool = False) -> in
     if not enabled:
         for m in linears:
             m.unpack()
+            memory.return_freed_memory()  # layer by layer: the packed copies' memory goes back as they are freed
         return 0
     if not release:
         return sum(m.prepack() for m in linears)
