@@ -262,7 +262,8 @@ def test_the_server_returns_logprobs_when_asked(server: Server, llm: LLM) -> Non
     status, reply = server.request("POST", "/v1/completions", {"prompt": "def", "max_tokens": 3, "logprobs": True})
     assert status == 200, reply
     got = reply["choices"][0]["logprobs"]
-    assert len(got["tokens"]) == len(got["token_logprobs"]) == len(got["text_offset"]) == 3
+    made = reply["usage"]["completion_tokens"]  # up to 3: the random model may end at its EOS
+    assert 1 <= made <= 3 and len(got["tokens"]) == len(got["token_logprobs"]) == len(got["text_offset"]) == made
     status, plain = server.request("POST", "/v1/completions", {"prompt": "def", "max_tokens": 3})
     assert plain["choices"][0]["logprobs"] is None
 
