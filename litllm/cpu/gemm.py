@@ -150,7 +150,8 @@ def _library(name: str) -> ctypes.CDLL | None:
     """The kernel built for instruction set `name`, loaded (None without a compiler or with LITLLM_CPU_GEMM=0)."""
     # sums are not reordered (no REORDER_SUMS), so that every row's are the same whatever the kernel's width;
     # multiply-adds are fused, as every width does
-    flags = (*isa.build_flags(name), "-ffp-contract=fast")
+    # -O2: the same inner loops as -O3 (explicit vectors, unrolled by pragmas) in 2.9 s of compiling instead of 8.2
+    flags = (*isa.build_flags(name), "-ffp-contract=fast", "-O2")
     lib = native.load("gemm.c", "LITLLM_CPU_GEMM", "CPU matrix kernel", "linear layers use oneDNN's", flags)
     if lib is None:
         return None
