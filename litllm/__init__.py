@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         set_default_model,
     )
     from litllm.model import GPT
+    from litllm.tasks import Task, TaskMixture, TaskSequence, evaluate_task, get_task, list_tasks, register_task
     from litllm.tokenizer import HuggingFaceTokenizer, Tokenizer
 
 # public name -> the module that defines it
@@ -52,6 +53,11 @@ LAZY = {
     "load_model": "litllm.checkpoint.phases",
     "UnknownModelError": "litllm.errors",
     "schema_dsl": "litllm.inference.constraints",
+    # nanochat's Task framework (`from tasks.common import Task` becomes `from litllm import Task`)
+    **dict.fromkeys(
+        ("Task", "TaskMixture", "TaskSequence", "evaluate_task", "get_task", "list_tasks", "register_task"),
+        "litllm.tasks",
+    ),
     # the llm-style API over the local model registry
     **dict.fromkeys(
         (

@@ -313,6 +313,18 @@ def export(checkpoint: Path, out_dir: Path) -> None:
     print(f"saved to {export_ckpt(checkpoint, out_dir)}")
 
 
+def report(run: str) -> None:
+    """Rebuild a training run's report card, report.md (recipe, environment, speed, loss curve, evaluations, samples
+    of it and of the runs it started from), and print its path.
+
+    Args:
+        run: A run directory, or base | mid | sft | rl: the newest run of that phase.
+    """
+    from litllm.training.report import resolve_run, write_report
+
+    print(write_report(resolve_run(run)))
+
+
 def tokenizer_train(
     out: Path,
     files: Union[list[str], str, None] = None,
@@ -458,6 +470,7 @@ COMMANDS = {
     "serve": serve,
     "client": ClientCLI,
     "export": export,
+    "report": report,
     "tokenizer": {"train": tokenizer_train, "evaluate": tokenizer_evaluate},
     "models": {
         "list": models_list,
@@ -469,8 +482,10 @@ COMMANDS = {
 }
 TRAINING_COMMANDS = {
     "pretrain": "train a model from scratch (LightningCLI: --config recipe.yaml, --model.*, --data.*, --trainer.*)",
-    "finetune": "train from a checkpoint on SFT data (same options as pretrain)",
+    "midtrain": "continue a base model on a mixture of conversations, every token learned (runs: mid)",
+    "finetune": "train from a checkpoint on SFT data or a task mixture (same options as pretrain)",
     "evaluate": "loss, perplexity and bits per byte of a checkpoint on a dataset",
+    "rl": "reinforcement learning on a task's reward, GRPO-style, from a checkpoint (runs: rl)",
 }
 
 
@@ -502,6 +517,10 @@ def normalize_argv(argv: list[str]) -> list[str]:
     `--source X` / `-i X` become the positional SOURCE of a command that requires one, a leading positional
     becomes `--source X` for a command whose source is optional (`litllm serve` may start with no model), and
     `litllm evaluate -i sft` evaluates the newest finetuning run (`--model.init_from sft`)."""
+    if argv and argv[0] == "evaluate" and task_form(argv[1:]):  # litllm evaluate SOURCE --tasks ...
+        rest = [underscored(t) for t in argv[1:]]
+        rest = ["--source" if t == "-i" else t for t in rest]
+        return ["evaluate-tasks", *rest]
     if argv and argv[0] == "evaluate":  # nanochat's chat_eval -i sft: the checkpoint to evaluate
         rest = [f"--model.init_from={t[9:]}" if t.startswith("--source=") else t for t in argv[1:]]
         return ["evaluate", *("--model.init_from" if t in ("-i", "--source") else t for t in rest)]
@@ -524,6 +543,13 @@ def normalize_argv(argv: list[str]) -> list[str]:
     return [command, *rest]
 
 
+def task_form(args: list[str]) -> bool:
+    """Whether `litllm evaluate` was asked for tasks (`--tasks`) rather than a recipe (`--config`, `--model.*`)."""
+    recipe = any(a == "--config" or a.startswith(("--config=", "--model.", "--data.", "--trainer.")) for a in args)
+    named = bool(args) and not args[0].startswith("-")  # litllm evaluate SOURCE ...: a model to score on tasks
+    return not recipe and (named or any(a == "--tasks" or a.startswith("--tasks=") for a in args))
+
+
 def underscored(token: str) -> str:
     """`--top-k=5` -> `--top_k=5`: an option's name with dashes read as underscores."""
     if not token.startswith("--"):
@@ -540,7 +566,15 @@ def main(argv: list[str] | None = None) -> None:
         f"    {name:<10} {text}" for name, text in TRAINING_COMMANDS.items()
     )
     try:
-        if argv and argv[0] in TRAINING_COMMANDS:
+        if argv and argv[0] == "evaluate-tasks":
+            rest = argv[1:]
+            if "--source" in rest:  # -i sft: the positional SOURCE
+                at = rest.index("--source")
+                rest = [rest[at + 1], *rest[:at], *rest[at + 2 :]] if at + 1 < len(rest) else rest
+            from litllm.evaluation import evaluate_tasks
+
+            CLI(evaluate_tasks, args=rest, as_positional=True, exit_on_error=False, prog="litllm evaluate")
+        elif argv and argv[0] in TRAINING_COMMANDS:
             from litllm.training.runs import run_training
 
             run_training(argv[0], argv[1:])

@@ -117,6 +117,7 @@ LAYERS = [
     (("litllm.checkpoint",), ("litllm.inference", "litllm.training", "litllm.api", "litllm.serve", "litllm.cli")),
     (("litllm.inference", "litllm.training", "litllm.data"), ("litllm.api", "litllm.serve", "litllm.cli")),
     (("litllm.api",), ("litllm.serve", "litllm.cli", "litllm.llm_api")),
+    (("litllm.tasks",), ("litllm.api", "litllm.serve", "litllm.cli", "litllm.training")),
 ]
 
 

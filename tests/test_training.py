@@ -128,10 +128,15 @@ def test_evaluate_writes_metrics(trained_run: Path, tmp_path: Path, tokenizer_di
     config = yaml.safe_load(recipe(tmp_path, tokenizer_dir).read_text())
     config["model"] = {"init_from": str(trained_run / "final"), "max_seq_length": 32}
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
-    result = litllm("evaluate", "--config", str(tmp_path / "eval.yaml"), "--out_dir", str(tmp_path / "eval"))
+    quiz = tmp_path / "quiz.jsonl"
+    quiz.write_text("".join(f'{{"question": "q{i}", "choices": ["ab", "cd"], "answer": {i % 2}}}\n' for i in range(4)))
+    out = tmp_path / "eval"
+    result = litllm("evaluate", "--config", str(tmp_path / "eval.yaml"), "--out_dir", str(out), "--tasks", str(quiz))
     assert result.returncode == 0, result.stderr[-3000:]
-    scores = yaml.safe_load((tmp_path / "eval" / "results.json").read_text())
-    assert set(scores) >= {"val_loss", "val_ppl", "val_bpb"}
+    scores = yaml.safe_load((out / "results.json").read_text())
+    assert set(scores) >= {"val_loss", "val_ppl", "val_bpb", "tasks", "core"}
+    assert scores["tasks"]["quiz"]["count"] == 4 and (out / "eval" / "results.json").is_file()
+    assert "| quiz |" in (out / "report.md").read_text()  # the report card holds the task table
 
 
 def test_a_new_run_never_overwrites_an_earlier_one(trained_run: Path, tmp_path: Path, tokenizer_dir: Path) -> None:

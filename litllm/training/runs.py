@@ -30,12 +30,15 @@ from litllm.checkpoint.run_folders import step_checkpoints
 from litllm.data.base import DataModule
 from litllm.errors import CheckpointError, RunDirectoryError
 from litllm.paths import atomic_write_text, runs_dir, tokenizer_path
+from litllm.tasks.results import build_tasks
 from litllm.tokenizer import Tokenizer
 from litllm.training.callbacks import AtomicCheckpointIO, TokenThroughput, checkpoint_damage
 from litllm.training.export import ExportFinal
 from litllm.training.module import GPTModule
+from litllm.training.report import ReportCard, global_rank_zero, record_start, refresh_report
+from litllm.training.rl import RLModule
 
-COMMANDS = ("pretrain", "finetune", "evaluate")
+COMMANDS = ("pretrain", "midtrain", "finetune", "evaluate", "rl")
 # library warnings every run would print, about things litllm already handles
 QUIET = (
     # lightning's pytree helper on torch >= 2.10: a deprecation inside lightning, nothing a recipe can change
@@ -50,7 +53,11 @@ QUIET = (
     (Warning, r"Checkpoint directory .* exists and is not empty"),
 )
 # Lightning's lines every run would print that tell a litllm user nothing about their run
-QUIET_INFO = ("💡 Tip:",)
+QUIET_INFO = (
+    "💡 Tip:",
+    # a module that brings its own variant of a callback the run adds (RLModule's throughput) replaces it, as meant
+    "The following callbacks returned in `LightningModule.configure_callbacks` will override",
+)
 
 
 class DropInfo(logging.Filter):
@@ -87,6 +94,9 @@ RUN_OPTIONS = (
     ("checkpoint_every", int, 100, "Save a checkpoint every N optimizer steps (0: at the end only)."),
     ("logger_kind", str, "csv", "csv, tensorboard or csv,tensorboard (ignored when trainer.logger is set)."),
     ("peak_flops", Optional[float], None, "Peak FLOP/s of one device in the training dtype, for MFU."),
+    ("tasks", Optional[str], None, "Tasks to score the model on at the end (arc_easy,mmlu,...; core; chat)."),
+    ("limit", Optional[int], None, "With --tasks: at most this many examples a task."),
+    ("num_fewshot", int, 0, "With --tasks: solved examples shown before each question."),
 )
 
 
@@ -101,10 +111,12 @@ class LitLLMCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         cfg, module, data = self.config, self.model, self.datamodule
-        if self.command in ("finetune", "evaluate") and module.init_from is None:
+        if self.command in ("midtrain", "finetune", "evaluate", "rl") and module.init_from is None:
             raise ValueError(f"litllm {self.command} needs --model.init_from: the checkpoint to start from")
         self.run_dir = resolve_run_dir(self.command, cfg.out_dir, module, cfg.resume)
         self.ckpt_path = resolve_resume(self.run_dir, cfg.resume)
+        if global_rank_zero():
+            record_start(self.run_dir, self.command, sys.argv)
         self.tokenizer_dir = resolve_tokenizer(module, data, self.run_dir)
         tokenizer = Tokenizer(self.tokenizer_dir)
         data.connect(tokenizer, max_seq_length=module.max_seq_length)
@@ -118,7 +130,7 @@ class LitLLMCLI(LightningCLI):
         if not trainer_config.get("logger"):
             trainer_config["logger"] = make_loggers(cfg.logger_kind, self.run_dir)
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
-        extra += [LearningRateMonitor(logging_interval="step"), TokenThroughput(cfg.peak_flops)]
+        extra += [LearningRateMonitor(logging_interval="step"), TokenThroughput(cfg.peak_flops), ReportCard()]
         if self.command != "evaluate":
             every = cfg.checkpoint_every or None
             extra.append(
@@ -258,7 +270,7 @@ def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
     quiet_library_warnings()
     cli_class = type(f"{command.title()}CLI", (LitLLMCLI,), {"command": command})
     cli = cli_class(
-        GPTModule,
+        RLModule if command == "rl" else GPTModule,
         DataModule,
         subclass_mode_model=False,
         subclass_mode_data=True,
@@ -271,14 +283,38 @@ def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
         seed_everything_default=42,  # the same recipe gives the same run
     )
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
+    cfg = cli.config
+    tasks = build_tasks(cfg.tasks, cfg.limit) if cfg.tasks else {}  # a bad task name fails before any training
+    if cfg.num_fewshot < 0:
+        raise ValueError(f"--num_fewshot must be an integer >= 0, got {cfg.num_fewshot}")
     if trainer.is_global_zero:
         atomic_write_text(cli.run_dir / "hyperparameters.yaml", cli.parser.dump(cli.config, skip_none=False))
     if command == "evaluate":
         results = trainer.validate(module, datamodule=data)
-        metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        metrics: dict[str, Any] = {k: float(v) for k, v in (results[0] if results else {}).items()}
         if trainer.is_global_zero:
+            if tasks:
+                metrics.update(score_tasks(module, cli.tokenizer_dir, tasks, cfg.num_fewshot, cli.run_dir))
             atomic_write_text(cli.run_dir / "results.json", json.dumps(metrics, indent=2))
             print(json.dumps(metrics, indent=2))
         return metrics
     trainer.fit(module, datamodule=data, ckpt_path=cli.ckpt_path)
+    if tasks and trainer.is_global_zero:
+        score_tasks(module, cli.tokenizer_dir, tasks, cfg.num_fewshot, cli.run_dir)
     return None
+
+
+def score_tasks(module: GPTModule, tokenizer_dir: Path, tasks: dict, num_fewshot: int, run_dir: Path) -> dict[str, Any]:
+    """Score the trained model on tasks, print the table and write <run>/eval/results.json; returns the report."""
+    from litllm.tasks import results as evaluation
+
+    tokenizer = Tokenizer(tokenizer_dir)
+    report = evaluation.evaluate_tasks(
+        module.gpt, tokenizer, tasks, num_fewshot=num_fewshot, show_progress=sys.stderr.isatty()
+    )
+    report["source"] = str(run_dir)
+    path = evaluation.write_results(run_dir / "eval", report)
+    print(evaluation.format_table(report))
+    print(f"results: {path}")
+    refresh_report(run_dir)  # now with the task scores
+    return {"tasks": report["tasks"], "core": report["core"]}
