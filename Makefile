@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.litllm-setup
 
-.PHONY: setup browser demo test bench lint clean
+.PHONY: setup browser demo speedrun test bench lint clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile extensions/llm-litllm/pyproject.toml
 	$(PIP) install -q $(TORCH_SPEC)
 	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
 	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	print('\n'.join(d for d in p['dependencies'] + p['optional-dependencies']['test'] + p['optional-dependencies']['eval'] if not d.startswith(('litdata', 'torch>'))))" \
+	print('\n'.join(d for d in p['dependencies'] + p['optional-dependencies']['test'] + p['optional-dependencies']['eval'] + p['optional-dependencies']['lm-eval'] if not d.startswith(('litdata', 'torch>'))))" \
 	  > $(VENV)/requirements.txt
 	$(PIP) install -q -c $(VENV)/torch-pin.txt -r $(VENV)/requirements.txt
 	$(PIP) install -q -c $(VENV)/torch-pin.txt --no-deps 'litdata>=0.2.50'
@@ -46,6 +46,22 @@ demo: setup
 	$(VENV)/bin/litllm pretrain --config config_hub/pretrain/debug.yaml --out_dir $(DEMO_RUN)
 	$(VENV)/bin/litllm generate $(DEMO_RUN)/final --prompt "def " --max_new_tokens 80 --temperature 0.7 --top_k 40 \
 	  --seed 0 --stream true
+
+# nanochat's pipeline on a 2-core CPU in under 30 minutes: tokenizer and base model (pretrain), mid, sft and rl, each
+# phase scored on tasks at its end, then one report card across the four (out/speedrun/rl/report.md)
+SPEEDRUN_STAMP := $(shell date +%Y%m%d-%H%M%S)
+SPEEDRUN ?= out/speedrun/$(SPEEDRUN_STAMP)
+CHAT_TASKS ?= arc_easy,arc_challenge,mmlu,gsm8k[1000:],humaneval
+speedrun: setup
+	$(VENV)/bin/litllm pretrain --config config_hub/pretrain/speedrun-cpu.yaml --out_dir $(SPEEDRUN)/base \
+	  --tasks core --limit 200
+	$(VENV)/bin/litllm midtrain --config config_hub/mid/speedrun-cpu.yaml --model.init_from $(SPEEDRUN)/base/final \
+	  --out_dir $(SPEEDRUN)/mid --tasks '$(CHAT_TASKS)' --limit 100 --scoring letters
+	$(VENV)/bin/litllm finetune --config config_hub/sft/speedrun-cpu.yaml --model.init_from $(SPEEDRUN)/mid/final \
+	  --out_dir $(SPEEDRUN)/sft --tasks '$(CHAT_TASKS)' --limit 100 --scoring letters
+	$(VENV)/bin/litllm rl --config config_hub/rl/speedrun-cpu.yaml --model.init_from $(SPEEDRUN)/sft/final \
+	  --out_dir $(SPEEDRUN)/rl --tasks '$(CHAT_TASKS)' --limit 100 --scoring letters
+	$(VENV)/bin/litllm report $(SPEEDRUN)/rl
 
 test: setup
 	$(VENV)/bin/ruff check .

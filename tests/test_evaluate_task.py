@@ -80,9 +80,9 @@ def chat_tokenizer(tokenizer_dir: Path) -> Tokenizer:
     return tokenizer
 
 
-def random_model(seed: int = 0) -> GPT:
+def random_model(seed: int = 0, block_size: int = 128) -> GPT:
     torch.manual_seed(seed)
-    model = GPT(Config(n_layer=1, n_embd=32, n_head=2, vocab_size=VOCAB, block_size=128))
+    model = GPT(Config(n_layer=1, n_embd=32, n_head=2, vocab_size=VOCAB, block_size=block_size))
     model.reset_parameters()
     return model.eval()
 
@@ -163,6 +163,46 @@ def test_letter_scoring_takes_the_same_answer_as_the_argmax_of_a_full_forward(ch
     score = score_task(model, chat_tokenizer, task, scoring="letters", batch_size=3)
     assert [s.output for s in score.samples] == expected
     assert score.correct == expected.count("C")
+
+
+class OddLetters(MultipleChoice):
+    """Answers labelled with multi-token "letters" that start alike: no single token tells them apart."""
+
+    LETTERS = ["qzq1", "qzq2", "x"]
+
+    def num_examples(self) -> int:
+        return 4
+
+    def get_example(self, index: int) -> dict[str, Any]:
+        example = multiple_choice(f"pick {index}", ["one", "two", "three"], index % 3)
+        example["letters"] = self.LETTERS
+        example["messages"][-1]["content"] = self.LETTERS[index % 3]
+        return example
+
+
+def test_letters_that_start_with_the_same_token_are_scored_by_their_whole_tokens(chat_tokenizer) -> None:
+    model, task = random_model(5, block_size=512), OddLetters()
+    stops = set(stop_sequences(chat_tokenizer.chat_format, chat_tokenizer)[0])
+    assert len({chat_tokenizer.encode(letter, bos=False)[0] for letter in OddLetters.LETTERS}) < 3  # the case
+    expected = []
+    for example in task:
+        sums = []
+        for letter in OddLetters.LETTERS:
+            answered = [example["messages"][0], {"role": "assistant", "content": letter}]
+            ids, mask = chat_tokenizer.render_conversation(answered)
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([ids]))[0].float(), dim=-1)
+            sums.append(
+                sum(
+                    float(logp[i - 1, t])
+                    for i, (t, m) in enumerate(zip(ids, mask, strict=True))
+                    if m and t not in stops
+                )
+            )
+        expected.append(OddLetters.LETTERS[max(range(3), key=lambda c: (sums[c], -c))])
+    score = score_task(model, chat_tokenizer, task, scoring="letters", batch_size=2)
+    assert [s.output for s in score.samples] == expected
+    assert score.correct == sum(e == OddLetters.LETTERS[i % 3] for i, e in enumerate(expected))
 
 
 # ---- categorical: continuation -------------------------------------------------------------------------------------

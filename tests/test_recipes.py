@@ -12,7 +12,14 @@ import yaml
 
 HUB = Path(__file__).parent.parent / "config_hub"
 RECIPES = sorted(HUB.glob("*/*.yaml"))
-COMMAND = {"pretrain": "pretrain", "finetune": "finetune", "eval": "evaluate"}
+COMMAND = {
+    "pretrain": "pretrain",
+    "mid": "midtrain",
+    "finetune": "finetune",
+    "sft": "finetune",
+    "rl": "rl",
+    "eval": "evaluate",
+}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
@@ -28,6 +35,24 @@ def test_recipe_prints_its_resolved_config(recipe: Path) -> None:
     printed = yaml.safe_load(result.stdout)
     assert printed["data"]["class_path"].startswith("litllm.data.")
     assert "trainer" in printed and "model" in printed
+
+
+def test_a_shipped_recipe_is_found_by_name_from_any_folder(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "litllm.cli",
+        "midtrain",
+        "--config",
+        "config_hub/mid/speedrun-cpu.yaml",
+        "--print_config",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert yaml.safe_load(result.stdout)["data"]["class_path"] == "litllm.data.tasks.TaskData"
+    result = subprocess.run([*cmd[:5], "sft/speedrun-cpu", "--print_config"], capture_output=True, text=True, env=ENV,
+                            timeout=600, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.slow

@@ -254,6 +254,69 @@ def test_nanochat_load_model_and_engine(runs: Path, monkeypatch: pytest.MonkeyPa
         load_model("sft", "cpu")
 
 
+def test_nanochat_task_framework_and_custom_task_evaluation(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from litllm import Task, TaskMixture, TaskSequence, evaluate_task, load_model  # `from tasks.common import ...`
+
+    class CustomTask(Task):
+        dataset = [f"question {i}" for i in range(300)]
+
+        @property
+        def eval_type(self):
+            return "generative"  # or 'categorical'
+
+        def num_examples(self):
+            return len(self.dataset)
+
+        def get_example(self, index):
+            """Return conversation dict for example at index"""
+            return {
+                "messages": [
+                    {"role": "user", "content": self.dataset[index]},
+                    {"role": "assistant", "content": "..."},
+                ]
+            }
+
+        def evaluate(self, conversation, completion):
+            """Evaluate completion against ground truth"""
+            success_boolean = completion.strip() == conversation["messages"][1]["content"]
+            return success_boolean
+
+    task1, task2, task3 = CustomTask(), CustomTask(stop=10), CustomTask(start=290)
+    # Mix multiple tasks
+    mixture = TaskMixture([task1, task2, task3])
+    # Sequential tasks
+    sequence = TaskSequence([task1, task2, task3])
+    # Task slicing
+    subset = task1[100:200]  # Examples 100-199
+    assert len(mixture) == len(sequence) == 320 and len(subset) == 100
+    assert subset[0]["messages"][0]["content"] == "question 100" and subset[-1] == task1[199]
+    assert sequence[300] == task2[0] and sorted(m["messages"][0]["content"] for m in mixture) == sorted(
+        m["messages"][0]["content"] for m in sequence
+    )
+
+    class MathTask(Task):
+        def get_example(self, index):
+            problem = self.problems[index]
+            return {
+                "messages": [
+                    {"role": "user", "content": problem["question"]},
+                    {"role": "assistant", "content": problem["answer"]},
+                ]
+            }
+
+        def evaluate(self, conversation, completion):
+            expected = conversation["messages"][1]["content"]
+            return completion.strip() == expected.strip()
+
+    monkeypatch.setenv("LITLLM_RUNS_DIR", str(runs))
+    model, tokenizer, meta = load_model("sft", "cpu", phase="eval")
+    # Use in evaluation
+    task = MathTask()
+    task.problems = [{"question": f"add {i}", "answer": str(2 * i)} for i in range(6)]
+    accuracy = evaluate_task(model, tokenizer, task)
+    assert len(task) == 6 and 0.0 <= accuracy <= 1.0
+
+
 def test_litgpt_load_generate_stream_and_random_init(litllm_dir: Path, tokenizer_dir: Path) -> None:
     import shutil
     import time

@@ -280,3 +280,26 @@ def test_sft_record_errors_name_file_and_line(tmp_path: Path, litllm_dir: Path) 
     result = litllm("finetune", "--config", str(tmp_path / "ft.yaml"), "--out_dir", str(tmp_path / "run"))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "bad.jsonl" in result.stderr and "line 2" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_a_fused_optimizer_clips_under_bf16_mixed(algorithm: str) -> None:
+    """Lightning refuses clipping with a fused optimizer under mixed precision; bf16-mixed (no scaler) clips."""
+    import lightning as L
+
+    from litllm.training.module import GPTModule
+
+    module = GPTModule(model_config={"name": "pythia-14m", "n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 64})
+    module.configure_model()
+    module.trainer = L.Trainer(precision="bf16-mixed", accelerator="cpu", logger=False)
+    optimizer = torch.optim.AdamW(module.parameters(), fused=True)
+    for p in module.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    module.configure_gradient_clipping(optimizer, 0.5, algorithm)
+    grads = [p.grad for p in module.parameters()]
+    if algorithm == "norm":
+        assert torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item() == (
+            pytest.approx(0.5, rel=1e-4)
+        )
+    else:
+        assert all(g.abs().max().item() == 0.5 for g in grads)

@@ -257,8 +257,9 @@ def chose_right(conversation: dict[str, Any], completion: str) -> bool:
 def letter_of(completion: str, letters: Sequence[str]) -> str | None:
     """The answer letter a completion gives ("B", " B", "B) ...", "(B)"), or None when it gives none of them."""
     text = completion.strip().lstrip("(").upper()
-    for letter in letters:
-        if text == letter or (text.startswith(letter) and not text[len(letter) : len(letter) + 1].isalnum()):
+    for letter in sorted(letters, key=len, reverse=True):  # the longest label first: "AB" before "A"
+        label = letter.upper()
+        if text == label or (text.startswith(label) and not text[len(label) : len(label) + 1].isalnum()):
             return letter
     return None
 

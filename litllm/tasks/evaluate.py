@@ -332,8 +332,11 @@ class _Scorer:
             raise ValueError("an example holds only an assistant message: there is nothing to prompt with")
         return render_for_completion(messages, self.tokenizer, self.chat_format)
 
-    def letter_tokens(self, messages: list[dict[str, Any]], letters: Sequence[str]) -> tuple[list[int], list[int]]:
-        """The reply tokens every letter's answer starts with, and the token after them for each letter.
+    def letter_tokens(
+        self, messages: list[dict[str, Any]], letters: Sequence[str]
+    ) -> tuple[list[int], list[int] | None, list[list[int]]]:
+        """The reply tokens every letter's answer starts with, the token after them for each letter (None when two
+        letters start with the same token), and each letter's tokens after the shared ones.
 
         Found by rendering the conversation answered with each letter, so a format that writes " A" gives " A"."""
         key = tuple(letters)
@@ -349,13 +352,14 @@ class _Scorer:
                     start -= 1
                 replies.append([t for t in ids[start:] if t not in stops])
             shared = len(os.path.commonprefix(replies))
-            firsts = [r[shared] if len(r) > shared else None for r in replies]
-            if None in firsts or len(set(firsts)) < len(firsts):
+            tails = [r[shared:] for r in replies]
+            firsts = [t[0] if t else None for t in tails]
+            if None in tails or not all(tails):
                 raise ValueError(
-                    f"the answer letters {list(letters)} do not start with distinct tokens in "
-                    f"{self.chat_format.description}; score this task with scoring='continuation'"
+                    f"the answer letters {list(letters)} render to the same tokens: score with continuation"
                 )
-            self.letter_cache[key] = replies[0][:shared], firsts
+            distinct = None not in firsts and len(set(firsts)) == len(firsts)
+            self.letter_cache[key] = replies[0][:shared], firsts if distinct else None, tails
         return self.letter_cache[key]
 
     def crop(self, ids: list[int], keep: int = 1) -> list[int]:
@@ -370,14 +374,21 @@ class _Scorer:
     # -- categorical --
 
     def letter_rows(self, positions: list[int]) -> list[tuple[int, int, list[int], Any]]:
-        """(position, choice, tokens, letter ids) rows: one per example, its prompt ending where the letter goes."""
+        """(position, choice, tokens, letter ids) rows: one per example, its prompt ending where the letter goes
+        (choice -1: the row's logits pick the letter). Where two letters start with the same token (a small
+        vocabulary that splits " B" but not " A"), one row per letter instead, scored by the summed log-probability
+        of its tokens."""
         rows = []
         for position in positions:
             messages = self.messages(position)
-            prefix, letter_ids = self.letter_tokens(messages, self.examples[position]["letters"])
-            ids = self.crop(self.prompt_ids(messages) + prefix)
-            self.keep_prompt(position, lambda ids=ids: self.tokenizer.decode(ids))
-            rows.append((position, 0, ids, letter_ids))
+            prefix, letter_ids, tails = self.letter_tokens(messages, self.examples[position]["letters"])
+            prompt = self.prompt_ids(messages) + prefix
+            self.keep_prompt(position, lambda ids=prompt: self.tokenizer.decode(ids))
+            if letter_ids is not None:
+                rows.append((position, -1, self.crop(prompt), letter_ids))
+                continue
+            for choice, tail in enumerate(tails):
+                rows.append((position, choice, self.crop(prompt + tail, len(tail)), ("sum", len(tail))))
         return rows
 
     def continuation_rows(self, positions: list[int]) -> list[tuple[int, int, list[int], Any]]:
@@ -423,7 +434,8 @@ class _Scorer:
     def pick_letter(self, position: int, found: dict[int, Any]) -> None:
         owner, _ = self.owners[position]
         example = self.examples[position]
-        letter = example["letters"][found[0]]
+        chosen = found[-1] if -1 in found else max(found, key=lambda choice: (found[choice], -choice))
+        letter = example["letters"][chosen]
         self.results[position] = (self.passes(owner, example, letter), letter)
 
     def pick_choice(self, position: int, found: dict[int, Any]) -> None:
@@ -531,9 +543,12 @@ class _Scorer:
 
 def row_score(logits: torch.Tensor, ids: list[int], extra: Any) -> Any:
     """A row's verdict from its logits (n, V): the index of the best letter (letter rows, `extra` the letters'
-    token ids), or the mean log-probability of the last `extra` tokens (continuation rows)."""
+    token ids), the summed log-probability of a letter's last k tokens (`extra` ("sum", k)), or the mean
+    log-probability of the last `extra` tokens (continuation rows)."""
     if isinstance(extra, list):
         return int(logits[-1, extra].float().argmax())
-    n = len(ids)
-    targets = torch.tensor(ids[n - extra :], device=logits.device)
-    return -float(F.cross_entropy(logits[n - extra - 1 : n - 1].float(), targets))
+    summed = isinstance(extra, tuple)  # ("sum", k): a letter's k tokens, their summed log-probability
+    k, n = (extra[1] if summed else extra), len(ids)
+    targets = torch.tensor(ids[n - k :], device=logits.device)
+    loss = F.cross_entropy(logits[n - k - 1 : n - 1].float(), targets, reduction="sum" if summed else "mean")
+    return -float(loss)

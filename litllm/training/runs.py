@@ -29,7 +29,7 @@ from litllm.checkpoint.layout import copy_tokenizer_files
 from litllm.checkpoint.run_folders import step_checkpoints
 from litllm.data.base import DataModule
 from litllm.errors import CheckpointError, RunDirectoryError
-from litllm.paths import atomic_write_text, runs_dir, tokenizer_path
+from litllm.paths import atomic_write_text, recipes_dir, runs_dir, tokenizer_path
 from litllm.tasks.results import build_tasks
 from litllm.tokenizer import Tokenizer
 from litllm.training.callbacks import AtomicCheckpointIO, TokenThroughput, checkpoint_damage
@@ -97,6 +97,7 @@ RUN_OPTIONS = (
     ("tasks", Optional[str], None, "Tasks to score the model on at the end (arc_easy,mmlu,...; core; chat)."),
     ("limit", Optional[int], None, "With --tasks: at most this many examples a task."),
     ("num_fewshot", int, 0, "With --tasks: solved examples shown before each question."),
+    ("scoring", str, "auto", "With --tasks: categorical scoring, letters | continuation | auto (see litllm evaluate)."),
 )
 
 
@@ -265,6 +266,26 @@ def resolve_tokenizer(module: GPTModule, data: DataModule, run_dir: Path) -> Pat
     return target
 
 
+def shipped_recipes(args: list[str]) -> list[str]:
+    """`--config config_hub/sft/speedrun-cpu.yaml` (or `sft/speedrun-cpu`) names litllm's own recipe when no such
+    file is here: an installed litllm has no config_hub folder beside the user's files."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        value = (
+            out[i + 1] if arg == "--config" and i + 1 < len(out) else arg[9:] if arg.startswith("--config=") else None
+        )
+        if value is None or Path(value).exists():
+            continue
+        name = value.removeprefix("config_hub/")
+        for candidate in (recipes_dir() / name, recipes_dir() / f"{name}.yaml"):
+            if candidate.is_file():
+                out[i + 1 if arg == "--config" else i] = (
+                    str(candidate) if arg == "--config" else f"--config={candidate}"
+                )
+                break
+    return out
+
+
 def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
     """Parse a recipe and flags with LightningCLI, then fit (pretrain, finetune) or validate (evaluate)."""
     quiet_library_warnings()
@@ -275,7 +296,7 @@ def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
         subclass_mode_model=False,
         subclass_mode_data=True,
         run=False,
-        args=args,
+        args=shipped_recipes(args),
         save_config_callback=None,
         trainer_defaults={"precision": default_precision(), "logger": False},
         parser_kwargs={"prog": f"litllm {command}", "exit_on_error": False},
@@ -287,6 +308,8 @@ def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
     tasks = build_tasks(cfg.tasks, cfg.limit) if cfg.tasks else {}  # a bad task name fails before any training
     if cfg.num_fewshot < 0:
         raise ValueError(f"--num_fewshot must be an integer >= 0, got {cfg.num_fewshot}")
+    if cfg.scoring not in ("auto", "letters", "continuation"):
+        raise ValueError(f"--scoring must be auto, letters or continuation, got {cfg.scoring!r}")
     if trainer.is_global_zero:
         atomic_write_text(cli.run_dir / "hyperparameters.yaml", cli.parser.dump(cli.config, skip_none=False))
     if command == "evaluate":
@@ -294,23 +317,28 @@ def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
         metrics: dict[str, Any] = {k: float(v) for k, v in (results[0] if results else {}).items()}
         if trainer.is_global_zero:
             if tasks:
-                metrics.update(score_tasks(module, cli.tokenizer_dir, tasks, cfg.num_fewshot, cli.run_dir))
+                metrics.update(score_tasks(module, cli.tokenizer_dir, tasks, cfg, cli.run_dir))
             atomic_write_text(cli.run_dir / "results.json", json.dumps(metrics, indent=2))
             print(json.dumps(metrics, indent=2))
         return metrics
     trainer.fit(module, datamodule=data, ckpt_path=cli.ckpt_path)
     if tasks and trainer.is_global_zero:
-        score_tasks(module, cli.tokenizer_dir, tasks, cfg.num_fewshot, cli.run_dir)
+        score_tasks(module, cli.tokenizer_dir, tasks, cfg, cli.run_dir)
     return None
 
 
-def score_tasks(module: GPTModule, tokenizer_dir: Path, tasks: dict, num_fewshot: int, run_dir: Path) -> dict[str, Any]:
+def score_tasks(module: GPTModule, tokenizer_dir: Path, tasks: dict, cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Score the trained model on tasks, print the table and write <run>/eval/results.json; returns the report."""
     from litllm.tasks import results as evaluation
 
     tokenizer = Tokenizer(tokenizer_dir)
     report = evaluation.evaluate_tasks(
-        module.gpt, tokenizer, tasks, num_fewshot=num_fewshot, show_progress=sys.stderr.isatty()
+        module.gpt,
+        tokenizer,
+        tasks,
+        num_fewshot=cfg.num_fewshot,
+        scoring=cfg.scoring,
+        show_progress=sys.stderr.isatty(),
     )
     report["source"] = str(run_dir)
     path = evaluation.write_results(run_dir / "eval", report)
