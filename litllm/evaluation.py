@@ -21,7 +21,7 @@ def evaluate_tasks(
     max_tokens: int = 256,
     temperature: float = 0.0,
     top_k: Optional[int] = None,
-    scoring: Literal["auto", "letters", "continuation"] = "auto",
+    scoring: Literal["auto", "letters", "continuation", "loglikelihood"] = "auto",
     device: Optional[str] = None,
     dtype: Optional[str] = None,
     quantize: Optional[str] = None,
@@ -41,7 +41,8 @@ def evaluate_tasks(
         temperature: Sampling temperature of generative tasks (0: greedy).
         top_k: Sample among the k likeliest tokens.
         scoring: How categorical tasks are scored: the answer letter's logit (`letters`, chat models), the mean loss
-            of each answer's text (`continuation`, base models), or `auto` (letters when the model has a chat format).
+            of each answer's text (`continuation`, base models, nanochat's CORE), its summed log-probability
+            (`loglikelihood`, lm-eval's acc), or `auto` (letters when the model has a chat format).
         device: cpu, cuda, ... (default: cuda if available).
         dtype: float32, bfloat16 or float16 (default: the checkpoint's).
         quantize: int8, bnb.nf4 or bnb.int8.

@@ -359,6 +359,17 @@ def test_an_llm_a_checkpoint_a_run_folder_and_a_phase_are_scored_like_the_model(
     assert evaluate_task(model, tokenizer, answered(1), scoring="letters") == 0.0
 
 
+def test_a_quantized_model_is_scored_through_its_int8_layers(tokenizer) -> None:
+    from litllm import LLM
+    from litllm.cpu.int8 import Int8Linear
+
+    llm = LLM(letter_model(tokenizer, "A"), tokenizer)
+    llm.distribute(accelerator="cpu", quantize="int8")
+    assert any(isinstance(m, Int8Linear) for m in llm.model.modules())
+    assert evaluate_task(llm, task=answered(0), scoring="letters") == 1.0  # the head's bias still prefers A
+    assert evaluate_task(llm, task=answered(2), scoring="letters") == 0.0
+
+
 def test_progress_is_reported_from_zero_to_the_number_of_examples(chat_tokenizer) -> None:
     calls: list[tuple[int, int]] = []
     parts = [Fixed(3, True), answered(0, n=4)]
@@ -381,7 +392,7 @@ def test_a_model_in_training_mode_is_scored_in_eval_mode_and_handed_back_trainin
         ({"num_samples": 0}, "num_samples must be an integer >= 1, got 0"),
         ({"max_tokens": 0}, "max_tokens must be an integer >= 1, got 0"),
         ({"num_fewshot": -1}, "num_fewshot must be an integer >= 0, got -1"),
-        ({"scoring": "logits"}, "scoring must be one of auto, letters, continuation, got 'logits'"),
+        ({"scoring": "logits"}, "scoring must be one of auto, letters, continuation, loglikelihood, got 'logits'"),
         ({"temperature": -1.0}, "temperature must be a number >= 0"),
     ],
 )

@@ -142,6 +142,10 @@ def test_simple_evaluate_scores_arc_rows_by_the_adapters_loglikelihoods(
         mean_right.append(max(range(len(means)), key=lambda i: (means[i], -i)) == example["answer"])
     ours = score_task(llm, None, arc, batch_size=4, scoring="continuation")
     assert ours.correct == sum(mean_right)
+    # and litllm's own `--scoring loglikelihood` is lm-eval's acc: the same accuracy on the same checkpoint and rows
+    assert score_task(llm, None, arc, batch_size=4, scoring="loglikelihood").accuracy == pytest.approx(
+        out["results"]["arc_rows"]["acc,none"]
+    )
 
 
 def test_loglikelihood_rolling_is_the_texts_log_probability_after_the_prefix_token(lm_eval: Any, llm: LLM) -> None:

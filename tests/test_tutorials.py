@@ -44,7 +44,13 @@ def steps(path: Path) -> list[tuple[str, str, str]]:
     return out
 
 
-@pytest.mark.parametrize("tutorial", TUTORIALS, ids=[t.stem for t in TUTORIALS])
+# the longest ones (each a minute or so of training and serving) run with the slow tests (`make test-slow`, CI)
+SLOW = {"02-pretrain-on-your-text", "06-serve", "07-coming-from", "08-evaluate-and-chat-pipeline"}
+
+
+@pytest.mark.parametrize(
+    "tutorial", [pytest.param(t, id=t.stem, marks=[pytest.mark.slow] if t.stem in SLOW else []) for t in TUTORIALS]
+)
 def test_tutorial_runs(tutorial: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")

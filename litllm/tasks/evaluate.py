@@ -9,8 +9,9 @@ Each example is scored by the task that owns it (`task.locate(i)`), so a mixture
 Categorical examples (the letters, choices, answer and context of `multiple_choice`) are scored without generating:
   - "letters" (nanochat's way, for chat models): the conversation up to the assistant's reply, one forward, the
     logits at its last position restricted to the tokens that start each letter's reply, the largest wins;
-  - "continuation" (lm-eval's and CORE's way, for base models): `context` + " " + each choice, the mean
-    cross-entropy of the choice's tokens alone, the lowest wins.
+  - "continuation" (CORE's way, for base models): `context` + " " + each choice, the mean cross-entropy of the
+    choice's tokens alone, the lowest wins;
+  - "loglikelihood" (lm-eval's `acc`): the same rows, the largest summed log-probability of the choice's tokens wins.
   "auto" takes "continuation" when the chat format is `plain` (the fallback of a checkpoint that has no chat format
   of its own: a base model) and the example has choices and a context, else "letters".
 Generative examples are sampled by one continuous-batching `Scheduler`: `num_samples` samples of an example share
@@ -43,7 +44,7 @@ from litllm.tokenizer import Tokenizer
 if TYPE_CHECKING:
     from litllm.prompts import ChatFormat
 
-SCORINGS = ("auto", "letters", "continuation")
+SCORINGS = ("auto", "letters", "continuation", "loglikelihood")
 SAMPLES_KEPT = 5  # examples whose prompt and answer a TaskScore keeps, to show what the model saw
 PAD_ID = 0  # right padding: a causal model's logits at the real positions do not see it
 
@@ -112,7 +113,8 @@ def score_task(
         top_k: Sample among the k most likely tokens only.
         device: Where a source is loaded (default: cuda when there is one); a model given is used where it is.
         num_fewshot: Other examples of the same task shown before each one (as earlier turns, or text blocks).
-        scoring: How categorical examples are scored: "letters", "continuation" or "auto" (see the module).
+        scoring: How categorical examples are scored: "letters", "continuation", "loglikelihood" or "auto" (see
+            the module).
         progress: Called as progress(done, total) as examples are scored.
     """
     check_options(batch_size, num_samples, max_tokens, num_fewshot, scoring, progress)
@@ -278,7 +280,8 @@ class _Scorer:
         if kinds["letters"]:
             self.score_rows(self.letter_rows(kinds["letters"]), self.pick_letter)
         if kinds["continuation"]:
-            self.score_rows(self.continuation_rows(kinds["continuation"]), self.pick_choice)
+            rows = self.continuation_rows(kinds["continuation"], summed=scoring == "loglikelihood")
+            self.score_rows(rows, self.pick_choice)
         if kinds["generative"]:
             self.generate(kinds["generative"], prepack)
 
@@ -289,12 +292,14 @@ class _Scorer:
         if owner.eval_type != "categorical":
             raise ValueError(f"task {owner.name} has eval_type {owner.eval_type!r}; accepted: categorical, generative")
         has_text = "choices" in example and "context" in example
-        if scoring == "continuation" and not has_text:
+        if scoring in ("continuation", "loglikelihood") and not has_text:
             raise ValueError(
-                f"scoring='continuation' needs examples with 'choices' and 'context' (as multiple_choice writes "
+                f"scoring={scoring!r} needs examples with 'choices' and 'context' (as multiple_choice writes "
                 f"them); task {owner.name} gives {sorted(example)}"
             )
-        if scoring == "continuation" or (scoring == "auto" and has_text and not is_chat_format(self.chat_format)):
+        if scoring in ("continuation", "loglikelihood"):
+            return "continuation"
+        if scoring == "auto" and has_text and not is_chat_format(self.chat_format):
             return "continuation"
         if "letters" not in example:
             raise ValueError(f"a categorical example needs 'letters' (its answer labels); task {owner.name} has none")
@@ -391,8 +396,9 @@ class _Scorer:
                 rows.append((position, choice, self.crop(prompt + tail, len(tail)), ("sum", len(tail))))
         return rows
 
-    def continuation_rows(self, positions: list[int]) -> list[tuple[int, int, list[int], Any]]:
-        """(position, choice, tokens, continuation length) rows: the context then each choice, a row per choice."""
+    def continuation_rows(self, positions: list[int], summed: bool = False) -> list[tuple[int, int, list[int], Any]]:
+        """(position, choice, tokens, continuation length) rows: the context then each choice, a row per choice
+        (`summed`: scored by the summed log-probability of the choice's tokens, else their mean)."""
         rows = []
         for position in positions:
             example = self.examples[position]
@@ -406,7 +412,8 @@ class _Scorer:
             context = self.tokenizer.encode(text)
             for choice, answer in enumerate(example["choices"]):
                 continuation = self.tokenizer.encode(" " + answer, bos=False)
-                rows.append((position, choice, self.crop(context + continuation, len(continuation)), len(continuation)))
+                k = len(continuation)
+                rows.append((position, choice, self.crop(context + continuation, k), ("sum", k) if summed else k))
         return rows
 
     def score_rows(self, rows: list[tuple[int, int, list[int], Any]], pick: Callable[..., None]) -> None:

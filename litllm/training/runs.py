@@ -97,7 +97,7 @@ RUN_OPTIONS = (
     ("tasks", Optional[str], None, "Tasks to score the model on at the end (arc_easy,mmlu,...; core; chat)."),
     ("limit", Optional[int], None, "With --tasks: at most this many examples a task."),
     ("num_fewshot", int, 0, "With --tasks: solved examples shown before each question."),
-    ("scoring", str, "auto", "With --tasks: categorical scoring, letters | continuation | auto (see litllm evaluate)."),
+    ("scoring", str, "auto", "With --tasks: letters | continuation | loglikelihood | auto (see litllm evaluate)."),
 )
 
 
@@ -308,8 +308,8 @@ def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
     tasks = build_tasks(cfg.tasks, cfg.limit) if cfg.tasks else {}  # a bad task name fails before any training
     if cfg.num_fewshot < 0:
         raise ValueError(f"--num_fewshot must be an integer >= 0, got {cfg.num_fewshot}")
-    if cfg.scoring not in ("auto", "letters", "continuation"):
-        raise ValueError(f"--scoring must be auto, letters or continuation, got {cfg.scoring!r}")
+    if cfg.scoring not in ("auto", "letters", "continuation", "loglikelihood"):
+        raise ValueError(f"--scoring must be auto, letters, continuation or loglikelihood, got {cfg.scoring!r}")
     if trainer.is_global_zero:
         atomic_write_text(cli.run_dir / "hyperparameters.yaml", cli.parser.dump(cli.config, skip_none=False))
     if command == "evaluate":
