@@ -106,7 +106,7 @@ def build_checkpoint(root: Path, model: str) -> Path:
 
 def rate_litllm_categorical(llm: LLM, rows: int, batch_size: int) -> tuple[float, float]:
     task = get_task("arc_easy", stop=rows)
-    score = score_task(llm, None, task, batch_size=batch_size, scoring="continuation")
+    score = score_task(llm, None, task, batch_size=batch_size, scoring="loglikelihood")
     return score.count / score.seconds, score.accuracy
 
 
@@ -176,9 +176,9 @@ def main() -> None:
         llm = LLM.load(str(hf_dir), device="cpu", dtype="float32")  # the same weights and dtype as HFLM's
 
         ours, acc = rate_litllm_categorical(llm, args.rows, args.batch_size)
-        print(f"\nCategorical: ARC-Easy, {args.rows} rows, continuation scoring, batch {args.batch_size}, float32")
+        print(f"\nCategorical: ARC-Easy, {args.rows} rows, loglikelihood scoring (lm-eval's acc), batch {args.batch_size}, float32")
         print("| scorer | examples/s | accuracy (choice rule) | litllm / it |\n|---|---|---|---|")
-        print(f"| litllm score_task | {ours:.1f} | {acc:.3f} (mean log-prob) | |")
+        print(f"| litllm score_task | {ours:.1f} | {acc:.3f} (summed log-prob) | |")
         if has_lm_eval():
             theirs, their_acc = rate_lm_eval(
                 sys.executable, "litllm", hf_dir, args.rows, args.batch_size, args.threads, work
