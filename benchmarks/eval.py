@@ -3,15 +3,15 @@
     .venv/bin/python benchmarks/eval.py                                   # both tables, pythia-70m shape
     .venv/bin/python benchmarks/eval.py --lm-eval-python /path/to/venv/bin/python --rows 200
 
-Categorical (ARC-Easy rows, continuation scoring as lm-eval's `arc_easy` does: the loglikelihood of each answer
-after "Question: ...\\nAnswer:"): litllm's `score_task` against lm-eval's HFLM (transformers) on the same exported
-checkpoint and the same rows, in examples/s. lm-eval brings ~50 packages, so it runs in a Python of its own
-(`--lm-eval-python`: a virtual environment with `pip install lm-eval transformers torch`), on a local task YAML over a
-JSONL of the rows, timed around `simple_evaluate` alone (model and rows loaded before the clock starts, as
-`score_task`'s are). Without it the row says so. Target: >= 1.5x. Both sides run float32 on the CPU with the same
-batch size and threads. When this Python has lm-eval (`pip install 'litllm[lm-eval]'`), a third row runs lm-eval
-over litllm's own model through `litllm.lm_eval_model`. lm-eval picks the choice of largest summed log-probability,
-`score_task` the largest mean, so their accuracies may differ; the two lm-eval rows share the rule.
+Categorical (ARC-Easy rows scored as lm-eval's `arc_easy` does, `scoring="loglikelihood"`: the summed
+log-probability of each answer after "Question: ...\\nAnswer:"): litllm's `score_task` against lm-eval's HFLM
+(transformers) on the same exported checkpoint and the same rows, in examples/s. lm-eval brings ~50 packages, so it
+runs in a Python of its own (`--lm-eval-python`: a virtual environment with `pip install lm-eval transformers torch
+accelerate`), on a local task YAML over a JSONL of the rows, timed around `simple_evaluate` alone (model and rows
+loaded before the clock starts, as `score_task`'s are). Without it the row says so. Target: >= 1.5x. Both sides run
+float32 on the CPU with the same batch size and threads. When this Python has lm-eval (`pip install
+'litllm[lm-eval]'`), a third row runs lm-eval over litllm's own model through `litllm.lm_eval_model`. All three pick
+the choice of largest summed log-probability, so their accuracies agree.
 
 Generative (GSM8K, `--samples` samples per question at temperature 0.8, pass@k): `score_task` (each question's
 samples share one prefill, every question in one batched scheduler) against a loop of single `LLM.generate` calls,
@@ -176,7 +176,7 @@ def main() -> None:
         llm = LLM.load(str(hf_dir), device="cpu", dtype="float32")  # the same weights and dtype as HFLM's
 
         ours, acc = rate_litllm_categorical(llm, args.rows, args.batch_size)
-        print(f"\nCategorical: ARC-Easy, {args.rows} rows, loglikelihood scoring (lm-eval's acc), batch {args.batch_size}, float32")
+        print(f"\nCategorical: ARC-Easy, {args.rows} rows, scored as lm-eval's acc, batch {args.batch_size}, float32")
         print("| scorer | examples/s | accuracy (choice rule) | litllm / it |\n|---|---|---|---|")
         print(f"| litllm score_task | {ours:.1f} | {acc:.3f} (summed log-prob) | |")
         if has_lm_eval():
