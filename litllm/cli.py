@@ -484,7 +484,7 @@ TRAINING_COMMANDS = {
     "pretrain": "train a model from scratch (LightningCLI: --config recipe.yaml, --model.*, --data.*, --trainer.*)",
     "midtrain": "continue a base model on a mixture of conversations, every token learned (runs: mid)",
     "finetune": "train from a checkpoint on SFT data or a task mixture (same options as pretrain)",
-    "evaluate": "loss, perplexity and bits per byte of a checkpoint on a dataset",
+    "evaluate": "score a model on tasks (SOURCE --tasks arc_easy,gsm8k), or loss/perplexity/bpb on a recipe's data",
     "rl": "reinforcement learning on a task's reward, GRPO-style, from a checkpoint (runs: rl)",
 }
 

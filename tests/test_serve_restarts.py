@@ -114,7 +114,8 @@ def test_a_job_interrupted_by_a_server_restart_is_found_and_resumed(
         first.wait_ready()
         status, job = first.request("POST", "/api/train", {"command": "pretrain", "config": config})
         assert status == 201, job
-        wait_until(lambda: (Path(job["run_dir"]) / "checkpoints" / "step-0000005.ckpt").is_file())
+        # any step checkpoint: the run keeps its newest two, so a fast run has already replaced step 5's
+        wait_until(lambda: any((Path(job["run_dir"]) / "checkpoints").glob("step-*.ckpt")))
     finally:
         first.stop(signal.SIGINT)  # the server stops its job as it shuts down
     record = json.loads((Path(job["run_dir"]) / RECORD_FILE).read_text())
@@ -130,7 +131,7 @@ def test_a_job_interrupted_by_a_server_restart_is_found_and_resumed(
         run_dir = Path(job["run_dir"])
         wait_until(lambda: (run_dir / "logs" / "version_1" / "metrics.csv").is_file())  # the resumed run's metrics
         log = (run_dir / "job.log").read_text()
-        assert log.startswith("Seed set") and "resuming from" in log and "checkpoints/step-00000" in log
+        assert log.startswith("Seed set") and "resuming from" in log and "checkpoints/step-" in log
         stopped = second.request("DELETE", f"/api/train/{job['id']}")[1]
         assert stopped["state"] == "stopped" and stopped["step"] >= 5
     finally:

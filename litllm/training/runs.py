@@ -39,6 +39,10 @@ from litllm.training.report import ReportCard, global_rank_zero, record_start, r
 from litllm.training.rl import RLModule
 
 COMMANDS = ("pretrain", "midtrain", "finetune", "evaluate", "rl")
+DESCRIPTIONS = {
+    "evaluate": "Loss, perplexity and bits per byte of a checkpoint on a recipe's data (this form), plus --tasks. "
+    "To score a model on tasks alone: litllm evaluate SOURCE --tasks arc_easy,gsm8k (litllm evaluate SOURCE --help)."
+}
 # library warnings every run would print, about things litllm already handles
 QUIET = (
     # lightning's pytree helper on torch >= 2.10: a deprecation inside lightning, nothing a recipe can change
@@ -299,7 +303,7 @@ def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
         args=shipped_recipes(args),
         save_config_callback=None,
         trainer_defaults={"precision": default_precision(), "logger": False},
-        parser_kwargs={"prog": f"litllm {command}", "exit_on_error": False},
+        parser_kwargs={"prog": f"litllm {command}", "exit_on_error": False, "description": DESCRIPTIONS.get(command)},
         auto_configure_optimizers=False,
         seed_everything_default=42,  # the same recipe gives the same run
     )
