@@ -93,7 +93,9 @@ class Job:
             if returncode is None:
                 return "running"
             self.returncode = returncode
-            if returncode == 0 and (self.shutting_down or not self.stop_requested):  # it had finished
+            finished = (self.run_dir / "final" / "model.safetensors").is_file()
+            # exit 0 is a finished run unless a stop reached it first: Lightning ends a SIGTERMed fit cleanly too
+            if returncode == 0 and (not self.stop_requested or (self.shutting_down and finished)):
                 self.end("succeeded")
             else:  # a server that shuts down stops its jobs: they are interrupted, to be resumed by the next one
                 self.end("interrupted" if self.shutting_down else "stopped" if self.stop_requested else "failed")
