@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sys
 import time
 import warnings
@@ -23,6 +22,15 @@ from litllm.config import Config
 from litllm.inference.constraints import make_constraint
 from litllm.inference.engine import Completion, Request, Scheduler, TextStream, TokenStream
 from litllm.inference.options import GenerationOptions, with_options
+from litllm.inference.placement import (
+    check_kv_cache_size,
+    default_device,
+    precision_dtypes,
+    resolve_dtype,
+    spread_layers,
+)
+from litllm.lora.files import attach_adapter, attach_adapters, split_sources
+from litllm.lora.layers import BASE, adapter_names, adapters_lifted, route_of
 from litllm.model import GPT
 from litllm.prompts import ChatFormat, PromptStyle, load_prompt_style, render_for_completion, stop_sequences
 from litllm.tensor_parallel import placement, process_count, process_rank, shared_seed, this_process_devices
@@ -102,6 +110,7 @@ class LLM(torch.nn.Module):
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         seed: int = 0,
+        adapter: str | Path | list | dict | None = None,
     ) -> LLM:
         """Load a litllm, Hugging Face or LitGPT checkpoint directory, a Hub repo id or a registry name.
 
@@ -117,6 +126,9 @@ class LLM(torch.nn.Module):
             device: Where to put the model instead ("cpu", "cuda:1", ...).
             dtype: Weights' dtype ("bfloat16", torch.float16, ...); default: the checkpoint's own.
             seed: Seed of the random initialisation.
+            adapter: LoRA adapter folders (or runs) to apply unmerged: one, a list (named after their folders) or a
+                {name: folder} dict; the first is active, `generate(..., adapter=name)` picks another per call. `model`
+                may itself be an adapter folder: its base is then loaded from where the adapter says.
         """
         if init not in ("pretrained", "random"):
             raise ValueError(f"init must be 'pretrained' or 'random', got {init!r}")
@@ -143,10 +155,36 @@ class LLM(torch.nn.Module):
             raise ValueError(
                 "init='pretrained' needs a checkpoint path, a Hub repo id or a registry name, not a Config"
             )
+        model, adapters = split_sources(model, adapter)
         found = locate(str(model))
         checkpoint_dir = found if isinstance(found, Path) else download(found, access_token)
         gpt = load_checkpoint(checkpoint_dir, device=device, dtype=dtype)
+        attach_adapters(gpt, adapters)
         return cls(gpt, tokenizer or Tokenizer(checkpoint_dir), checkpoint_dir)
+
+    # -- adapters --
+
+    def load_adapter(self, source: str | Path, name: str | None = None) -> str:
+        """Add a LoRA adapter folder (or a run holding one) to the model, unmerged, as `name` (default: the folder's
+        name); returns the name, which `generate(..., adapter=name)` takes. The first adapter becomes the active one."""
+        return attach_adapter(self.model, source, name)
+
+    @property
+    def adapters(self) -> list[str]:
+        """The names of the LoRA adapters over this model, in the order they were loaded."""
+        return adapter_names(self.model)
+
+    @property
+    def adapter(self) -> str | None:
+        """The adapter that generates when a call names none (None: the base model alone)."""
+        route = self.model.__dict__.get("lora_route")
+        return route.active if route is not None else None
+
+    @adapter.setter
+    def adapter(self, name: str | None) -> None:
+        if name not in (None, BASE, *self.adapters):
+            raise ValueError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters) or 'none'}")
+        route_of(self.model).active = None if name == BASE else name
 
     @with_options()
     def generate(
@@ -300,7 +338,8 @@ class LLM(torch.nn.Module):
         if quantize is not None:
             from litllm.quantize import quantize_model
 
-            quantize_model(self.model, quantize)
+            with adapters_lifted(self.model):  # quantizing replaces the layers the adapters sit on
+                quantize_model(self.model, quantize)
         if compile:
             self.model.forward = torch.compile(self.model.forward, dynamic=True)
         return self
@@ -427,7 +466,13 @@ class LLM(torch.nn.Module):
             num_samples=options.num_samples,
             logprobs=options.logprobs,
             constraint=constraint,
+            adapter=self._checked_adapter(options.adapter),
         )
+
+    def _checked_adapter(self, name: str | None) -> str | None:
+        if name not in (None, BASE, *self.adapters):
+            raise ValueError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters) or 'none'} (or 'base')")
+        return name
 
     @property
     def context_limit(self) -> int:
@@ -538,86 +583,8 @@ class Generating(Scheduler):
                 self.model.train()
 
 
-PRECISIONS = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64}
-MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-
-
-def precision_dtypes(precision: str | None) -> tuple[torch.dtype | None, torch.dtype | None]:
-    """(dtype to cast the weights to, dtype to autocast to) of a Lightning precision name or a dtype name."""
-    if precision is None:
-        return None, None
-    if precision in PRECISIONS:
-        return PRECISIONS[precision], None
-    if precision in MIXED:
-        return None, MIXED[precision]
-    if precision in DTYPES:
-        return DTYPES[precision], None
-    raise ValueError(f"unknown precision {precision!r}; accepted: {', '.join([*PRECISIONS, *MIXED, *DTYPES])}")
-
-
-def spread_layers(model: GPT, devices: list[torch.device]) -> list[Any]:
-    """Generation strategy "sequential": the blocks in contiguous groups over `devices`, the embeddings on the first
-    and the final norm and head on the last (the first when the head is the embedding). Each part moves its inputs to
-    where its weights are when it runs (so a later `.to()` of the whole model keeps working), and the logits go to
-    the embedding's device. Returns the hooks' handles."""
-    n, head = len(model.h), model.lm_head
-    head.to(devices[0] if head.weight is model.wte.weight else devices[-1])
-    model.ln_f.to(head.weight.device)
-    handles = [model.ln_f.register_forward_pre_hook(lambda _, args: to_device(args, head.weight.device))]
-    for i, block in enumerate(model.h):
-        block.to(devices[i * len(devices) // n])
-        handles.append(block.register_forward_pre_hook(lambda b, args: to_device(args, next(b.parameters()).device)))
-    handles.append(model.register_forward_hook(lambda m, args, out: out.to(m.wte.weight.device)))
-    return handles
-
-
-def to_device(value: Any, device: torch.device) -> Any:
-    """`value` with every tensor in it (in tuples, lists and dataclasses such as attention masks) on `device`."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (tuple, list)):
-        return type(value)(to_device(v, device) for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        moved = {f.name: to_device(getattr(value, f.name), device) for f in dataclasses.fields(value) if f.init}
-        return dataclasses.replace(value, **moved)
-    return value
-
-
-def check_kv_cache_size(size: int | str | None, block_size: int) -> int | str | None:
-    if size is None or size == "max_model_supported":
-        return size
-    if not isinstance(size, int) or isinstance(size, bool) or not 2 <= size <= block_size:
-        raise ValueError(
-            f"fixed_kv_cache_size must be 'max_model_supported', None or an integer in 2..{block_size} (the model's "
-            f"block_size), got {size!r}"
-        )
-    return size
-
-
 def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:120]
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
-
-def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; accepted: {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def check_vocab_fits(tokenizer: Tokenizer, config: Config) -> None:

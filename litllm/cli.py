@@ -9,68 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from litllm.errors import HubError, UnknownModelError
+from litllm.cli_checkpoints import download, export, from_peft, merge_lora, to_hf, to_litllm, to_peft
+from litllm.errors import HubError, MissingDependencyError, UnknownModelError
 from litllm.inference.options import option_names, with_options
 from litllm.serve.client import ClientCLI
-
-
-def download(
-    repo_id: str,
-    access_token: Optional[str] = None,
-    tokenizer_only: bool = False,
-    out_dir: Optional[Path] = None,
-) -> None:
-    """Download a Hugging Face Hub model (safetensors and tokenizer files) and convert it to litllm format.
-
-    Args:
-        repo_id: Hub repo id such as `Qwen/Qwen2.5-0.5B`, or `list` to print the models litllm knows by name.
-        access_token: Hub token for gated or private repos (default: $HF_TOKEN).
-        tokenizer_only: Fetch only the tokenizer files.
-        out_dir: Where to write the litllm checkpoint (default: $LITLLM_HOME/checkpoints/<repo_id>).
-    """
-    if repo_id == "list":
-        print_model_list()
-        return
-    from litllm.checkpoint.hub import download as fetch
-
-    out = fetch(repo_id, access_token=access_token, tokenizer_only=tokenizer_only, out_dir=out_dir)
-    print(f"saved to {out}")
-
-
-def print_model_list() -> None:
-    from litllm.catalog import catalog_rows
-
-    rows = catalog_rows()
-    width = max(len(name) for name, _, _ in rows)
-    for name, family, repo in rows:
-        print(f"{name:<{width}}  {family:<10}  {repo or '(no published weights)'}")
-
-
-def to_litllm(checkpoint_dir: Path, out_dir: Path, dtype: Optional[str] = None) -> None:
-    """Convert a Hugging Face (or LitGPT) checkpoint directory into a litllm checkpoint directory.
-
-    Args:
-        checkpoint_dir: Folder with config.json and *.safetensors (or model_config.yaml and lit_model.pth).
-        out_dir: Folder to write model.safetensors, model_config.yaml and the tokenizer files to.
-        dtype: Cast the weights (float32, bfloat16, float16); default keeps the stored dtype.
-    """
-    from litllm.api import resolve_dtype
-    from litllm.checkpoint.loading import convert_to_litllm
-
-    print(f"saved to {convert_to_litllm(checkpoint_dir, out_dir, dtype=resolve_dtype(dtype))}")
-
-
-def to_hf(checkpoint_dir: Path, out_dir: Path) -> None:
-    """Convert a litllm checkpoint directory into a Hugging Face model directory (transformers loads it).
-
-    Args:
-        checkpoint_dir: litllm checkpoint directory.
-        out_dir: Folder to write config.json, model.safetensors and the tokenizer files to.
-    """
-    from litllm.checkpoint.hf import convert_to_hf
-
-    print(f"saved to {convert_to_hf(checkpoint_dir, out_dir)}")
-
 
 # the generation options the commands take (printing log-probabilities is left to the Python API and the server)
 CLI_OPTIONS = [name for name in option_names() if name != "logprobs"]
@@ -171,6 +113,7 @@ def serve(
     port: int = 8000,
     model_type: Optional[str] = None,
     model_path: Optional[str] = None,
+    adapters: Optional[str] = None,
     api_key: Optional[str] = None,
     max_batch_size: int = 16,
     accelerator: str = "auto",
@@ -202,6 +145,8 @@ def serve(
         port: Port to listen on (1024-65535).
         model_type: Load this model by name (registered, downloaded, a catalog name such as gpt2, a Hub repo id).
         model_path: Load this checkpoint: a folder, a nanoGPT ckpt.pt, or a training run's folder (its final/).
+        adapters: LoRA adapters to serve over the model, `name1=DIR1,name2=DIR2` (DIR: an adapter folder or a run
+            whose final/ holds one); a request's `model` picks one by name, and rows of each decode in one batch.
         api_key: Require `Authorization: Bearer KEY` on every route but /health (default: $LITLLM_API_KEY).
         max_batch_size: Generations decoded together; more wait for a free row.
         accelerator: auto, cpu or cuda.
@@ -222,6 +167,7 @@ def serve(
     """
     import os
 
+    from litllm.serve.control import served_adapters
     from litllm.serve.server import build_server, run
 
     source = serve_source(source, model_type, model_path)
@@ -231,6 +177,7 @@ def serve(
         devices = num_gpus
     if source is not None:
         check_serve_source(source, init, tokenizer_dir)
+    adapter_dirs = served_adapters(adapters, source, init) if adapters is not None else None
     if limits:
         from litllm.serve.request_models import set_limits
 
@@ -250,9 +197,11 @@ def serve(
         models_root=models_root,
         runs_root=runs_root,
         default_max_tokens=max_tokens,
+        adapters=adapter_dirs,
     )
     where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     what = source if source is not None else "no model yet (POST /api/load_model loads one)"
+    what += f" with adapters {', '.join(adapter_dirs)}" if adapter_dirs else ""
     print(f"litllm serve: {what} at {where} (chat page: {where}/, API: {where}/v1)", file=sys.stderr, flush=True)
     run(server, host=host, port=port, log_level=log_level)
 
@@ -299,18 +248,6 @@ def load_for_inference(
     if quantize is not None:
         llm.distribute(accelerator=llm.device.type, quantize=quantize)
     return llm
-
-
-def export(checkpoint: Path, out_dir: Path) -> None:
-    """Export a training run's Lightning checkpoint (.ckpt) as an inference checkpoint directory.
-
-    Args:
-        checkpoint: A .ckpt file written by `litllm pretrain` or `litllm finetune`.
-        out_dir: Folder to write model.safetensors, model_config.yaml and the tokenizer files to.
-    """
-    from litllm.training.export import export_ckpt
-
-    print(f"saved to {export_ckpt(checkpoint, out_dir)}")
 
 
 def report(run: str) -> None:
@@ -464,12 +401,13 @@ def models_default(name: str) -> None:
 
 COMMANDS = {
     "download": download,
-    "convert": {"to_litllm": to_litllm, "to_hf": to_hf},
+    "convert": {"to_litllm": to_litllm, "to_hf": to_hf, "to_peft": to_peft, "from_peft": from_peft},
     "generate": generate,
     "chat": chat,
     "serve": serve,
     "client": ClientCLI,
     "export": export,
+    "merge_lora": merge_lora,
     "report": report,
     "tokenizer": {"train": tokenizer_train, "evaluate": tokenizer_evaluate},
     "models": {
@@ -491,7 +429,17 @@ TRAINING_COMMANDS = {
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean the user asked for something impossible: shown as one line, exit 2."""
-    return (ValueError, OSError, UnknownModelError, HubError)
+    return (ValueError, OSError, UnknownModelError, HubError, MissingDependencyError)
+
+
+def argument_error(error: Exception) -> str:
+    """jsonargparse's message, or for an optional group of options (`--model.lora.r 0`), the reason its values were
+    refused, rather than one reason per type of the Union."""
+    text = str(error)
+    if not text.startswith("Does not validate against any of the Union subtypes"):
+        return text
+    reasons = [line[4:] for line in text.splitlines() if line.startswith("  - ") and "NoneType" not in line]
+    return reasons[0] if reasons else text.splitlines()[0]
 
 
 def RawEpilogFormatter():  # noqa: N802 - a class factory, so jsonargparse is imported only when needed
@@ -597,11 +545,11 @@ def main(argv: list[str] | None = None) -> None:
 
         if isinstance(e, ArgumentError):
             command = " ".join(a for a in argv[:2] if not a.startswith("-"))
-            print(f"litllm: error: {e} (see `litllm {command} --help`)", file=sys.stderr)
+            print(f"litllm: error: {argument_error(e)} (see `litllm {command} --help`)", file=sys.stderr)
             sys.exit(2)
         if not isinstance(e, user_errors()):
             raise
-        print(f"litllm: error: {e}", file=sys.stderr)
+        print(f"litllm: error: {argument_error(e)}", file=sys.stderr)
         sys.exit(2)
 
 

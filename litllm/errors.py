@@ -20,3 +20,7 @@ class HubError(RuntimeError):
 
 class RunDirectoryError(ValueError):
     """A run directory that would be overwritten, or a resume target that does not exist."""
+
+
+class MissingDependencyError(ImportError):
+    """An optional package a feature needs is not installed; the message says how to install it."""

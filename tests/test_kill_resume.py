@@ -122,7 +122,8 @@ def chain(tmp_path: Path, config: Path, points: list[KillPoint], home: Path, *ex
     run_to_the_end(config, reference, tmp_path / "home_reference", *extra)
     for point in points:
         kill_when(config, run, home, point, *extra)
-    assert not (run / "final" / "model_config.yaml").exists(), "the last kill came after the export finished"
+    finished = [run / "final" / name for name in ("model_config.yaml", "adapter_config.yaml")]
+    assert not any(p.exists() for p in finished), "the last kill came after the export finished"
     run_to_the_end(config, run, home, *extra)
     compare(reference, run)
     return run
@@ -182,17 +183,32 @@ def test_ddp_run_killed_at_every_point_resumes_bit_exactly(tmp_path: Path, corpu
     chain(tmp_path, config, points, tmp_path / "home_killed", *ddp)
 
 
-def test_finetune_killed_at_every_point_resumes_bit_exactly(tmp_path: Path, litllm_dir: Path) -> None:
+def chat_data(tmp_path: Path) -> dict:
+    """SFT data: 40 short conversations in a JSONL file."""
     records = [
         {"messages": [{"role": "user", "content": f"add {i} and {i}"}, {"role": "assistant", "content": f"{2 * i}"}]}
         for i in range(40)
     ]
     data = tmp_path / "chat.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in records))
-    sft = {"class_path": "litllm.data.sft.SFTData", "init_args": {"path": str(data), "batch_size": 4}}
+    return {"class_path": "litllm.data.sft.SFTData", "init_args": {"path": str(data), "batch_size": 4}}
+
+
+def test_finetune_killed_at_every_point_resumes_bit_exactly(tmp_path: Path, litllm_dir: Path) -> None:
+    sft = chat_data(tmp_path)
     config = write_recipe(tmp_path / "recipe.yaml", sft, init_from=str(litllm_dir))
     points = [TRAINING_POINTS[1], TRAINING_POINTS[3]]  # a checkpoint being written, the export
     chain(tmp_path, config, points, tmp_path / "home_killed")
+
+
+def test_lora_finetune_killed_resumes_to_the_same_adapter(tmp_path: Path, litllm_dir: Path) -> None:
+    """With dropout on the adapters' input, so the random state matters too; final/ holds the adapter alone."""
+    sft = chat_data(tmp_path)
+    lora = {"r": 4, "alpha": 8, "dropout": 0.2, "mlp": True}
+    config = write_recipe(tmp_path / "recipe.yaml", sft, init_from=str(litllm_dir), lora=lora)
+    points = [TRAINING_POINTS[1], TRAINING_POINTS[2], TRAINING_POINTS[3]]
+    run = chain(tmp_path, config, points, tmp_path / "home_killed")
+    assert sorted(p.name for p in (run / "final").glob("*.safetensors")) == ["adapter.safetensors"]
 
 
 def compare(reference: Path, run: Path) -> None:
@@ -201,6 +217,7 @@ def compare(reference: Path, run: Path) -> None:
     assert {step for step, name in want if name == "train_loss"} == set(range(MAX_STEPS))
     assert max(step for step, _ in got) == MAX_STEPS - 1
     assert {key: want[key] for key in got} == got  # bit-exact: the CSV holds each float's repr
-    a, b = load_file(reference / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
+    weights = "adapter.safetensors" if (reference / "final" / "adapter.safetensors").exists() else "model.safetensors"
+    a, b = load_file(reference / "final" / weights), load_file(run / "final" / weights)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

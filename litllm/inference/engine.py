@@ -20,6 +20,7 @@ from litllm.cpu import packing
 from litllm.cpu.attention import kv_cache_dtype
 from litllm.inference.options import SamplingParams
 from litllm.inference.sampling import first_argmax, process_logits, sample
+from litllm.lora.layers import BASE, adapter_names, applying
 from litllm.model import GPT, KVCache
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class Request:
     num_samples: int = 1
     logprobs: bool = False
     constraint: Callable[[], Constraint] | None = None
+    adapter: str | None = None  # the LoRA adapter that generates it: None the model's active one, "base" none
 
     def __post_init__(self) -> None:
         if isinstance(self.prompt, torch.Tensor):
@@ -190,6 +192,9 @@ class Scheduler:
             raise ValueError(f"prompt is {n} tokens long; the model's context is {self.max_seq_length} tokens")
         if request.num_samples > self.max_batch_size:
             raise ValueError(f"num_samples={request.num_samples} exceeds max_batch_size={self.max_batch_size}")
+        if request.adapter not in (None, BASE, *adapter_names(self.model)):
+            have = ", ".join(adapter_names(self.model)) or "none"
+            raise ValueError(f"no adapter named {request.adapter!r}; the model has: {have}")
         outside = [t for t in request.params.logit_bias or {} if t >= self.vocab_size]
         if outside:
             raise ValueError(f"logit_bias key {outside[0]} is not a token id of this model: 0 to {self.vocab_size - 1}")
@@ -262,9 +267,9 @@ class Scheduler:
             self.groups.append(group)
         batch: list[_Group] = []  # prompts prefilled together, up to PREFILL_TOKENS (a longer one runs alone)
         tokens = 0
-        for group in admitted:
+        for group in sorted(admitted, key=lambda g: g.request.adapter or ""):  # one adapter a prefill
             n = len(group.request.prompt)
-            if batch and tokens + n > PREFILL_TOKENS:
+            if batch and (tokens + n > PREFILL_TOKENS or group.request.adapter != batch[0].request.adapter):
                 self._prefill(batch)
                 batch, tokens = [], 0
             batch.append(group)
@@ -304,6 +309,13 @@ class Scheduler:
             self._pack_if_faster(one_row=self.max_batch_size == 1)
         prompts = [g.request.prompt for g in groups]
         idx = torch.tensor([[t for prompt in prompts for t in prompt]], dtype=torch.long, device=self.device)  # (1, T)
+        with applying(self.model, [groups[0].request.adapter]):
+            logits = self._prefill_logits(groups, idx)
+        for group, row in zip(groups, logits.split(1), strict=True):
+            self._start(group, row)
+
+    def _prefill_logits(self, groups: list[_Group], idx: torch.Tensor) -> torch.Tensor:
+        """The last logits (groups, V) of each request's prompt, packed in idx (1, T)."""
         if len(groups) == 1:
             first = groups[0].completions[0].slot
             caches = [cache.rows(first, first + 1) for cache in self.caches]
@@ -312,8 +324,7 @@ class Scheduler:
             segments = [(g.completions[0].slot, len(g.request.prompt)) for g in groups]
             logits = self.model(idx, 0, last_only=True, segments=segments, kv_caches=self.caches)
             logits = logits[:, -1, : self.vocab_size]  # (groups, V)
-        for group, row in zip(groups, logits.split(1), strict=True):
-            self._start(group, row)
+        return logits
 
     def _start(self, group: _Group, logits: torch.Tensor) -> None:
         """After a request's prompt ran into its first row: its cache into its other rows, and each row's first
@@ -359,7 +370,13 @@ class Scheduler:
             input_pos = torch.tensor(positions, device=self.device)
         idx = torch.tensor(tokens, device=self.device).view(R, 1)
         caches = [cache.rows(0, R) for cache in self.caches]
-        logits = self.model(idx, input_pos, length=longest + 1, kv_caches=caches)[:, -1, : self.vocab_size]  # (R, V)
+        adapters: list[str | None] = [None] * R  # each row's adapter; one base matmul for all rows
+        for c in rows:
+            adapters[c.slot] = c.request.adapter
+        with applying(self.model, adapters):
+            logits = self.model(idx, input_pos, length=longest + 1, kv_caches=caches)[
+                :, -1, : self.vocab_size
+            ]  # (R, V)
         for c in rows:
             c.length += 1
         plain: list[Completion] = []  # greedy rows with nothing to adjust: one argmax for all of them

@@ -111,6 +111,10 @@ class GenerationOptions(SamplingParams):
     )
     regex: Optional[str] = field(default=None, metadata={"help": "Regular expression the whole output matches."})
     grammar: Optional[str] = field(default=None, metadata={"help": "Lark grammar the output is a sentence of."})
+    adapter: Optional[str] = field(
+        default=None,
+        metadata={"help": "LoRA adapter to generate with, by name ('base': none; default: the active)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

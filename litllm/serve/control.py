@@ -223,6 +223,69 @@ def loadable(path: Path, value: str, field: str) -> Path:
     return path
 
 
+def served_adapters(value: str, source: str | None, init: str = "pretrained") -> dict[str, str]:
+    """`--adapters name1=DIR1,name2=DIR2` as {name: adapter folder}, checked before the server starts: each name new,
+    neither the base's nor 'base'; each DIR an adapter folder (or a run whose final/ holds one) that fits the base."""
+    from litllm.lora.files import check_base, read_adapter
+
+    if source is None:
+        raise ValueError("--adapters needs a base model to serve them over: give SOURCE, --model_type or --model_path")
+    base, base_id = base_config(source, init), model_id(source)
+    adapters: dict[str, Any] = {}
+    for entry in value.split(","):
+        name, eq, folder = (part.strip() for part in entry.partition("="))
+        if not (eq and name and folder):
+            raise ValueError(f"--adapters entry {entry.strip()!r} is not NAME=DIR (several: a=DIR1,b=DIR2)")
+        if name in adapters:
+            raise ValueError(f"--adapters names {name!r} twice: each adapter needs a name of its own")
+        try:
+            check_adapter_name(name, base_id)
+            adapters[name] = read_adapter(folder)
+            check_base(base, adapters[name])
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--adapters {name}={folder}: {e}") from None
+    kinds = {a.lora.quantize or "none": name for name, a in adapters.items()}
+    if len(kinds) > 1:  # one base serves them all: it is 4-bit for all or for none
+        shown = ", ".join(f"{name} ({kind})" for kind, name in kinds.items())
+        raise ValueError(f"--adapters were trained over bases quantized differently ({shown}): serve them apart")
+    return {name: str(a.path.resolve()) for name, a in adapters.items()}
+
+
+def base_config(source: str, init: str = "pretrained") -> Any:
+    """The architecture of the model `source` names, without loading its weights."""
+    from litllm.checkpoint.loading import checkpoint_config
+    from litllm.checkpoint.sources import resolve_checkpoint
+    from litllm.config import Config
+
+    return Config.from_name(source) if init == "random" else checkpoint_config(resolve_checkpoint(source))
+
+
+def check_adapter_name(name: str, base_id: str | None) -> None:
+    """A ValueError unless `name` can be a served adapter's model name (one the base's name or 'base' does not take)."""
+    from litllm.lora.layers import BASE
+
+    if name in (BASE, base_id):
+        raise ValueError(f"adapter name {name!r} is the base model's name: give the adapter another name")
+    if not NAME.match(name):
+        raise ValueError(f"adapter name {name!r}: use letters, digits, _ . + - (and at most one /)")
+
+
+def resolve_adapters(adapters: dict[str, str], base_id: str, roots: Sequence[Path]) -> dict[str, str]:
+    """The adapter folders a load_model request names ({name: path under the server's roots}, a run: its final/);
+    a 400 names the bad entry. Whether each fits the base is checked when the worker loads them."""
+    from litllm.lora.files import adapter_dir
+
+    folders = {}
+    for name, value in adapters.items():
+        field = f"adapters.{name}"
+        try:
+            check_adapter_name(name, base_id)
+            folders[name] = str(adapter_dir(confined_path(value, field, roots, Path.cwd())))
+        except (OSError, ValueError) as e:
+            raise APIError(400, f"{field}: {e}", param=field, code="adapter_not_loadable") from None
+    return folders
+
+
 def download(repo_id: str, field: str) -> Path:
     """A Hub repo's converted checkpoint, downloaded now if need be; a 503 with the Hub's reason when it cannot be."""
     from litllm.checkpoint.hub import download as fetch

@@ -121,6 +121,7 @@ class SamplingFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: Optional[str] = None
+    adapter: Optional[str] = Field(None, min_length=1)  # litllm's option: a served LoRA adapter, or "base"
     max_tokens: Optional[int] = Field(None, ge=1)
     temperature: Temperature = 1.0
     top_p: TopP = 1.0
@@ -325,13 +326,15 @@ class GenerateRequest(BaseModel):
 
 class LoadModelRequest(BaseModel):
     """`/api/load_model`: one model, by name (`model_type` as nanoGPT's server calls it, or `model_name`) or by path
-    (`model_path`: a checkpoint or training run under the server's roots). Every field goes through one resolver."""
+    (`model_path`: a checkpoint or training run under the server's roots). Every field goes through one resolver.
+    `adapters` serves LoRA adapters over it, each by the name a request gives as its `model`."""
 
     model_config = ConfigDict(extra="forbid")
 
     model_type: Optional[str] = Field(None, min_length=1)
     model_path: Optional[str] = Field(None, min_length=1)
     model_name: Optional[str] = Field(None, min_length=1)
+    adapters: Optional[dict[str, str]] = None  # LoRA adapters to serve over it: {name: folder under the roots}
 
     @model_validator(mode="after")
     def _one_source(self) -> LoadModelRequest:

@@ -20,7 +20,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from litserve.specs.base import LitSpec
 from litserve.utils import LitAPIStatus, ResponseBufferItem
 
-from litllm.serve.control import ModelRef, download, list_models, resolve_model
+from litllm.lora.layers import BASE
+from litllm.serve.control import ModelRef, download, list_models, resolve_adapters, resolve_model
 from litllm.serve.errors import NO_MODEL, APIError, error_body
 from litllm.serve.metrics import Metrics
 from litllm.serve.request_models import (
@@ -46,10 +47,13 @@ class LitLLMSpec(LitSpec):
         recipes_root: Path,
         ready: Any,
         default_max_tokens: int = 256,
+        adapters: list[str] | None = None,
     ) -> None:
+        """adapters: the names of the LoRA adapters the worker serves over the model."""
         super().__init__()
         self.api_path = "/v1/chat/completions"
         self.model_id, self.created = model_id, int(time.time())  # model_id None: no model loaded
+        self.adapters = list(adapters or [])
         self.models_root, self.runs_root, self.recipes_root = models_root, runs_root, recipes_root
         self.ready = ready  # a multiprocessing Event the worker sets once its model is loaded
         self.default_max_tokens = default_max_tokens
@@ -154,38 +158,51 @@ class LitLLMSpec(LitSpec):
         self.metrics.started()
         return chain_first(first, replies, self.metrics)
 
-    def check_model(self, model: str | None) -> None:
+    def check_model(self, model: str | None, adapter: str | None = None) -> str:
+        """The adapter a request chooses by its `model` (an adapter's name; the base's, "base" or none: the base) or
+        its `adapter` option: an adapter's name or BASE. A 400 names what is served when they name something else."""
         self.require_model()
-        if model not in (None, "", self.model_id):
-            raise APIError(
-                400,
-                f"model {model!r} is not served here; this server serves {self.model_id!r}",
-                param="model",
-                code="model_not_found",
-            )
+        if model not in (None, "", BASE, self.model_id, *self.adapters):
+            served = ", ".join(repr(name) for name in [self.model_id, *self.adapters])
+            message = f"model {model!r} is not served here; this server serves {served}"
+            raise APIError(400, message, param="model", code="model_not_found")
+        if adapter not in (None, BASE, *self.adapters):
+            names = ", ".join(repr(name) for name in self.adapters) or "none"
+            message = f"adapter {adapter!r} is not served here; the adapters: {names}"
+            raise APIError(400, f"{message} (or 'base': the model alone)", param="adapter", code="adapter_not_found")
+        by_model = model if model in self.adapters else None if model in (None, "") else BASE
+        if by_model is not None and adapter is not None and adapter != by_model:
+            message = f"model {model!r} and adapter {adapter!r} disagree: give one of them, or the same adapter in both"
+            raise APIError(400, message, param="adapter", code="adapter_mismatch")
+        return by_model or adapter or BASE
+
+    def served_name(self, adapter: str) -> str:
+        """The `model` a response reports: the adapter's name, or the base's."""
+        return self.model_id if adapter == BASE else adapter
 
     # -- OpenAI-compatible routes --
 
     async def chat_completions(self, body: ChatCompletionRequest) -> Response:
-        self.check_model(body.model)
+        adapter = self.check_model(body.model, body.adapter)
         messages = [{"role": m.role, "content": m.text} for m in body.messages]
-        operation = {"op": "generate", "messages": messages, "options": body.options(self.default_max_tokens)}
-        replies = await self.generation(operation)
-        answer = OpenAIAnswer("chat.completion", self.model_id, body.n)
+        options = {**body.options(self.default_max_tokens), "adapter": adapter}
+        replies = await self.generation({"op": "generate", "messages": messages, "options": options})
+        answer = OpenAIAnswer("chat.completion", self.served_name(adapter), body.n)
         if body.stream:
             return sse(answer.chunks(replies, body.include_usage))
         return JSONResponse(await answer.whole(replies))
 
     async def completions(self, body: CompletionRequest) -> Response:
-        self.check_model(body.model)
+        adapter = self.check_model(body.model, body.adapter)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) > 1 and body.stream:
             raise APIError(400, "stream=true takes a single prompt", param="prompt")
-        options = body.options(16)  # without max_tokens: OpenAI's default of 16
+        options = {**body.options(16), "adapter": adapter}  # without max_tokens: OpenAI's default of 16
         answers = []
         for i, prompt in enumerate(prompts):
             replies = await self.generation({"op": "generate", "prompt": prompt, "options": options})
-            answers.append((OpenAIAnswer("text_completion", self.model_id, body.n, offset=i * body.n), replies))
+            answer = OpenAIAnswer("text_completion", self.served_name(adapter), body.n, offset=i * body.n)
+            answers.append((answer, replies))
         if body.stream:
             answer, replies = answers[0]
             return sse(answer.chunks(replies, body.include_usage))
@@ -197,8 +214,12 @@ class LitLLMSpec(LitSpec):
         return JSONResponse(merged)
 
     async def list_models(self) -> JSONResponse:
+        """The model, then each LoRA adapter over it with the model as its `parent` (as vLLM lists them)."""
+        if self.model_id is None:
+            return JSONResponse({"object": "list", "data": []})
         card = {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "litllm"}
-        return JSONResponse({"object": "list", "data": [card] if self.model_id is not None else []})
+        adapters = [{**card, "id": name, "parent": self.model_id} for name in self.adapters]
+        return JSONResponse({"object": "list", "data": [card, *adapters]})
 
     # -- nanochat-style route, health and statistics --
 
@@ -252,6 +273,7 @@ class LitLLMSpec(LitSpec):
                 "timestamp": time.time(),
                 "state": state,
                 "model": self.model_id,
+                "adapters": self.adapters,
                 "dtype": info.get("dtype"),
                 "busy": info.get("busy", 0),
                 "queued": info.get("queued", 0),
@@ -266,6 +288,7 @@ class LitLLMSpec(LitSpec):
         """Swap the served model for the one the request names (any of its fields: one resolver, confined paths)."""
         value = getattr(body, body.field)
         ref = resolve_model(value, body.field, self.roots)
+        adapters = await asyncio.to_thread(resolve_adapters, body.adapters or {}, ref.name, self.roots)
         if len(self.devices) > 1:  # a swap message reaches one worker of the queue, not all of them
             raise APIError(409, "load_model needs a server with one worker (--devices 1); restart it with the model")
         if self.loading:
@@ -273,10 +296,11 @@ class LitLLMSpec(LitSpec):
         self.loading = True
         try:
             source = await asyncio.to_thread(self.local_checkpoint, ref, body.field)
-            result = await self.ask({"op": "load_model", "source": str(source), "name": ref.name})
+            operation = {"op": "load_model", "source": str(source), "name": ref.name, "adapters": adapters}
+            result = await self.ask(operation)
         finally:
             self.loading = False
-        self.model_id = result["model"]
+        self.model_id, self.adapters = result["model"], result["adapters"]
         fields = {k: v for k, v in result.items() if k != "type"}
         return JSONResponse({"message": "Model loaded successfully", "status": "loaded", **fields})
 

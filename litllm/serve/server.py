@@ -151,8 +151,10 @@ def build_server(
     models_root: Path | None = None,
     runs_root: Path | None = None,
     default_max_tokens: int = 256,
+    adapters: dict[str, str] | None = None,
 ) -> tuple[ls.LitServer, LitLLMSpec]:
-    """The LitServer for `source` (None: start with no model), its routes registered; `server.run(...)` starts it."""
+    """The LitServer for `source` (None: start with no model) and the LoRA adapters served over it ({name: folder},
+    checked: `control.served_adapters`), its routes registered; `server.run(...)` starts it."""
     from litllm.paths import litllm_home, recipes_dir, runs_dir
 
     ready = mp.get_context("spawn").Event()
@@ -163,9 +165,12 @@ def build_server(
         recipes_root=recipes_dir(),
         ready=ready,
         default_max_tokens=default_max_tokens,
+        adapters=list(adapters or {}),
     )
     spec.metrics.max_batch_size = max_batch_size
-    api = GenerationAPI(source, spec, max_batch_size, precision, quantize, init, tokenizer_dir, max_seq_length)
+    api = GenerationAPI(
+        source, spec, max_batch_size, precision, quantize, init, tokenizer_dir, max_seq_length, adapters=adapters
+    )
     api.ready = ready
     server = ls.LitServer(
         api,

@@ -27,6 +27,7 @@ from litserve.utils import LitAPIStatus
 from litllm.api import LLM
 from litllm.errors import HubError, UnknownModelError
 from litllm.inference.engine import Completion, Scheduler
+from litllm.lora.files import attach_adapters
 from litllm.serve.control import model_id
 from litllm.serve.errors import NO_MODEL
 
@@ -68,10 +69,13 @@ class GenerationAPI(ls.LitAPI):
         init: str = "pretrained",
         tokenizer_dir: str | None = None,
         max_seq_length: int | None = None,
+        adapters: dict[str, str] | None = None,
     ) -> None:
+        """adapters: LoRA adapter folders to serve over the model, by the name requests give as their `model`."""
         super().__init__(max_batch_size=max_batch_size, stream=True, spec=spec, loop=BatchingLoop())
         self.source, self.precision, self.quantize = source, precision, quantize
         self.init, self.tokenizer_dir, self.max_seq_length = init, tokenizer_dir, max_seq_length
+        self.adapters = dict(adapters or {})
         self.ready: Any = None  # a multiprocessing Event shared with the HTTP side: set while a model is loaded
 
     def setup(self, device: str) -> None:
@@ -102,7 +106,7 @@ class GenerationAPI(ls.LitAPI):
 
     def first_load(self) -> None:
         try:
-            self.load(self.source, self.init, self.tokenizer_dir)
+            self.load(self.source, self.init, self.tokenizer_dir, adapters=self.adapters)
         except Exception:
             logger.exception("litllm serve: could not load %r", self.source)
             os._exit(1)  # nothing to serve; LitServe's monitor sees the worker die
@@ -111,10 +115,19 @@ class GenerationAPI(ls.LitAPI):
             self.ready.set()
 
     def load(
-        self, source: str, init: str = "pretrained", tokenizer_dir: str | None = None, name: str | None = None
+        self,
+        source: str,
+        init: str = "pretrained",
+        tokenizer_dir: str | None = None,
+        name: str | None = None,
+        adapters: dict[str, str] | None = None,
     ) -> None:
-        """Load a model (replacing the current one) and make a scheduler for it; `name` is what clients call it."""
+        """Load a model (replacing the current one) with its LoRA adapters ({name: folder}, unmerged: rows of one batch
+        may each use another) and make a scheduler for it; `name` is what clients call the model."""
         llm = LLM.load(source, init=init, tokenizer_dir=tokenizer_dir, device=self.device)
+        if adapters:
+            attach_adapters(llm.model, adapters)
+            llm.adapter = None  # a request names its adapter; one that names none gets the base alone
         llm.distribute(accelerator=llm.device.type, precision=self.precision, quantize=self.quantize)
         self.llm, self.source = llm, source
         self.model_id = name or model_id(source)
@@ -211,7 +224,8 @@ class GenerationAPI(ls.LitAPI):
             self.ready.clear()
         try:
             init = message.get("init", "pretrained")
-            self.load(message["source"], init, message.get("tokenizer_dir"), message.get("name"))
+            tokenizer_dir, adapters = message.get("tokenizer_dir"), message.get("adapters")
+            self.load(message["source"], init, tokenizer_dir, message.get("name"), adapters)
         except Exception as e:  # noqa: BLE001 - a model that will not load must not take the worker down
             logger.warning("litllm serve: could not load %r: %s", message["source"], e)
             self.close(uid, load_error(message["source"], e))
@@ -223,10 +237,12 @@ class GenerationAPI(ls.LitAPI):
 
     def info(self) -> dict[str, Any]:
         if self.llm is None:
-            return {"model": None, "device": str(self.device), "busy": 0, "queued": 0, "pid": os.getpid()}
+            empty = {"model": None, "adapters": [], "busy": 0, "queued": 0}
+            return {**empty, "device": str(self.device), "pid": os.getpid()}
         config = self.llm.config
         return {
             "model": self.model_id,
+            "adapters": self.llm.adapters,
             "source": str(self.source),
             "device": str(self.llm.device),
             "dtype": str(self.llm.model.wte.weight.dtype).removeprefix("torch."),

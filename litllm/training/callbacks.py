@@ -4,6 +4,7 @@ training and the random number generators' states for an exact resume."""
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -128,7 +129,15 @@ class KeepFreedMemory(Callback):
 
 class RandomStates(Callback):
     """Saves the torch, numpy and Python random number generators' states in every checkpoint and restores them on
-    resume, so that a resumed run draws what the uninterrupted one would have."""
+    resume, so that a resumed run draws what the uninterrupted one would have. Each training batch also starts torch's
+    generator from the run's seed and the batch's place (epoch, index): dropout then draws the same masks for a batch
+    however the run got there (a resumed run makes its data loader anew, which draws from that generator first)."""
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        torch.manual_seed(hash((seed, trainer.current_epoch, batch_idx)) % 2**63)  # ints hash the same in every run
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         kind, keys, pos, has_gauss, gauss = np.random.get_state()

@@ -22,6 +22,7 @@ from litllm.config import Config
 from litllm.cpu import kernels
 from litllm.cpu.packing import Linear
 from litllm.data.base import IGNORE_INDEX
+from litllm.lora.layers import LoRAConfig
 from litllm.model import GPT, Block
 from litllm.training.callbacks import KeepFreedMemory, RandomStates
 from litllm.training.loss import linear_cross_entropy
@@ -51,6 +52,7 @@ class GPTModule(L.LightningModule):
         activation_checkpointing: bool = False,
         max_seq_length: Optional[int] = None,
         compile: bool = False,
+        lora: Optional[LoRAConfig] = None,
     ) -> None:
         """
         Args:
@@ -68,6 +70,8 @@ class GPTModule(L.LightningModule):
             max_seq_length: Longest training sequence (default: the model's block_size).
             compile: torch.compile each block (once: the blocks share one graph), fusing its elementwise work;
                 the first steps take a minute or more to compile.
+            lora: Train low-rank adapters (LoRA, DoRA; QLoRA with `quantize`) while the weights of init_from stay
+                frozen; the run saves the adapter alone (`final/adapter.safetensors`).
         """
         super().__init__()
         if model_config is None and init_from is None:
@@ -78,7 +82,10 @@ class GPTModule(L.LightningModule):
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         if not 0 <= min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
-        self.save_hyperparameters(ignore=["optimizer"])
+        self.lora = LoRAConfig.from_dict(lora) if isinstance(lora, dict) else lora
+        self.save_hyperparameters(ignore=["optimizer", "lora"])
+        self.hparams["lora"] = self.lora.to_dict() if self.lora is not None else None  # a plain mapping in .ckpt
+        self.strict_loading = self.lora is None  # a LoRA run's checkpoints hold the adapter, not the frozen base
         self.init_from = init_from
         self.tokenizer_dir = tokenizer_dir
         self.optimizer_factory = optimizer
@@ -121,12 +128,21 @@ class GPTModule(L.LightningModule):
         if mesh is None:
             with torch.device(self.device):
                 self.gpt = GPT(self.config)
+            self.load_initial_weights()
+            self.add_lora(init=True)
         else:
+            if self.lora is not None and self.lora.quantize is not None:
+                raise ValueError("QLoRA (lora.quantize) does not combine with FSDP sharding: train it on one device")
             with torch.device("meta"):
                 self.gpt = GPT(self.config)
+            self.add_lora(init=False)  # before sharding: the adapters shard with their block
             self.shard(mesh)
             self.gpt.to_empty(device=self.device)
-        self.load_initial_weights()
+            self.load_initial_weights()
+            if self.lora is not None:
+                from litllm.lora.layers import reset_adapter
+
+                reset_adapter(self.gpt)
         if self.activation_checkpointing:
             self.apply_activation_checkpointing()
         if self.compile_blocks:
@@ -144,7 +160,32 @@ class GPTModule(L.LightningModule):
         from litllm.checkpoint.sources import resolve_checkpoint
 
         source = load_checkpoint(resolve_checkpoint(self.init_from), dtype=torch.float32)
-        set_model_state_dict(self.gpt, source.state_dict(), options=StateDictOptions(full_state_dict=True))
+        # strict but for the adapters, which the base does not have
+        result = set_model_state_dict(
+            self.gpt, source.state_dict(), options=StateDictOptions(full_state_dict=True, strict=False)
+        )
+        unexpected = list(result.unexpected_keys)
+        missing = [k for k in result.missing_keys if ".lora." not in k]
+        if missing or unexpected:
+            raise ValueError(
+                f"init_from={self.init_from!r} does not fit the model: missing {missing}, unexpected {unexpected}"
+            )
+
+    def add_lora(self, init: bool) -> None:
+        """With `lora`: the base frozen (in 4-bit for QLoRA) and the adapter added; init=False leaves its weights to
+        `reset_adapter` (a model on the meta device)."""
+        if self.lora is None:
+            return
+        from litllm.lora.layers import add_adapter, freeze_base
+
+        if self.init_from is None:
+            raise ValueError("lora adapts a trained model: give init_from (the checkpoint whose weights stay frozen)")
+        if self.lora.quantize is not None:
+            from litllm.quantize import quantize_model
+
+            quantize_model(self.gpt, f"bnb.{self.lora.quantize}", double_quant=self.lora.double_quant)
+        add_adapter(self.gpt, self.lora, init=init)
+        freeze_base(self.gpt)
 
     def shard(self, mesh: Any) -> None:
         """FSDP2: shard each block, then the rest, over the data-parallel mesh."""
@@ -294,6 +335,8 @@ class GPTModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["model_config"] = self.config.to_dict()
+        if self.lora is not None:  # the adapter alone: the frozen base is init_from's, loaded again on resume
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if ".lora." in k}
         checkpoint["training_kernel"] = kernels.training_record()  # a resumed run computes with the same kernel
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -302,6 +345,11 @@ class GPTModule(L.LightningModule):
             diff = sorted(k for k, v in saved.items() if getattr(self.config, k, None) != v)
             raise ValueError(f"the checkpoint was trained with a different model (fields differ: {', '.join(diff)})")
         kernels.follow_training_record(checkpoint.get("training_kernel"))
+        if self.lora is not None:
+            own = [k for k, v in self.state_dict().items() if ".lora." in k]
+            missing = sorted(set(own) - set(checkpoint["state_dict"]))
+            if missing:
+                raise ValueError(f"the checkpoint lacks this run's adapter tensors ({', '.join(missing[:4])} ...)")
 
 
 def next_token_loss(gpt: GPT, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,6 +394,7 @@ def fused_head_applies(gpt: GPT) -> bool:
     head = gpt.lm_head
     return (
         type(head) is Linear
+        and "lora" not in head._modules
         and type(head.weight.detach()) is torch.Tensor
         and head.weight.device.type == "cpu"
         and gpt.config.final_logit_softcap is None
