@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 HUB = Path(__file__).parent.parent / "config_hub"
-RECIPES = sorted(HUB.glob("*/*.yaml"))
+RECIPES = sorted(HUB.glob("*/**/*.yaml"))
 COMMAND = {
     "pretrain": "pretrain",
     "mid": "midtrain",
@@ -28,9 +28,9 @@ def litllm(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=[f"{r.parent.name}/{r.stem}" for r in RECIPES])
+@pytest.mark.parametrize("recipe", RECIPES, ids=[str(r.relative_to(HUB).with_suffix("")) for r in RECIPES])
 def test_recipe_prints_its_resolved_config(recipe: Path) -> None:
-    result = litllm(COMMAND[recipe.parent.name], "--config", str(recipe), "--print_config")
+    result = litllm(COMMAND[recipe.relative_to(HUB).parts[0]], "--config", str(recipe), "--print_config")
     assert result.returncode == 0, result.stderr[-3000:]
     printed = yaml.safe_load(result.stdout)
     assert printed["data"]["class_path"].startswith("litllm.data.")
