@@ -37,9 +37,11 @@ if TYPE_CHECKING:
         set_alias,
         set_default_model,
     )
+    from litllm.lora.layers import LoRAConfig
     from litllm.model import GPT
     from litllm.tasks import Task, TaskMixture, TaskSequence, evaluate_task, get_task, list_tasks, register_task
     from litllm.tokenizer import HuggingFaceTokenizer, Tokenizer
+    from litllm.training.module import GPTModule
 
 # public name -> the module that defines it
 LAZY = {
@@ -53,6 +55,8 @@ LAZY = {
     "load_model": "litllm.checkpoint.phases",
     "UnknownModelError": "litllm.errors",
     "schema_dsl": "litllm.inference.constraints",
+    "GPTModule": "litllm.training.module",
+    "LoRAConfig": "litllm.lora.layers",
     # nanochat's Task framework (`from tasks.common import Task` becomes `from litllm import Task`)
     **dict.fromkeys(
         ("Task", "TaskMixture", "TaskSequence", "evaluate_task", "get_task", "list_tasks", "register_task"),
