@@ -30,7 +30,7 @@ from litllm.inference.placement import (
     spread_layers,
 )
 from litllm.lora.files import attach_adapter, attach_adapters, split_sources
-from litllm.lora.layers import BASE, adapter_names, adapters_lifted, route_of
+from litllm.lora.layers import BASE, adapter_names, adapters_lifted, merge_adapter, route_of
 from litllm.model import GPT
 from litllm.prompts import ChatFormat, PromptStyle, load_prompt_style, render_for_completion, stop_sequences
 from litllm.tensor_parallel import placement, process_count, process_rank, shared_seed, this_process_devices
@@ -168,6 +168,13 @@ class LLM(torch.nn.Module):
         """Add a LoRA adapter folder (or a run holding one) to the model, unmerged, as `name` (default: the folder's
         name); returns the name, which `generate(..., adapter=name)` takes. The first adapter becomes the active one."""
         return attach_adapter(self.model, source, name)
+
+    def merge_adapter(self, name: str | None = None) -> None:
+        """Fold adapter `name` (default: the active one) into the model's weights, and drop every adapter."""
+        name = name or self.adapter
+        if name not in self.adapters:
+            raise ValueError(f"no adapter named {name!r} to merge; loaded: {', '.join(self.adapters) or 'none'}")
+        merge_adapter(self.model, name)
 
     @property
     def adapters(self) -> list[str]:
@@ -405,6 +412,10 @@ class LLM(torch.nn.Module):
 
         if is_quantized(self.model):
             raise ValueError("a quantized model cannot be saved; save before distribute(quantize=...)")
+        if self.adapters:
+            raise ValueError(
+                f"the model has LoRA adapters ({', '.join(self.adapters)}): fold one in first, llm.merge_adapter(name)"
+            )
         out = save_checkpoint(self.model, out_dir, tokenizer_dir=self.tokenizer.checkpoint_dir)
         if isinstance(self.chat_format, PromptStyle) and self.chat_format.name != "plain":
             self.chat_format.save(out / "prompt_style.yaml")

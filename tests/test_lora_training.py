@@ -164,3 +164,16 @@ def test_merge_lora_of_a_folder_that_is_no_adapter_is_one_line(tmp_path: Path, l
     result = litllm("merge_lora", str(litllm_dir), str(tmp_path / "out"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is not a LoRA adapter: expected adapter_config.yaml and adapter.safetensors" in result.stderr
+
+
+def test_an_llm_with_adapters_saves_only_after_merging_one(lora_run: Path, tmp_path: Path) -> None:
+    from litllm import LLM
+
+    llm = LLM.load(lora_run)
+    x = torch.randint(0, 300, (1, 8))
+    want = llm.model(x)
+    with pytest.raises(ValueError, match=r"has LoRA adapters \(run\): fold one in first"):
+        llm.save(tmp_path / "out")
+    llm.merge_adapter()
+    llm.save(tmp_path / "out")
+    torch.testing.assert_close(LLM.load(tmp_path / "out").model(x), want, atol=1e-5, rtol=1e-5)

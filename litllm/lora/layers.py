@@ -146,6 +146,17 @@ class Route:
         self.configs: dict[str, LoRAConfig] = {}
         self.active: str | None = None
         self.rows: list[str | None] | None = None
+        self.indices: dict[tuple[str, torch.device], torch.Tensor] = {}  # rows of each adapter, for `rows`
+
+    def set_rows(self, rows: list[str | None] | None) -> None:
+        self.rows, self.indices = rows, {}
+
+    def index(self, name: str, device: torch.device) -> torch.Tensor:
+        """The batch rows that use adapter `name` (made once per batch, not once per layer)."""
+        key = (name, device)
+        if key not in self.indices:
+            self.indices[key] = torch.tensor([i for i, n in enumerate(self.rows) if n == name], device=device)
+        return self.indices[key]
 
 
 class LoRAWeights(nn.Module):
@@ -160,6 +171,7 @@ class LoRAWeights(nn.Module):
         dora = rows if config.dora else {}
         self.magnitude = nn.ParameterDict({t: nn.Parameter(torch.ones(n, **like)) for t, n in dora.items()})
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else None
+        self.norms: dict[str, tuple[tuple, torch.Tensor]] = {}  # DoRA's row norms, while A and B are unchanged
 
     def reset_parameters(self, base_rows: dict[str, torch.Tensor] | None = None) -> None:
         """A Kaiming-uniform, B zero (the layer's output is unchanged until training moves B); DoRA magnitudes the
@@ -210,7 +222,7 @@ class LoRA(nn.Module):
         for name in dict.fromkeys(route.rows):
             if name is None or name not in self.adapters:
                 continue
-            idx = torch.tensor([i for i, n in enumerate(route.rows) if n == name], device=x.device)
+            idx = route.index(name, x.device)
             part = self.delta(self.adapters[name], x.index_select(0, idx), out.index_select(0, idx))
             delta = (torch.zeros_like(out) if delta is None else delta).index_add(0, idx, part)
         return out if delta is None else out + delta
@@ -234,12 +246,23 @@ class LoRA(nn.Module):
         """DoRA's change to the rows of t: g·(Wx + d) - Wx with g = magnitude / ‖W + scale·BA‖ per row (the norm
         is not differentiated, as in the DoRA paper)."""
         start, stop = self.slices[t]
-        weight = dense_weight(self.layer)[start:stop].to(w.A[t].dtype)
-        norm = (weight + w.update(t)).norm(dim=1).detach()  # (rows,)
-        g = w.magnitude[t] / norm
+        g = w.magnitude[t] / self.dora_norm(w, t)
         bias = getattr(self.layer, "bias", None)
         base = out.to(d.dtype) - (bias[start:stop].to(d.dtype) if bias is not None else 0)
         return (g - 1) * base + g * d
+
+    def dora_norm(self, w: LoRAWeights, t: str) -> torch.Tensor:
+        """‖W + scale·BA‖ of each row of t, (rows,); kept while A and B are unchanged (generating), so a decode
+        step does not multiply B A again."""
+        key = (w.A[t]._version, w.B[t]._version, w.A[t].data_ptr(), w.B[t].data_ptr())
+        cached = w.norms.get(t)
+        if cached is not None and cached[0] == key and not torch.is_grad_enabled():
+            return cached[1]
+        start, stop = self.slices[t]
+        weight = dense_weight(self.layer)[start:stop].to(w.A[t].dtype)
+        norm = (weight + w.update(t)).norm(dim=1).detach()  # (rows,)
+        w.norms[t] = (key, norm)
+        return norm
 
     def remove(self) -> None:
         self.handle.remove()
@@ -334,11 +357,13 @@ def use_adapter(gpt: GPT, name: str | None) -> Iterator[None]:
         raise LoRAError(f"no adapter named {name!r}; the model has: {', '.join(adapter_names(gpt)) or 'none'}")
     route = route_of(gpt)
     saved = route.active, route.rows
-    route.active, route.rows = name, None
+    route.active = name
+    route.set_rows(None)
     try:
         yield
     finally:
-        route.active, route.rows = saved
+        route.active = saved[0]
+        route.set_rows(saved[1])
 
 
 @contextmanager
@@ -350,11 +375,12 @@ def adapter_rows(gpt: GPT, names: list[str | None]) -> Iterator[None]:
         raise LoRAError(f"no adapter named {', '.join(unknown)}; the model has: {', '.join(sorted(known)) or 'none'}")
     route = route_of(gpt)
     saved = route.active, route.rows
-    route.rows = list(names)
+    route.set_rows(list(names))
     try:
         yield
     finally:
-        route.active, route.rows = saved
+        route.active = saved[0]
+        route.set_rows(saved[1])
 
 
 def applying(gpt: GPT, names: list[str | None]) -> AbstractContextManager:
@@ -467,4 +493,5 @@ def merge_adapter(gpt: GPT, name: str = "default") -> None:
             gpt.config = dataclasses.replace(gpt.config, tie_embeddings=False)
         layer.weight = nn.Parameter(weight.to(layer.weight.dtype), requires_grad=layer.weight.requires_grad)
     route = route_of(gpt)
-    route.names, route.configs, route.active, route.rows = [], {}, None, None
+    route.names, route.configs, route.active = [], {}, None
+    route.set_rows(None)
