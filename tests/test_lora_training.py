@@ -177,3 +177,27 @@ def test_an_llm_with_adapters_saves_only_after_merging_one(lora_run: Path, tmp_p
     llm.merge_adapter()
     llm.save(tmp_path / "out")
     torch.testing.assert_close(LLM.load(tmp_path / "out").model(x), want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_lora_sft_run_is_found_by_its_phase_and_trains_on(
+    lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sft` names the newest finetune run: a LoRA one loads as its base with the adapter over it (LLM.load,
+    nanochat's load_model, evaluate), and a later phase starting from it starts from the merged weights."""
+    import shutil
+
+    from litllm import LLM, load_model
+    from litllm.training.module import GPTModule
+
+    shutil.copytree(lora_run, tmp_path / "out" / "finetune" / "tiny-20260101-000000")
+    monkeypatch.setenv("LITLLM_RUNS_DIR", str(tmp_path / "out"))
+    x = torch.randint(0, 300, (1, 8))
+    want = LLM.load(lora_run).model(x)
+    assert LLM.load("sft").adapters == ["tiny-20260101-000000"]
+    torch.testing.assert_close(LLM.load("sft").model(x), want)
+    model, tokenizer, meta = load_model("sft", device="cpu")
+    torch.testing.assert_close(model(x), want)
+    module = GPTModule(init_from="sft")
+    module.configure_model()
+    module.gpt.eval()
+    torch.testing.assert_close(module.gpt(x), want, atol=1e-5, rtol=1e-5)

@@ -20,6 +20,8 @@ from litllm.paths import atomic_copy
 
 WEIGHTS = "model.safetensors"
 CONFIG = "model_config.yaml"
+ADAPTER_WEIGHTS = "adapter.safetensors"  # a LoRA run's final/ (litllm.lora.files): the adapter, not the model
+ADAPTER_CONFIG = "adapter_config.yaml"
 HF_CONFIG = "config.json"
 LITGPT_WEIGHTS = "lit_model.pth"
 NANOGPT_CKPT = "ckpt.pt"

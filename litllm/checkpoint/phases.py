@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from litllm.checkpoint.layout import ADAPTER_CONFIG
 from litllm.checkpoint.run_folders import PHASES, final_checkpoint, find_run, phase_checkpoint, step_checkpoints
 from litllm.config import Config
 from litllm.errors import CheckpointError
@@ -58,7 +59,12 @@ def load_model(
     )
     run = find_run(source, model_tag, step=step)
     final = final_checkpoint(run) if step is None else None
-    if final is not None:
+    if final is not None and (final / ADAPTER_CONFIG).is_file():  # a LoRA run: its base with the adapter over it
+        from litllm.lora.files import load_adapted, read_adapter, tokenizer_folder
+
+        checkpoint, model = final, load_adapted(final, device=device)
+        tokenizer = Tokenizer(tokenizer_folder(read_adapter(final)))
+    elif final is not None:
         from litllm.checkpoint.loading import load_checkpoint
 
         checkpoint, model, tokenizer = final, load_checkpoint(final, device=device), Tokenizer(final)

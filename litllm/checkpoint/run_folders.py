@@ -19,7 +19,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from litllm.checkpoint.layout import checkpoint_kind
+from litllm.checkpoint.layout import ADAPTER_CONFIG, checkpoint_kind
 from litllm.paths import runs_dir
 
 PHASES = {"base": "pretrain", "mid": "midtrain", "sft": "finetune", "rl": "rl"}
@@ -61,8 +61,10 @@ def step_checkpoints(run: Path) -> dict[int, Path]:
 
 
 def final_checkpoint(run: Path) -> Path | None:
-    """The run's exported inference checkpoint, when training has finished writing it."""
-    return run / "final" if checkpoint_kind(run / "final") is not None else None
+    """The run's exported inference checkpoint (a LoRA run's: its adapter folder), when training has finished
+    writing it."""
+    final = run / "final"
+    return final if checkpoint_kind(final) is not None or (final / ADAPTER_CONFIG).is_file() else None
 
 
 def find_run(source: str, model_tag: str | None = None, step: int | None = None, final: bool = False) -> Path:

@@ -10,14 +10,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from litllm.checkpoint.layout import copy_tokenizer_files
+from litllm.checkpoint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, copy_tokenizer_files
 from litllm.checkpoint.own import load_safetensors, save_safetensors
+from litllm.checkpoint.run_folders import PHASES, phase_checkpoint
 from litllm.config import Config
 from litllm.errors import CheckpointError
 from litllm.lora.layers import LoRAConfig, LoRAError, add_adapter, load_adapter_state
@@ -26,8 +28,6 @@ from litllm.paths import read_yaml_mapping, write_yaml
 if TYPE_CHECKING:
     from litllm.model import GPT
 
-ADAPTER_WEIGHTS = "adapter.safetensors"
-ADAPTER_CONFIG = "adapter_config.yaml"
 FORMAT = "litllm-lora/1"
 IDENTITY = ("name", "hf_repo")  # fields that name a config without changing its architecture
 
@@ -130,16 +130,29 @@ def attach_adapter(gpt: GPT, source: str | Path, name: str | None = None) -> str
     return name
 
 
-def load_base(adapter: Adapter, dtype: torch.dtype | None = torch.float32) -> GPT:
-    """The adapter's base model, on the CPU, held in 4-bit if the adapter was trained over a 4-bit base."""
+def load_base(adapter: Adapter, dtype: torch.dtype | None = torch.float32, device: Any = None) -> GPT:
+    """The adapter's base model (on the CPU by default), held in 4-bit if the adapter was trained over a 4-bit base."""
     from litllm.checkpoint.loading import load_checkpoint
 
-    gpt = load_checkpoint(base_path(adapter), dtype=dtype)
+    gpt = load_checkpoint(base_path(adapter), device=device, dtype=dtype)
     if adapter.lora.quantize is not None:
         from litllm.quantize import quantize_model
 
         quantize_model(gpt, f"bnb.{adapter.lora.quantize}", double_quant=adapter.lora.double_quant)
     return gpt
+
+
+def load_adapted(source: str | Path, device: Any = None, dtype: torch.dtype | None = None) -> GPT:
+    """The base of an adapter folder (or LoRA run) with the adapter over it, unmerged and active."""
+    adapter = read_adapter(source)
+    gpt = load_base(adapter, dtype=dtype, device=device)
+    attach_adapter(gpt, adapter.path)
+    return gpt
+
+
+def tokenizer_folder(adapter: Adapter) -> Path:
+    """Where the adapter's tokenizer is: its own folder (a run's final/ has it), else its base's."""
+    return adapter.path if (adapter.path / "tokenizer.json").is_file() else base_path(adapter)
 
 
 def base_path(adapter: Adapter) -> Path:
@@ -163,17 +176,9 @@ def merge_to_checkpoint(source: str | Path, out_dir: str | Path) -> Path:
     logits equal those the adapter was trained with (its base in 4-bit), to float32 round-off: the merge does not
     undo the quantization error of the base (nf4: about 0.1 of a weight's absolute mean)."""
     from litllm.checkpoint.own import save_checkpoint
-    from litllm.lora.layers import merge_adapter
-    from litllm.quantize import dequantize_model
 
     adapter = read_adapter(source)
-    gpt = load_base(adapter)
-    check_base(gpt.config, adapter)
-    attach_adapter(gpt, adapter.path, "merge")
-    merge_adapter(gpt, "merge")
-    dequantize_model(gpt)  # the layers the adapter left alone, when the base is in 4-bit
-    has_tokenizer = (adapter.path / "tokenizer.json").is_file()
-    return save_checkpoint(gpt, out_dir, tokenizer_dir=adapter.path if has_tokenizer else base_path(adapter))
+    return save_checkpoint(load_merged(adapter.path), out_dir, tokenizer_dir=tokenizer_folder(adapter))
 
 
 def split_sources(model: str | Path, adapter: str | Path | list | dict | None) -> tuple[str | Path, dict]:
@@ -185,12 +190,37 @@ def split_sources(model: str | Path, adapter: str | Path | list | dict | None) -
         adapters = {read_adapter(a).name: a for a in adapter}  # named after their folders
     else:
         adapters = {} if adapter is None else {None: adapter}
-    if isinstance(model, (str, Path)) and Path(model).expanduser().is_dir():
-        path = Path(model).expanduser()
-        if is_adapter_dir(path) or is_adapter_dir(path / "final"):
-            found = read_adapter(path)
-            return found.base, {None: found.path, **adapters}
+    found = adapter_source(model) if isinstance(model, (str, Path)) else None
+    if found is not None:
+        adapter = read_adapter(found)
+        return adapter.base, {None: adapter.path, **adapters}
     return model, adapters
+
+
+def adapter_source(source: str | Path) -> Path | None:
+    """The adapter folder `source` names (the folder, a LoRA run, or a phase whose newest run is one), else None."""
+    path = Path(source).expanduser()
+    if not path.exists() and str(source) in PHASES:  # base, mid, sft, rl: the newest run's final/
+        with contextlib.suppress(FileNotFoundError):
+            path = phase_checkpoint(str(source))
+    for candidate in (path, path / "final"):
+        if is_adapter_dir(candidate):
+            return candidate
+    return None
+
+
+def load_merged(source: str | Path) -> GPT:
+    """The adapter's base with the adapter folded into its weights, in float32 and full precision (a 4-bit base
+    dequantized): a model to save, or to train further."""
+    from litllm.lora.layers import merge_adapter
+    from litllm.quantize import dequantize_model
+
+    adapter = read_adapter(source)
+    gpt = load_base(adapter)
+    check_base(gpt.config, adapter)
+    attach_adapter(gpt, adapter.path, "merge")
+    merge_adapter(gpt, "merge")
+    return dequantize_model(gpt)  # the layers the adapter left alone, when the base is in 4-bit
 
 
 def attach_adapters(gpt: GPT, adapters: dict) -> list[str]:

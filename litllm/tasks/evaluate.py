@@ -201,6 +201,7 @@ def load_source(source: str | os.PathLike, device: str | torch.device | None) ->
     from litllm.checkpoint.phases import load_model, load_training_checkpoint
     from litllm.checkpoint.run_folders import PHASES, final_checkpoint, step_checkpoints
     from litllm.checkpoint.sources import resolve_checkpoint
+    from litllm.lora.files import is_adapter_dir, load_adapted, read_adapter, tokenizer_folder
 
     device = (
         torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -211,6 +212,9 @@ def load_source(source: str | os.PathLike, device: str | torch.device | None) ->
         return model, tokenizer
     if path.is_dir() and checkpoint_kind(path) is None:  # a run folder: its final/, else its newest step
         final, steps = final_checkpoint(path), step_checkpoints(path)
+        if is_adapter_dir(path) or (final is not None and is_adapter_dir(final)):  # base + LoRA adapter, unmerged
+            adapter = read_adapter(path)
+            return load_adapted(adapter.path, device=device), Tokenizer(tokenizer_folder(adapter))
         if final is not None:
             path = final
         elif steps:

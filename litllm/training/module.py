@@ -158,8 +158,13 @@ class GPTModule(L.LightningModule):
 
         from litllm.checkpoint.loading import load_checkpoint
         from litllm.checkpoint.sources import resolve_checkpoint
+        from litllm.lora.files import adapter_source, load_merged
 
-        source = load_checkpoint(resolve_checkpoint(self.init_from), dtype=torch.float32)
+        adapter = adapter_source(self.init_from)  # a LoRA run: its base with the adapter folded in
+        if adapter is not None:
+            source = load_merged(adapter)
+        else:
+            source = load_checkpoint(resolve_checkpoint(self.init_from), dtype=torch.float32)
         # strict but for the adapters, which the base does not have
         result = set_model_state_dict(
             self.gpt, source.state_dict(), options=StateDictOptions(full_state_dict=True, strict=False)
@@ -220,14 +225,22 @@ class GPTModule(L.LightningModule):
     def load_tokenizer(self) -> Tokenizer | None:
         """The tokenizer of tokenizer_dir, else of init_from's checkpoint; None when neither is given."""
         if self.tokenizer is None and (self.tokenizer_dir is not None or self.init_from is not None):
-            from litllm.checkpoint.sources import resolve_checkpoint, resolve_tokenizer_dir
+            from litllm.checkpoint.sources import resolve_tokenizer_dir
             from litllm.tokenizer import Tokenizer
 
             if self.tokenizer_dir is not None:
                 self.tokenizer = Tokenizer(resolve_tokenizer_dir(self.tokenizer_dir))
             else:
-                self.tokenizer = Tokenizer(resolve_checkpoint(self.init_from))
+                self.tokenizer = Tokenizer(self.init_tokenizer_folder())
         return self.tokenizer
+
+    def init_tokenizer_folder(self) -> Path:
+        """The folder of init_from's tokenizer (a LoRA run's: its adapter folder's, else its base's)."""
+        from litllm.checkpoint.sources import resolve_checkpoint
+        from litllm.lora.files import adapter_source, read_adapter, tokenizer_folder
+
+        adapter = adapter_source(self.init_from)
+        return tokenizer_folder(read_adapter(adapter)) if adapter else resolve_checkpoint(self.init_from)
 
     def connect_data(self, data: DataModule) -> None:
         """Give a data module this model's tokenizer and sequence length: a litllm `DataModule` asks for them by
@@ -428,8 +441,10 @@ def resolve_config(model: Union[str, dict, None], init_from: Optional[str]) -> C
     if init_from is not None:
         from litllm.checkpoint.loading import checkpoint_config
         from litllm.checkpoint.sources import resolve_checkpoint
+        from litllm.lora.files import adapter_source, read_adapter
 
-        config = checkpoint_config(resolve_checkpoint(init_from))
+        adapter = adapter_source(init_from)
+        config = read_adapter(adapter).base_config if adapter else checkpoint_config(resolve_checkpoint(init_from))
         if model is not None:
             wanted = resolve_config(model, None)
             if wanted != config:

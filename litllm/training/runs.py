@@ -254,9 +254,7 @@ def resolve_tokenizer(module: GPTModule, data: DataModule, run_dir: Path) -> Pat
 
         source = resolve_tokenizer_dir(module.tokenizer_dir)  # a folder, or a Hub repo id like LLM.load's
     elif module.init_from is not None:
-        from litllm.checkpoint.sources import resolve_checkpoint
-
-        source = resolve_checkpoint(module.init_from)
+        source = module.init_tokenizer_folder()
     elif callable(getattr(data, "tokenizer_dir", None)):  # data that comes tokenized already
         source = data.tokenizer_dir()
     elif tokenizer_path() is not None:
