@@ -186,7 +186,9 @@ def test_print_config_shows_the_resolved_recipe(tmp_path: Path, tokenizer_dir: P
     assert printed["trainer"]["max_steps"] == 12
 
 
-def run_parallel(tmp_path: Path, tokenizer_dir: Path, name: str, init: Path, batch: int, *extra: str) -> dict:
+def run_parallel(
+    tmp_path: Path, tokenizer_dir: Path, name: str, init: Path, batch: int, *extra: str, lora: dict | None = None
+) -> dict:
     config = recipe(
         tmp_path,
         tokenizer_dir,
@@ -196,6 +198,7 @@ def run_parallel(tmp_path: Path, tokenizer_dir: Path, name: str, init: Path, bat
                 "max_seq_length": 32,
                 "warmup_steps": 0,
                 "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.5}},
+                **({"lora": lora} if lora else {}),
             },
             "data.init_args.batch_size": batch,
             "trainer.max_steps": 4,
@@ -206,7 +209,7 @@ def run_parallel(tmp_path: Path, tokenizer_dir: Path, name: str, init: Path, bat
     )
     result = litllm("pretrain", "--config", str(config), "--out_dir", str(tmp_path / name), *extra)
     assert result.returncode == 0, result.stderr[-3000:]
-    return load_file(tmp_path / name / "final" / "model.safetensors")
+    return load_file(tmp_path / name / "final" / ("adapter.safetensors" if lora else "model.safetensors"))
 
 
 @pytest.mark.parametrize(
@@ -230,6 +233,22 @@ def test_two_processes_match_one_process_on_the_same_global_batch(
     single = run_parallel(tmp_path, tokenizer_dir, "one", trained_run / "final", 8)
     double = run_parallel(tmp_path, tokenizer_dir, "two", trained_run / "final", 4, "--trainer.devices", "2", *strategy)
     assert set(single) == set(double)
+    for k in single:
+        torch.testing.assert_close(single[k], double[k], atol=1e-5, rtol=0, msg=k)
+
+
+@pytest.mark.slow  # two processes: `make test-slow` (and CI) runs it
+def test_lora_sharded_by_fsdp2_trains_the_adapter_one_process_would(
+    trained_run: Path, tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    """The adapters are added on the meta device before sharding and initialised after; final/ gathers them."""
+    lora = {"r": 4, "alpha": 8, "mlp": True}
+    single = run_parallel(tmp_path, tokenizer_dir, "one", trained_run / "final", 8, lora=lora)
+    fsdp = ["--trainer.strategy", "lightning.pytorch.strategies.ModelParallelStrategy",
+            "--trainer.strategy.data_parallel_size", "2", "--trainer.strategy.tensor_parallel_size", "1"]  # fmt: skip
+    double = run_parallel(tmp_path, tokenizer_dir, "two", trained_run / "final", 4, "--trainer.devices", "2", *fsdp,
+                          lora=lora)  # fmt: skip
+    assert set(single) == set(double) and all(".lora." in k for k in single)
     for k in single:
         torch.testing.assert_close(single[k], double[k], atol=1e-5, rtol=0, msg=k)
 

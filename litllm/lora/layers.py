@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -173,15 +174,17 @@ class LoRAWeights(nn.Module):
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else None
         self.norms: dict[str, tuple[tuple, torch.Tensor]] = {}  # DoRA's row norms, while A and B are unchanged
 
-    def reset_parameters(self, base_rows: dict[str, torch.Tensor] | None = None) -> None:
-        """A Kaiming-uniform, B zero (the layer's output is unchanged until training moves B); DoRA magnitudes the
-        norms of the base weight's rows (`base_rows`, per target)."""
+    def reset_parameters(self, seed: int, base_rows: dict[str, torch.Tensor] | None = None) -> None:
+        """A Kaiming-uniform (drawn from `seed` alone, so a sharded model starts where a whole one does), B zero
+        (the layer's output is unchanged until training moves B); DoRA magnitudes the norms of the base weight's
+        rows (`base_rows`, per target)."""
+        generator = torch.Generator().manual_seed(seed)
         for t, a in self.A.items():
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            bound = 1 / math.sqrt(a.shape[1])  # kaiming_uniform_(a=√5), as nn.Linear initialises its weight
+            fill(a, (torch.rand(a.shape, generator=generator) * 2 - 1) * bound)
             nn.init.zeros_(self.B[t])
-        with torch.no_grad():
-            for t, m in self.magnitude.items():
-                m.copy_(base_rows[t].float().norm(dim=1))
+        for t, m in self.magnitude.items():
+            fill(m, base_rows[t].float().norm(dim=1))
 
     def update(self, target: str) -> torch.Tensor:
         """scale · B A: what this adapter adds to the target's rows of the weight, (rows, in)."""
@@ -269,6 +272,16 @@ class LoRA(nn.Module):
         del self.layer._modules["lora"]
 
 
+def fill(param: nn.Parameter, values: torch.Tensor) -> None:
+    """Copy full-size `values` into a parameter, or into this process's shard of a sharded (FSDP2) one."""
+    if hasattr(param, "device_mesh"):  # a DTensor
+        from torch.distributed.tensor import distribute_tensor
+
+        values = distribute_tensor(values.to(param.dtype), param.device_mesh, param.placements)
+    with torch.no_grad():
+        param.copy_(values)
+
+
 def dense_weight(layer: nn.Module) -> torch.Tensor:
     """The weight of a linear layer as a plain (out, in) tensor: a bitsandbytes 4-bit weight dequantized, litllm's
     packed copy read back."""
@@ -276,7 +289,8 @@ def dense_weight(layer: nn.Module) -> torch.Tensor:
         return dequantized_weight(layer)
     if getattr(layer, "released", False):
         layer.unpack()
-    return layer.weight.detach()
+    weight = layer.weight.detach()
+    return weight.full_tensor() if hasattr(weight, "full_tensor") else weight  # a DTensor: gathered
 
 
 # ---- the model's adapters --------------------------------------------------------------------------------------
@@ -321,7 +335,7 @@ def add_adapter(gpt: GPT, config: LoRAConfig, name: str = "default", init: bool 
         weights = lora.add(name, chosen, config, adapter_dtype(layer))
         lora.train(layer.training)  # a model loaded for inference is in eval mode: no dropout in its adapters
         if init and weights.A[chosen[0]].device.type != "meta":
-            weights.reset_parameters(lora.base_rows(chosen) if config.dora else None)
+            weights.reset_parameters(init_seed(path, name), lora.base_rows(chosen) if config.dora else None)
     route.names.append(name)
     route.configs[name] = config
     if route.active is None and route.rows is None:
@@ -330,10 +344,16 @@ def add_adapter(gpt: GPT, config: LoRAConfig, name: str = "default", init: bool 
 
 def reset_adapter(gpt: GPT, name: str = "default") -> None:
     """Initialise adapter `name` (A Kaiming-uniform, B zero, DoRA magnitudes from the base weights)."""
-    for lora in lora_layers(gpt).values():
+    for path, lora in lora_layers(gpt).items():
         if name in lora.adapters:
             w = lora.adapters[name]
-            w.reset_parameters(lora.base_rows(list(w.A)) if w.dora else None)
+            w.reset_parameters(init_seed(path, name), lora.base_rows(list(w.A)) if w.dora else None)
+
+
+def init_seed(path: str, name: str) -> int:
+    """The seed of one layer's adapter, from torch's (the run's seed), the layer and the adapter name (through CRC-32:
+    Python's str hash differs from one process to the next)."""
+    return (torch.initial_seed() * 1_000_003 + zlib.crc32(f"{path}/{name}".encode())) % 2**63
 
 
 def adapter_dtype(layer: nn.Module) -> torch.dtype:
