@@ -239,3 +239,44 @@ def test_qlora_4bit_base_trains_its_adapter_and_merges_to_its_dequantized_weight
     assert not any(type(m).__name__ == "Linear4bit" for m in model.modules())
     # the merged weight is the dequantized 4-bit weight plus the update: float32 round-off apart
     torch.testing.assert_close(model(x), adapted, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["nf4", "fp4"])
+def test_a_4bit_base_merge_matches_the_adapted_4bit_model(kind: str, tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    from litllm.checkpoint.own import save_checkpoint
+    from litllm.lora.files import load_adapted, merge_to_checkpoint
+
+    base = tiny()
+    save_checkpoint(base, tmp_path / "base")
+    lora = LoRAConfig(r=4, mlp=True, quantize=kind)
+    add_adapter(base, lora)
+    randomize(base)
+    save_adapter(tmp_path / "ad", adapter_state_dict(base), base.config, lora, base=str(tmp_path / "base"))
+    adapted = load_adapted(tmp_path / "ad")
+    assert type(adapted.h[0].mlp.fc).__name__ == "Linear4bit"
+    merge_to_checkpoint(tmp_path / "ad", tmp_path / "merged")
+    from litllm.checkpoint.loading import load_checkpoint
+
+    x = torch.randint(0, 96, (2, 7))
+    torch.testing.assert_close(load_checkpoint(tmp_path / "merged")(x), adapted.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+def test_merging_a_4bit_adapter_without_bitsandbytes_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from litllm.checkpoint.own import save_checkpoint
+    from litllm.errors import MissingDependencyError
+    from litllm.lora.files import merge_to_checkpoint
+
+    base = tiny()
+    save_checkpoint(base, tmp_path / "base")
+    add_adapter(base, LoRAConfig(r=4))
+    lora = LoRAConfig(r=4, quantize="nf4")
+    save_adapter(tmp_path / "ad", adapter_state_dict(base), base.config, lora, base=str(tmp_path / "base"))
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if it were not installed
+    with pytest.raises(MissingDependencyError, match="quantize='bnb.nf4' needs bitsandbytes: pip install bitsandbytes"):
+        merge_to_checkpoint(tmp_path / "ad", tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
