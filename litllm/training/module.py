@@ -126,8 +126,11 @@ class GPTModule(L.LightningModule):
             return
         mesh = self.device_mesh
         if mesh is None:
-            with torch.device(self.device):
-                self.gpt = GPT(self.config)
+            if self.init_from is None:
+                with torch.device(self.device):
+                    self.gpt = GPT(self.config)
+            else:  # init_from's own model: no random weights to overwrite, no second copy of the checkpoint's
+                self.gpt = self.initial_model().to(self.device)
             self.load_initial_weights()
             self.add_lora(init=True)
         else:
@@ -150,24 +153,18 @@ class GPTModule(L.LightningModule):
                 block.compile()
 
     def load_initial_weights(self) -> None:
-        """From scratch (`GPT.reset_parameters`), or the weights of `init_from`."""
+        """From scratch (`GPT.reset_parameters`), or the weights of `init_from` (the model already is init_from's
+        unless it was built empty to be sharded)."""
         if self.init_from is None:
             self.gpt.reset_parameters(std=self.init_std)
             return
+        if self.device_mesh is None:
+            return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        from litllm.checkpoint.loading import load_checkpoint
-        from litllm.checkpoint.sources import resolve_checkpoint
-        from litllm.lora.files import adapter_source, load_merged
-
-        adapter = adapter_source(self.init_from)  # a LoRA run: its base with the adapter folded in
-        if adapter is not None:
-            source = load_merged(adapter)
-        else:
-            source = load_checkpoint(resolve_checkpoint(self.init_from), dtype=torch.float32)
         # strict but for the adapters, which the base does not have
         result = set_model_state_dict(
-            self.gpt, source.state_dict(), options=StateDictOptions(full_state_dict=True, strict=False)
+            self.gpt, self.initial_model().state_dict(), options=StateDictOptions(full_state_dict=True, strict=False)
         )
         unexpected = list(result.unexpected_keys)
         missing = [k for k in result.missing_keys if ".lora." not in k]
@@ -175,6 +172,17 @@ class GPTModule(L.LightningModule):
             raise ValueError(
                 f"init_from={self.init_from!r} does not fit the model: missing {missing}, unexpected {unexpected}"
             )
+
+    def initial_model(self) -> GPT:
+        """init_from's model in float32 on the CPU (a LoRA run's: its base with the adapter folded in)."""
+        from litllm.checkpoint.loading import load_checkpoint
+        from litllm.checkpoint.sources import resolve_checkpoint
+        from litllm.lora.files import adapter_source, load_merged
+
+        adapter = adapter_source(self.init_from)
+        if adapter is not None:
+            return load_merged(adapter)
+        return load_checkpoint(resolve_checkpoint(self.init_from), dtype=torch.float32)
 
     def add_lora(self, init: bool) -> None:
         """With `lora`: the base frozen (in 4-bit for QLoRA) and the adapter added; init=False leaves its weights to
