@@ -149,20 +149,25 @@ def test_peft_names_select_the_same_layers() -> None:
     assert LoRAConfig(targets=["mlp"]).target_names() == LoRAConfig(query=False, value=False, mlp=True).target_names()
 
 
-def test_rows_of_one_batch_use_their_own_adapters() -> None:
+@pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
+@pytest.mark.parametrize("grad", [False, True], ids=["generating", "training"])
+def test_rows_of_one_batch_use_their_own_adapters(dora: bool, grad: bool) -> None:
     model = tiny()
     add_adapter(model, LoRAConfig(r=4), "a")
-    add_adapter(model, LoRAConfig(r=2, targets=["all-linear"], dora=True), "b")
+    add_adapter(model, LoRAConfig(r=2, targets=["all-linear"], dora=dora), "b")
+    add_adapter(model, LoRAConfig(r=3, targets=["head", "down"]), "c")
     randomize(model)
-    x = torch.randint(0, 96, (3, 6))
-    alone = []
-    for i, name in enumerate(["a", "b", None]):
-        with use_adapter(model, name):
-            alone.append(model(x[i : i + 1]))
-    with adapter_rows(model, ["a", "b", None]):
-        together = model(x)
+    x = torch.randint(0, 96, (4, 6))
+    names = ["a", "b", None, "c"]
+    with torch.set_grad_enabled(grad):
+        alone = []
+        for i, name in enumerate(names):
+            with use_adapter(model, name):
+                alone.append(model(x[i : i + 1]))
+        with adapter_rows(model, names):
+            together = model(x)
     torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=1e-5)
-    with pytest.raises(LoRAError, match="no adapter named c; the model has: a, b"), adapter_rows(model, ["a", "c"]):
+    with pytest.raises(LoRAError, match="no adapter named d; the model has: a, b, c"), adapter_rows(model, ["d"]):
         pass
 
 

@@ -152,6 +152,14 @@ class Route:
     def set_rows(self, rows: list[str | None] | None) -> None:
         self.rows, self.indices = rows, {}
 
+    def row_ids(self, device: torch.device) -> torch.Tensor:
+        """(B,): each row's adapter as 1 + its place in `names`, 0 for none (made once per batch)."""
+        key = ("", device)
+        if key not in self.indices:
+            place = {n: i + 1 for i, n in enumerate(self.names)}
+            self.indices[key] = torch.tensor([place.get(n, 0) for n in self.rows], device=device)
+        return self.indices[key]
+
     def index(self, name: str, device: torch.device) -> torch.Tensor:
         """The batch rows that use adapter `name` (made once per batch, not once per layer)."""
         key = (name, device)
@@ -173,6 +181,7 @@ class LoRAWeights(nn.Module):
         self.magnitude = nn.ParameterDict({t: nn.Parameter(torch.ones(n, **like)) for t, n in dora.items()})
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else None
         self.norms: dict[str, tuple[tuple, torch.Tensor]] = {}  # DoRA's row norms, while A and B are unchanged
+        self.stacks: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None  # `LoRA.stacked`'s, likewise
 
     def reset_parameters(self, seed: int, base_rows: dict[str, torch.Tensor] | None = None) -> None:
         """A Kaiming-uniform (drawn from `seed` alone, so a sharded model starts where a whole one does), B zero
@@ -185,6 +194,10 @@ class LoRAWeights(nn.Module):
             nn.init.zeros_(self.B[t])
         for t, m in self.magnitude.items():
             fill(m, base_rows[t].float().norm(dim=1))
+
+    def version(self) -> tuple:
+        """Changes whenever a tensor of the adapter does (for what is computed from them and kept)."""
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
 
     def update(self, target: str) -> torch.Tensor:
         """scale · B A: what this adapter adds to the target's rows of the weight, (rows, in)."""
@@ -199,6 +212,7 @@ class LoRA(nn.Module):
         self.slices = slices
         self.in_features = layer.in_features
         self.adapters = nn.ModuleDict()
+        self.gather_cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None  # `gathered`'s
         object.__setattr__(self, "route", route)  # shared by every layer of the model; not a submodule
         object.__setattr__(self, "layer", layer)  # the parent: a reference, not a child (no cycle in modules())
         self.handle = layer.register_forward_hook(self.add_update)
@@ -221,6 +235,11 @@ class LoRA(nn.Module):
             return out + self.delta(self.adapters[route.active], x, out)
         if len(route.rows) != x.shape[0]:
             raise LoRAError(f"adapter_rows names {len(route.rows)} adapters for a batch of {x.shape[0]} rows")
+        if not torch.is_grad_enabled() and x.dim() == 3 and not any(w.dora for w in self.adapters.values()):
+            a, b = self.gathered()  # every adapter at once: two batched matmuls, each row with its own A and B
+            ids = route.row_ids(x.device)
+            h = torch.bmm(x.to(a.dtype), a[ids].transpose(1, 2))  # (B, T, KR)
+            return out + torch.bmm(h, b[ids].transpose(1, 2)).to(out.dtype)  # (B, T, rows)
         delta = None
         for name in dict.fromkeys(route.rows):
             if name is None or name not in self.adapters:
@@ -233,6 +252,10 @@ class LoRA(nn.Module):
     def delta(self, w: LoRAWeights, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """What adapter w adds to the layer's output `out` (..., rows) for input x (..., in)."""
         xd = w.dropout(x) if w.dropout is not None else x
+        if not w.dora:  # every target at once: two matmuls for the layer
+            a, b = self.stacked(w)
+            h = F.linear(xd.to(a.dtype), a) * w.scale  # (..., k·r)
+            return F.linear(h, b).to(out.dtype)  # (..., rows)
         parts = []
         for t, (start, stop) in self.slices.items():
             if t not in w.A:
@@ -244,6 +267,50 @@ class LoRA(nn.Module):
                 d = self.dora_delta(w, t, d, out[..., start:stop])
             parts.append(d.to(out.dtype))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def gathered(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """For a batch whose rows use different adapters: A (1 + n, KR, in) and B (1 + n, rows, KR) of the model's n
+        adapters in `route.names` order (`stacked`, the scale folded into B, zero-padded to the widest, zero for an
+        adapter this layer lacks), after an all-zero entry for rows with none; kept while no adapter changes."""
+        names = self.route.names
+        key = tuple((n, self.adapters[n].version() if n in self.adapters else None) for n in names)
+        if self.gather_cache is not None and self.gather_cache[0] == key:
+            return self.gather_cache[1]
+        parts = [self.stacked(self.adapters[n]) if n in self.adapters else None for n in names]
+        first = next(p for p in parts if p is not None)
+        width = max(p[0].shape[0] for p in parts if p is not None)
+        a = first[0].new_zeros(1 + len(names), width, self.in_features)
+        b = first[0].new_zeros(1 + len(names), first[1].shape[0], width)
+        for i, (name, p) in enumerate(zip(names, parts, strict=True), start=1):
+            if p is not None:
+                a[i, : p[0].shape[0]] = p[0]
+                b[i, :, : p[1].shape[1]] = p[1] * self.adapters[name].scale
+        self.gather_cache = key, (a, b)
+        return a, b
+
+    def stacked(self, w: LoRAWeights) -> tuple[torch.Tensor, torch.Tensor]:
+        """The A of each of w's targets stacked, (k·r, in), and a B of the layer's whole width, (rows, k·r), that puts
+        each target's B on its rows and zeros elsewhere; kept while w is unchanged and no gradient is wanted."""
+        targets = [t for t in self.slices if t in w.A]
+        if len(targets) == len(self.slices) == 1:
+            return w.A[targets[0]], w.B[targets[0]]
+        key = w.version()
+        grad = torch.is_grad_enabled()
+        if not grad and w.stacks is not None and w.stacks[0] == key:
+            return w.stacks[1]
+        r, k = w.A[targets[0]].shape[0], len(targets)
+        a = torch.cat([w.A[t] for t in targets])
+        blocks = []
+        for t, (start, stop) in self.slices.items():
+            if t in w.B:
+                i = targets.index(t)
+                blocks.append(F.pad(w.B[t], (i * r, (k - 1 - i) * r)))  # its columns of the k·r
+            else:
+                blocks.append(a.new_zeros(stop - start, k * r))
+        stacks = a, torch.cat(blocks)
+        if not grad:  # a training step builds them anew: its gradient flows into each A and B
+            w.stacks = key, stacks
+        return stacks
 
     def dora_delta(self, w: LoRAWeights, t: str, d: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """DoRA's change to the rows of t: g·(Wx + d) - Wx with g = magnitude / ‖W + scale·BA‖ per row (the norm
