@@ -112,5 +112,5 @@ def test_int8_off_the_cpu_is_refused_naming_the_bitsandbytes_mode() -> None:
         ValueError, match="quantize='int8' is litllm's CPU kernel; the model is on meta: use 'bnb.int8'"
     ):
         Int8Linear(nn.Linear(16, 16, device="meta"))
-    with pytest.raises(ValueError, match=r"bnb\.nf4, bnb\.int8, int8 \(or None\), got 'int4'"):
+    with pytest.raises(ValueError, match=r"bnb\.nf4, bnb\.fp4, bnb\.int8, int8 \(or None\), got 'int4'"):
         quantize_model(model(), "int4")
