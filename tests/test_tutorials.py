@@ -45,7 +45,14 @@ def steps(path: Path) -> list[tuple[str, str, str]]:
 
 
 # the longest ones (each a minute or so of training and serving) run with the slow tests (`make test-slow`, CI)
-SLOW = {"02-pretrain-on-your-text", "06-serve", "07-coming-from", "08-evaluate-and-chat-pipeline", "09-lora-and-qlora"}
+SLOW = {
+    "02-pretrain-on-your-text",
+    "05-llm-style-api-and-plugin",
+    "06-serve",
+    "07-coming-from",
+    "08-evaluate-and-chat-pipeline",
+    "09-lora-and-qlora",
+}
 
 
 @pytest.mark.parametrize(
