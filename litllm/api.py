@@ -171,9 +171,9 @@ class LLM(torch.nn.Module):
 
     def merge_adapter(self, name: str | None = None) -> None:
         """Fold adapter `name` (default: the active one) into the model's weights, and drop every adapter."""
-        name = name or self.adapter
-        if name not in self.adapters:
-            raise ValueError(f"no adapter named {name!r} to merge; loaded: {', '.join(self.adapters) or 'none'}")
+        name = self._checked_adapter(name or self.adapter)
+        if name in (None, BASE):
+            raise ValueError(f"no adapter to merge; loaded: {', '.join(self.adapters) or 'none'}")
         merge_adapter(self.model, name)
 
     @property
@@ -189,9 +189,7 @@ class LLM(torch.nn.Module):
 
     @adapter.setter
     def adapter(self, name: str | None) -> None:
-        if name not in (None, BASE, *self.adapters):
-            raise ValueError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters) or 'none'}")
-        route_of(self.model).active = None if name == BASE else name
+        route_of(self.model).active = None if self._checked_adapter(name) == BASE else name
 
     @with_options()
     def generate(
