@@ -120,9 +120,10 @@ def check_base(config: Config, adapter: Adapter) -> None:
         )
 
 
-def attach_adapter(gpt: GPT, source: str | Path, name: str | None = None) -> str:
-    """Load the adapter folder `source` onto `gpt` as adapter `name` (default: the folder's name); returns the name."""
-    adapter = read_adapter(source)
+def attach_adapter(gpt: GPT, source: str | Path | Adapter, name: str | None = None) -> str:
+    """Load the adapter folder `source` (or its config, already read) onto `gpt` as adapter `name` (default: the
+    folder's name); returns the name."""
+    adapter = source if isinstance(source, Adapter) else read_adapter(source)
     check_base(gpt.config, adapter)
     name = name or adapter.name
     add_adapter(gpt, adapter.lora, name, init=False)
@@ -146,7 +147,7 @@ def load_adapted(source: str | Path, device: Any = None, dtype: torch.dtype | No
     """The base of an adapter folder (or LoRA run) with the adapter over it, unmerged and active."""
     adapter = read_adapter(source)
     gpt = load_base(adapter, dtype=dtype, device=device)
-    attach_adapter(gpt, adapter.path)
+    attach_adapter(gpt, adapter)
     return gpt
 
 
@@ -217,8 +218,7 @@ def load_merged(source: str | Path) -> GPT:
 
     adapter = read_adapter(source)
     gpt = load_base(adapter)
-    check_base(gpt.config, adapter)
-    attach_adapter(gpt, adapter.path, "merge")
+    attach_adapter(gpt, adapter, "merge")  # refuses a base of another architecture
     merge_adapter(gpt, "merge")
     return dequantize_model(gpt)  # the layers the adapter left alone, when the base is in 4-bit
 
@@ -232,4 +232,4 @@ def attach_adapters(gpt: GPT, adapters: dict) -> list[str]:
         from litllm.quantize import quantize_model
 
         quantize_model(gpt, f"bnb.{quantize}", double_quant=found[0][1].lora.double_quant)
-    return [attach_adapter(gpt, adapter.path, name) for name, adapter in found]
+    return [attach_adapter(gpt, adapter, name) for name, adapter in found]
