@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from litllm.config import Config
 from litllm.config import GPTConfig as GPTConfig  # nanochat imports GPT and GPTConfig from one module
 from litllm.cpu import attention as cpu_attention
+from litllm.cpu import step as cpu_step
 from litllm.cpu.packing import Linear
 from litllm.gpt_nanochat import NanochatMethods
 
@@ -125,7 +126,13 @@ class GPT(NanochatMethods, nn.Module):
         else:
             local_rope = rope
         masks = AttentionMasks(self.config, start, B, T, S, key_mask, idx.device, segments)
-        for i, block in enumerate(self.h):
+        # a CPU decoding step: every block in one C call where it covers them (litllm.cpu.step)
+        stepped = None
+        if input_pos is not None and segments is None and not self.training:
+            stepped = cpu_step.run(self, x, (rope, local_rope), masks, start, caches, S)
+        if stepped is not None:
+            x = stepped
+        for i, block in enumerate(self.h if stepped is None else ()):
             sliding = self.config.is_sliding(i)
             cache = caches[i] if input_pos is not None else None
             x = block(x, local_rope if sliding else rope, masks.get(sliding), start, cache, S)

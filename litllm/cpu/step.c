@@ -1,0 +1,284 @@
+/* A decoding step through every transformer block in one call (litllm/cpu/step.py).
+
+   At batch 1 the linear layers of a small model take ~55% of a decoding step when each of the ~40 small operations
+   around them (norms, rotary embeddings, the cache store, activations, residual adds) costs a Python call and a
+   torch dispatch of 2-20 us. This file does that glue in C, between calls of the tile kernel (gemm.c) and the
+   attention kernel (attention.c), whose entry points it is given: those keep their own builds and compiler flags,
+   so the products are the ones the layer-by-layer path computes.
+
+   Activations are float32 or bfloat16. Every element-wise operation is computed in float32 and rounded to the
+   activations' dtype where torch's layer-by-layer path rounds (after each operation it runs in that dtype), so both
+   paths agree: bit for bit in bfloat16 where torch's own float arithmetic does, to float32 round-off otherwise.
+   Rows never mix: each row's result is the same whatever rows run beside it. Built without contraction of
+   multiply-adds (torch's element-wise kernels round each product). */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int (*linear_fn)(const void* x, int64_t ldx, const void* w, const void* bias, void* y, int64_t ldy, int64_t M,
+                         int64_t N, int64_t K, int threads);
+typedef int (*int8_fn)(const void* x, int64_t ldx, const void* w, const float* scale, const void* bias, void* y,
+                       int64_t ldy, int64_t M, int64_t N, int64_t K, int threads, int x_bfloat16);
+typedef int (*attend_fn)(const float* q, const void* k, const void* v, float* out, int64_t B, int64_t nkv, int64_t g,
+                         int64_t hs, int64_t S, int64_t kb, int64_t kh, int64_t ks, int64_t vb, int64_t vh, int64_t vs,
+                         const int64_t* lo, const int64_t* hi, float scale, float cap, int threads);
+
+#define PARTS 16 /* row blocks of one packed weight (kernels.PACK_BLOCK_BYTES each) */
+
+enum { FLOAT32 = 0, BFLOAT16 = 1 };
+enum { NORM_NONE = 0, LAYERNORM = 1, RMSNORM = 2 };
+enum { GELU = 0, GELU_TANH = 1, SWIGLU = 2, GEGLU = 3, GEGLU_TANH = 4, RELU2 = 5 };
+
+struct linear {
+    int64_t in, out, parts;
+    int int8;                    /* int8 tiles with a float32 scale per output, else tiles of the activations' dtype */
+    const void* tiles[PARTS];    /* each part: `width` consecutive outputs */
+    const float* scale[PARTS];
+    int64_t width[PARTS];
+    const void* bias;            /* (out) in the activations' dtype, or NULL */
+};
+
+struct norm {
+    int kind, unit_offset;
+    float eps;
+    const void* weight; /* in the activations' dtype, or NULL */
+    const void* bias;
+};
+
+struct block {
+    struct norm norm_1, norm_2;
+    struct linear qkv, proj, fc, down;
+    int parallel_residual, mlp, sliding;
+    int64_t nh, nkv, hs, rope_n, intermediate;
+    float scale, cap;
+};
+
+struct model {
+    int dtype;
+    int64_t n_layer, C;
+    const struct block* blocks;
+    linear_fn linear;
+    int8_fn linear_int8;
+    attend_fn attend;
+};
+
+static inline float bits_float(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline float to_bf16_float(float f) { /* f rounded to bfloat16 (nearest even, as torch), as a float */
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if (f != f) return f;
+    return bits_float(((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16) << 16);
+}
+
+static inline float get(const void* p, int64_t i, int dtype) {
+    return dtype == BFLOAT16 ? bits_float((uint32_t)((const uint16_t*)p)[i] << 16) : ((const float*)p)[i];
+}
+
+static inline void put(void* p, int64_t i, float v, int dtype) {
+    if (dtype == BFLOAT16) {
+        uint32_t bits;
+        float r = to_bf16_float(v);
+        memcpy(&bits, &r, sizeof bits);
+        ((uint16_t*)p)[i] = (uint16_t)(bits >> 16);
+    } else {
+        ((float*)p)[i] = v;
+    }
+}
+
+static inline float rnd(float v, int dtype) { return dtype == BFLOAT16 ? to_bf16_float(v) : v; }
+
+/* y (B, n) = norm(x (B, n)), rows ld elements apart */
+static void apply_norm(const struct norm* nm, const void* x, void* y, int64_t B, int64_t n, int dtype) {
+    for (int64_t b = 0; b < B; b++) {
+        int64_t o = b * n;
+        if (nm->kind == LAYERNORM) {
+            float mean = 0.0f, var = 0.0f;
+            for (int64_t i = 0; i < n; i++) mean += get(x, o + i, dtype);
+            mean /= (float)n;
+            for (int64_t i = 0; i < n; i++) {
+                float d = get(x, o + i, dtype) - mean;
+                var += d * d;
+            }
+            float r = 1.0f / sqrtf(var / (float)n + nm->eps);
+            for (int64_t i = 0; i < n; i++) {
+                float v = (get(x, o + i, dtype) - mean) * r;
+                if (nm->weight) v = v * get(nm->weight, i, dtype);
+                if (nm->bias) v = v + get(nm->bias, i, dtype);
+                put(y, o + i, v, dtype);
+            }
+        } else { /* RMSNorm as litllm.model.RMSNorm: in float32, the scale applied after rounding */
+            float ss = 0.0f;
+            for (int64_t i = 0; i < n; i++) {
+                float v = get(x, o + i, dtype);
+                ss += v * v;
+            }
+            float r = 1.0f / sqrtf(ss / (float)n + nm->eps);
+            for (int64_t i = 0; i < n; i++) {
+                float v = get(x, o + i, dtype) * r;
+                if (nm->weight && nm->unit_offset) v = v * (1.0f + get(nm->weight, i, dtype));
+                else if (nm->weight) v = get(nm->weight, i, dtype) * rnd(v, dtype);
+                put(y, o + i, v, dtype);
+            }
+        }
+    }
+}
+
+/* y (B, out) = x (B, in) W^T + bias, part by part into y's columns */
+static int apply_linear(const struct model* m, const struct linear* l, const void* x, int64_t ldx, void* y,
+                        int threads, int64_t B) {
+    int64_t size = m->dtype == BFLOAT16 ? 2 : 4, start = 0;
+    for (int64_t p = 0; p < l->parts; p++) {
+        const char* bias = l->bias ? (const char*)l->bias + start * size : NULL;
+        char* out = (char*)y + start * size;
+        int status = l->int8 ? m->linear_int8(x, ldx, l->tiles[p], l->scale[p], bias, out, l->out, B, l->width[p],
+                                              l->in, threads, m->dtype == BFLOAT16)
+                             : m->linear(x, ldx, l->tiles[p], bias, out, l->out, B, l->width[p], l->in, threads);
+        if (status) return status;
+        start += l->width[p];
+    }
+    return 0;
+}
+
+/* rotate the first n dimensions of `heads` heads of hs (row b of t, in place) by cos/sin (n each) */
+static void rope(void* t, int64_t o, int64_t heads, int64_t hs, int64_t n, const void* cos, const void* sin,
+                 int dtype) {
+    int64_t half = n / 2;
+    float tmp[n > 0 ? n : 1];
+    for (int64_t h = 0; h < heads; h++) {
+        int64_t base = o + h * hs;
+        for (int64_t i = 0; i < n; i++) {
+            float a = get(t, base + i, dtype);
+            float r = i < half ? -get(t, base + i + half, dtype) : get(t, base + i - half, dtype);
+            tmp[i] = rnd(rnd(a * get(cos, i, dtype), dtype) + rnd(r * get(sin, i, dtype), dtype), dtype);
+        }
+        for (int64_t i = 0; i < n; i++) put(t, base + i, tmp[i], dtype);
+    }
+}
+
+static inline float gelu(float v) { return 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2)); }
+
+static inline float gelu_tanh(float v) {
+    return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+}
+
+static inline float silu(float v) { return v / (1.0f + expf(-v)); }
+
+/* the MLP's activation: h (B, fc.out) -> a (B, intermediate); in place for the ungated ones */
+static void activate(const struct block* bl, void* h, void* a, int64_t B, int dtype) {
+    int64_t I = bl->intermediate, w = bl->fc.out;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < I; i++) {
+            float v = get(h, b * w + i, dtype), r;
+            switch (bl->mlp) {
+                case GELU: r = gelu(v); break;
+                case GELU_TANH: r = gelu_tanh(v); break;
+                case RELU2: v = v > 0.0f ? v : 0.0f; r = v * v; break;
+                default: {
+                    float up = get(h, b * w + I + i, dtype);
+                    float act = bl->mlp == SWIGLU ? silu(v) : bl->mlp == GEGLU ? gelu(v) : gelu_tanh(v);
+                    r = rnd(act, dtype) * up;
+                }
+            }
+            put(a, b * I + i, r, dtype);
+        }
+}
+
+static void* grow(void** buf, size_t* have, size_t need) {
+    if (need > *have) {
+        free(*buf);
+        *buf = malloc(need);
+        *have = *buf ? need : 0;
+    }
+    return *buf;
+}
+
+static _Thread_local void* scratch = NULL;
+static _Thread_local size_t scratch_bytes = 0;
+
+/* x (B, C), the residual stream in the activations' dtype, through every block, in place.
+   rope: cos, sin of the global layers, cos, sin of the sliding ones (each (B or 1, rope_n), rope_stride apart; NULL
+   where the model has none). pos (B): each row's new cache slot. ranges: lo, hi of the global layers, lo, hi of the
+   sliding ones ((B) each). kv: layer l's key cache at 2l, value cache at 2l + 1, each (rows, nkv, S, hs) with the
+   strides kv_strides[6l..6l+5] (key b, h, s; value b, h, s) in elements. Returns 0; 1 out of memory; 2 a position
+   or key range outside the cache. */
+int step(const struct model* m, void* x, int64_t B, const void* const* ropes, int64_t rope_stride, const int64_t* pos,
+         const int64_t* const* ranges, void* const* kv, const int64_t* kv_strides, int64_t S, int threads) {
+    int dtype = m->dtype;
+    int64_t size = dtype == BFLOAT16 ? 2 : 4, C = m->C, widest = C;
+    for (int64_t l = 0; l < m->n_layer; l++) {
+        const struct block* bl = m->blocks + l;
+        int64_t w[] = {bl->qkv.out, bl->fc.out, bl->nh * bl->hs};
+        for (int i = 0; i < 3; i++) widest = w[i] > widest ? w[i] : widest;
+    }
+    for (int64_t b = 0; b < B; b++)
+        if (pos[b] < 0 || pos[b] >= S) return 2;
+    /* h: a norm's output; t: qkv or the MLP's hidden; u: the attention's output or the activation; a: a branch;
+       q: queries and attention outputs in float32 */
+    size_t row = (size_t)widest * 4;
+    char* base = grow(&scratch, &scratch_bytes, (size_t)B * (row * 5 + 64 * 5));
+    if (!base) return 1;
+    void *h = base, *t = base + B * row + 64, *u = base + 2 * (B * row + 64), *a = base + 3 * (B * row + 64);
+    float* q = (float*)(base + 4 * (B * row + 64));
+    int status;
+    for (int64_t l = 0; l < m->n_layer; l++) {
+        const struct block* bl = m->blocks + l;
+        int64_t nh = bl->nh, nkv = bl->nkv, hs = bl->hs, width = bl->qkv.out;
+        const void* cos = ropes[2 * bl->sliding];
+        const void* sin = ropes[2 * bl->sliding + 1];
+        const int64_t* st = kv_strides + 6 * l;
+        char *kc = kv[2 * l], *vc = kv[2 * l + 1];
+        const void* normed = x;
+        if (bl->norm_1.kind != NORM_NONE) {
+            apply_norm(&bl->norm_1, x, h, B, C, dtype);
+            normed = h;
+        }
+        if ((status = apply_linear(m, &bl->qkv, normed, C, t, threads, B))) return status;
+        for (int64_t b = 0; b < B; b++) {
+            if (bl->rope_n > 0 && cos) {
+                const char* cb = (const char*)cos + b * rope_stride * size;
+                const char* sb = (const char*)sin + b * rope_stride * size;
+                rope(t, b * width, nh + nkv, hs, bl->rope_n, cb, sb, dtype);
+            }
+            for (int64_t hd = 0; hd < nkv; hd++) { /* the new key and value into the row's slot */
+                const char* kn = (const char*)t + (b * width + (nh + hd) * hs) * size;
+                const char* vn = (const char*)t + (b * width + (nh + nkv + hd) * hs) * size;
+                memcpy(kc + (b * st[0] + hd * st[1] + pos[b] * st[2]) * size, kn, hs * size);
+                memcpy(vc + (b * st[3] + hd * st[4] + pos[b] * st[5]) * size, vn, hs * size);
+            }
+            for (int64_t i = 0; i < nh * hs; i++) q[b * nh * hs + i] = get(t, b * width + i, dtype);
+        }
+        const int64_t* lo = ranges[2 * bl->sliding];
+        const int64_t* hi = ranges[2 * bl->sliding + 1];
+        float* att = (float*)u; /* the attention's float32 output, then rounded into t's first columns */
+        status = m->attend(q, kc, vc, att, B, nkv, nh / nkv, hs, S, st[0], st[1], st[2], st[3], st[4], st[5], lo, hi,
+                           bl->scale, bl->cap, threads);
+        if (status) return status;
+        for (int64_t i = 0; i < B * nh * hs; i++) put(t, i, att[i], dtype);
+        if ((status = apply_linear(m, &bl->proj, t, nh * hs, a, threads, B))) return status;
+        /* the residual: x + a + mlp(norm_2(x) or h) in parallel, else x += a, then x += mlp(norm_2(x) or x) */
+        if (!bl->parallel_residual)
+            for (int64_t i = 0; i < B * C; i++) put(x, i, get(x, i, dtype) + get(a, i, dtype), dtype);
+        const void* mlp_in = bl->parallel_residual ? normed : x;
+        if (bl->norm_2.kind != NORM_NONE) {
+            apply_norm(&bl->norm_2, x, h, B, C, dtype);
+            mlp_in = h;
+        }
+        if ((status = apply_linear(m, &bl->fc, mlp_in, C, t, threads, B))) return status;
+        activate(bl, t, u, B, dtype);
+        /* the branch's output into q's memory (free again), as a row of C */
+        void* mo = q;
+        if ((status = apply_linear(m, &bl->down, u, bl->intermediate, mo, threads, B))) return status;
+        for (int64_t i = 0; i < B * C; i++) {
+            float v = bl->parallel_residual ? rnd(get(x, i, dtype) + get(a, i, dtype), dtype) : get(x, i, dtype);
+            put(x, i, v + get(mo, i, dtype), dtype);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,180 @@
+"""litllm.cpu.step: a CPU decoding step through every block in one C call computes what the layer-by-layer forward
+computes, on every family it covers and every instruction-set path, and steps aside for anything it does not cover."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+import pytest
+import torch
+from hf_models import FAMILIES, VOCAB, save_hf_model
+from torch.testing import assert_close
+
+from litllm.checkpoint import load_checkpoint
+from litllm.cpu import isa
+from litllm.cpu import step as cpu_step
+from litllm.cpu.int8 import quantize_int8
+from litllm.cpu.packing import prepack
+from litllm.model import GPT, KVCache
+
+pytestmark = pytest.mark.skipif(not cpu_step.available(), reason="no C compiler: decoding runs layer by layer")
+
+# families whose blocks step.c runs; the others have query/key norms or post-norms and go layer by layer
+COVERED = ["gpt2", "pythia", "llama2", "llama3", "mistral", "qwen2.5", "phi-2", "phi-3", "smollm2", "tinyllama"]
+NOT_COVERED = sorted(set(FAMILIES) - set(COVERED))
+PROMPT = 9  # tokens in the cache before the decoding steps
+TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=0), torch.bfloat16: dict(atol=3e-2, rtol=0)}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """family -> its tiny Hugging Face directory, saved on first use."""
+    return {"root": tmp_path_factory.mktemp("step-families")}
+
+
+def load(checkpoints: dict, family: str, dtype: torch.dtype = torch.float32) -> GPT:
+    path = checkpoints["root"] / family
+    if not path.exists():
+        save_hf_model(family, path)
+    model = load_checkpoint(path, dtype=dtype).eval()
+    prepack(model, release=True)  # as the Scheduler packs a model step.c covers
+    return model
+
+
+@contextlib.contextmanager
+def layer_by_layer() -> Iterator[None]:
+    run = cpu_step.run
+    cpu_step.run = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        cpu_step.run = run
+
+
+def caches(model: GPT, rows: int) -> list[KVCache]:
+    c, dtype = model.config, model.wte.weight.dtype
+    return [KVCache.empty(rows, c.n_query_groups, 32, c.head_size, "cpu", dtype) for _ in range(c.n_layer)]
+
+
+@torch.no_grad()
+def decode(
+    model: GPT, tokens: torch.Tensor, steps: int = 3, nxt: torch.Tensor | None = None
+) -> tuple[torch.Tensor, list[KVCache]]:
+    """Prefill each row of `tokens` (B, PROMPT), then `steps` decoding steps: the first at one position for every
+    row, the others at each row's own position (rows behind by 0, 1, 2...). Returns every step's logits and the
+    caches."""
+    B = tokens.shape[0]
+    kv = caches(model, B)
+    for b in range(B):  # row by row, as the Scheduler fills a cache row per prompt
+        model(tokens[b : b + 1], 0, kv_caches=[c.rows(b, b + 1) for c in kv])
+    if nxt is None:  # the tokens fed at the steps (B, steps)
+        nxt = torch.randint(VOCAB, (B, steps), generator=torch.Generator().manual_seed(7))
+    out = [model(nxt[:, :1], PROMPT, length=PROMPT + 1, kv_caches=kv)]
+    for s in range(1, steps):
+        pos = torch.tensor([PROMPT + s - min(b, s) for b in range(B)])  # each row's own slot
+        out.append(model(nxt[:, s : s + 1], pos, length=int(pos.max()) + 1, kv_caches=kv))
+    return torch.cat(out, dim=1), kv
+
+
+def prompt_tokens(rows: int = 3) -> torch.Tensor:
+    return torch.randint(VOCAB, (rows, PROMPT), generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("family", COVERED)
+def test_one_call_step_computes_what_the_layers_do(checkpoints: dict, family: str, dtype: torch.dtype) -> None:
+    model = load(checkpoints, family, dtype)
+    assert cpu_step.plan(model, dtype) is not None, f"{family} should decode in one call"
+    fused, fused_kv = decode(model, prompt_tokens())
+    with layer_by_layer():
+        plain, plain_kv = decode(model, prompt_tokens())
+    assert_close(fused, plain, **TOLERANCE[dtype])
+    for a, b in zip(fused_kv, plain_kv, strict=True):
+        assert_close(a.k, b.k, **TOLERANCE[dtype])
+        assert_close(a.v, b.v, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("family", NOT_COVERED)
+def test_families_it_does_not_cover_go_layer_by_layer(checkpoints: dict, family: str) -> None:
+    model = load(checkpoints, family)
+    assert cpu_step.plan(model, torch.float32) is None
+    assert not cpu_step.covers(model)
+
+
+@pytest.mark.parametrize("path", isa.supported())  # each instruction-set build this CPU runs
+def test_every_instruction_set_path_agrees_with_the_layers(checkpoints: dict, path: str) -> None:
+    with isa.use(path):
+        for dtype in (torch.float32, torch.bfloat16):
+            model = load(checkpoints, "llama3", dtype)
+            fused, _ = decode(model, prompt_tokens())
+            with layer_by_layer():
+                plain, _ = decode(model, prompt_tokens())
+            assert_close(fused, plain, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_a_row_decodes_the_same_alone_and_beside_other_rows(checkpoints: dict, dtype: torch.dtype) -> None:
+    model = load(checkpoints, "pythia", dtype)
+    tokens = prompt_tokens(4)
+    nxt = torch.randint(VOCAB, (4, 3), generator=torch.Generator().manual_seed(7))
+    together, _ = decode(model, tokens, nxt=nxt)
+    alone, _ = decode(model, tokens[2:3], nxt=nxt[2:3])
+    # row 2 is two positions behind in the batch's per-row steps; alone it is row 0: compare the first step
+    assert torch.equal(together[2, 0], alone[0, 0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_int8_weights_decode_in_one_call(checkpoints: dict, dtype: torch.dtype) -> None:
+    model = load(checkpoints, "qwen2.5", dtype)
+    quantize_int8(model)
+    assert cpu_step.covers(model) and cpu_step.plan(model, dtype) is not None
+    fused, _ = decode(model, prompt_tokens())
+    with layer_by_layer():
+        plain, _ = decode(model, prompt_tokens())
+    assert_close(fused, plain, **TOLERANCE[dtype])
+
+
+def test_a_hook_or_an_unpacked_weight_sends_the_step_layer_by_layer(checkpoints: dict) -> None:
+    model = load(checkpoints, "llama3")
+    assert cpu_step.plan(model, torch.float32) is not None
+    calls = []
+    handle = model.h[1].mlp.register_forward_hook(lambda *args: calls.append(1))
+    assert cpu_step.plan(model, torch.float32) is None
+    decode(model, prompt_tokens(), steps=2)
+    assert len(calls) == 3 + 2  # three prompts and both steps went through the module
+    handle.remove()
+    assert cpu_step.plan(model, torch.float32) is not None
+    prepack(model, enabled=False)  # weights given back: the plan lets go of the packed copies at once
+    assert len(cpu_step._plans) == 0
+    assert cpu_step.plan(model, torch.float32) is None and cpu_step.covers(model)
+
+
+def test_changed_weights_are_read_again(checkpoints: dict) -> None:
+    model = load(checkpoints, "pythia")
+    before, _ = decode(model, prompt_tokens())
+    norm = model.h[0].norm_1
+    norm.weight.data = norm.weight.data * 1.5  # new storage: the plan must not read the old one
+    model.h[1].attn.proj.bias.data.mul_(0.5)  # in place: the same storage, read at every step
+    after, _ = decode(model, prompt_tokens())
+    with layer_by_layer():
+        plain, _ = decode(model, prompt_tokens())
+    assert not torch.allclose(before, after)
+    assert_close(after, plain, **TOLERANCE[torch.float32])
+
+
+def test_a_step_beyond_the_cache_is_refused_by_name(checkpoints: dict) -> None:
+    model = load(checkpoints, "llama2")
+    kv = caches(model, 1)
+    with torch.no_grad(), pytest.raises(ValueError, match="KV cache holds 32 positions, 33 were asked for"):
+        model(torch.tensor([[1]]), torch.tensor([32]), length=33, kv_caches=kv)
+
+
+def test_a_model_that_is_gone_leaves_no_plan(checkpoints: dict) -> None:
+    model = load(checkpoints, "smollm2")
+    decode(model, prompt_tokens(), steps=1)
+    assert model in cpu_step._plans
+    del model
+    gc.collect()
+    assert not any(isinstance(m, GPT) and m.config.name == "smollm2" for m in cpu_step._plans)
