@@ -17,13 +17,11 @@ from litllm.cpu import isa
 from litllm.cpu import step as cpu_step
 from litllm.cpu.int8 import quantize_int8
 from litllm.cpu.packing import prepack
+from litllm.lora.layers import LoRAConfig, add_adapter, remove_adapter
 from litllm.model import GPT, KVCache
 
 pytestmark = pytest.mark.skipif(not cpu_step.available(), reason="no C compiler: decoding runs layer by layer")
 
-# families whose blocks step.c runs; the others have query/key norms or post-norms and go layer by layer
-COVERED = ["gpt2", "pythia", "llama2", "llama3", "mistral", "qwen2.5", "phi-2", "phi-3", "smollm2", "tinyllama"]
-NOT_COVERED = sorted(set(FAMILIES) - set(COVERED))
 PROMPT = 9  # tokens in the cache before the decoding steps
 TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=0), torch.bfloat16: dict(atol=3e-2, rtol=0)}
 
@@ -83,7 +81,7 @@ def prompt_tokens(rows: int = 3) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-@pytest.mark.parametrize("family", COVERED)
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_one_call_step_computes_what_the_layers_do(checkpoints: dict, family: str, dtype: torch.dtype) -> None:
     model = load(checkpoints, family, dtype)
     assert cpu_step.plan(model, dtype) is not None, f"{family} should decode in one call"
@@ -96,11 +94,19 @@ def test_one_call_step_computes_what_the_layers_do(checkpoints: dict, family: st
         assert_close(a.v, b.v, **TOLERANCE[dtype])
 
 
-@pytest.mark.parametrize("family", NOT_COVERED)
-def test_families_it_does_not_cover_go_layer_by_layer(checkpoints: dict, family: str) -> None:
-    model = load(checkpoints, family)
-    assert cpu_step.plan(model, torch.float32) is None
-    assert not cpu_step.covers(model)
+def test_a_model_with_an_adapter_goes_layer_by_layer(checkpoints: dict) -> None:
+    model = load(checkpoints, "llama3")
+    add_adapter(model, LoRAConfig(r=4))
+    with torch.no_grad():  # B is zero at first: a nonzero one shows whether the adapter ran
+        for name, p in model.named_parameters():
+            if ".lora." in name:
+                p.normal_(0, 0.5)
+    assert not cpu_step.covers(model) and cpu_step.plan(model, torch.float32) is None
+    adapted, _ = decode(model, prompt_tokens())
+    remove_adapter(model, "default")
+    base, _ = decode(model, prompt_tokens())
+    assert cpu_step.plan(model, torch.float32) is not None
+    assert not torch.allclose(adapted, base, atol=1e-3)
 
 
 @pytest.mark.parametrize("path", isa.supported())  # each instruction-set build this CPU runs

@@ -29,6 +29,7 @@ typedef int (*attend_fn)(const float* q, const void* k, const void* v, float* ou
 
 enum { FLOAT32 = 0, BFLOAT16 = 1 };
 enum { NORM_NONE = 0, LAYERNORM = 1, RMSNORM = 2 };
+enum { QK_NONE = 0, QK_HEAD = 1, QK_ALL_HEADS = 2 };
 enum { GELU = 0, GELU_TANH = 1, SWIGLU = 2, GEGLU = 3, GEGLU_TANH = 4, RELU2 = 5 };
 
 struct linear {
@@ -48,9 +49,10 @@ struct norm {
 };
 
 struct block {
-    struct norm norm_1, norm_2;
+    struct norm norm_1, norm_2, q_norm, k_norm, post_attn, post_mlp;
     struct linear qkv, proj, fc, down;
     int parallel_residual, mlp, sliding;
+    int qk_norm, qk_norm_after_rope; /* 0 none, 1 per head (over hs), 2 over all the heads of q and of k */
     int64_t nh, nkv, hs, rope_n, intermediate;
     float scale, cap;
 };
@@ -94,7 +96,7 @@ static inline void put(void* p, int64_t i, float v, int dtype) {
 
 static inline float rnd(float v, int dtype) { return dtype == BFLOAT16 ? to_bf16_float(v) : v; }
 
-/* y (B, n) = norm(x (B, n)), rows ld elements apart */
+/* y (B, n) = norm(x (B, n)), rows of n elements; y may be x */
 static void apply_norm(const struct norm* nm, const void* x, void* y, int64_t B, int64_t n, int dtype) {
     for (int64_t b = 0; b < B; b++) {
         int64_t o = b * n;
@@ -159,6 +161,15 @@ static void rope(void* t, int64_t o, int64_t heads, int64_t hs, int64_t n, const
             tmp[i] = rnd(rnd(a * get(cos, i, dtype), dtype) + rnd(r * get(sin, i, dtype), dtype), dtype);
         }
         for (int64_t i = 0; i < n; i++) put(t, base + i, tmp[i], dtype);
+    }
+}
+
+/* the per-head query and key norms of one row of qkv (its q heads, then its k heads), in place */
+static void head_norms(const struct block* bl, char* row, int dtype) {
+    int64_t size = dtype == BFLOAT16 ? 2 : 4;
+    for (int64_t h = 0; h < bl->nh + bl->nkv; h++) {
+        char* head = row + h * bl->hs * size;
+        apply_norm(h < bl->nh ? &bl->q_norm : &bl->k_norm, head, head, 1, bl->hs, dtype);
     }
 }
 
@@ -241,11 +252,18 @@ int step(const struct model* m, void* x, int64_t B, const void* const* ropes, in
         }
         if ((status = apply_linear(m, &bl->qkv, normed, C, t, threads, B))) return status;
         for (int64_t b = 0; b < B; b++) {
+            char* row = (char*)t + b * width * size;
+            if (bl->qk_norm == QK_ALL_HEADS) {
+                apply_norm(&bl->q_norm, row, row, 1, nh * hs, dtype);
+                apply_norm(&bl->k_norm, row + nh * hs * size, row + nh * hs * size, 1, nkv * hs, dtype);
+            }
+            if (bl->qk_norm == QK_HEAD && !bl->qk_norm_after_rope) head_norms(bl, row, dtype);
             if (bl->rope_n > 0 && cos) {
                 const char* cb = (const char*)cos + b * rope_stride * size;
                 const char* sb = (const char*)sin + b * rope_stride * size;
                 rope(t, b * width, nh + nkv, hs, bl->rope_n, cb, sb, dtype);
             }
+            if (bl->qk_norm == QK_HEAD && bl->qk_norm_after_rope) head_norms(bl, row, dtype);
             for (int64_t hd = 0; hd < nkv; hd++) { /* the new key and value into the row's slot */
                 const char* kn = (const char*)t + (b * width + (nh + hd) * hs) * size;
                 const char* vn = (const char*)t + (b * width + (nh + nkv + hd) * hs) * size;
@@ -262,6 +280,7 @@ int step(const struct model* m, void* x, int64_t B, const void* const* ropes, in
         if (status) return status;
         for (int64_t i = 0; i < B * nh * hs; i++) put(t, i, att[i], dtype);
         if ((status = apply_linear(m, &bl->proj, t, nh * hs, a, threads, B))) return status;
+        if (bl->post_attn.kind != NORM_NONE) apply_norm(&bl->post_attn, a, a, B, C, dtype);
         /* the residual: x + a + mlp(norm_2(x) or h) in parallel, else x += a, then x += mlp(norm_2(x) or x) */
         if (!bl->parallel_residual)
             for (int64_t i = 0; i < B * C; i++) put(x, i, get(x, i, dtype) + get(a, i, dtype), dtype);
@@ -275,6 +294,7 @@ int step(const struct model* m, void* x, int64_t B, const void* const* ropes, in
         /* the branch's output into q's memory (free again), as a row of C */
         void* mo = q;
         if ((status = apply_linear(m, &bl->down, u, bl->intermediate, mo, threads, B))) return status;
+        if (bl->post_mlp.kind != NORM_NONE) apply_norm(&bl->post_mlp, mo, mo, B, C, dtype);
         for (int64_t i = 0; i < B * C; i++) {
             float v = bl->parallel_residual ? rnd(get(x, i, dtype) + get(a, i, dtype), dtype) : get(x, i, dtype);
             put(x, i, v + get(mo, i, dtype), dtype);

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 PARTS = 16  # row blocks of one packed weight the C side takes (step.c's PARTS)
 DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 NORMS = {"layernorm": 1, "rmsnorm": 2}
+QK_NORMS = {"none": 0, "head": 1, "all_heads": 2}
+BLOCK_PARTS = ("attn", "mlp", "norm_1", "norm_2", "post_attn_norm", "post_mlp_norm")  # a Block's submodules
 MLPS = {("gelu", "none"): 0, ("gelu", "tanh"): 1, ("geglu", "none"): 3, ("geglu", "tanh"): 4}  # step.c's codes
 GATED = {"swiglu": 2, "relu2": 5}  # codes whatever the GELU approximation
 
@@ -67,6 +69,10 @@ class _Block(ctypes.Structure):
     _fields_ = [
         ("norm_1", _Norm),
         ("norm_2", _Norm),
+        ("q_norm", _Norm),
+        ("k_norm", _Norm),
+        ("post_attn", _Norm),
+        ("post_mlp", _Norm),
         ("qkv", _Linear),
         ("proj", _Linear),
         ("fc", _Linear),
@@ -74,6 +80,8 @@ class _Block(ctypes.Structure):
         ("parallel_residual", ctypes.c_int),
         ("mlp", ctypes.c_int),
         ("sliding", ctypes.c_int),
+        ("qk_norm", ctypes.c_int),
+        ("qk_norm_after_rope", ctypes.c_int),
         ("nh", ctypes.c_int64),
         ("nkv", ctypes.c_int64),
         ("hs", ctypes.c_int64),
@@ -114,6 +122,9 @@ class Plan:
         for i, (block, b) in enumerate(zip(model.h, blocks, strict=True)):
             attn, mlp = block.attn, block.mlp
             b.norm_1, b.norm_2 = _norm(block.norm_1, dtype), _norm(block.norm_2, dtype)
+            b.q_norm, b.k_norm = _norm(attn.q_norm, dtype), _norm(attn.k_norm, dtype)
+            b.post_attn, b.post_mlp = _norm(block.post_attn_norm, dtype), _norm(block.post_mlp_norm, dtype)
+            b.qk_norm, b.qk_norm_after_rope = QK_NORMS[c.qk_norm], int(c.qk_norm_after_rope)
             b.qkv, b.proj = _linear(attn.qkv, dtype), _linear(attn.proj, dtype)
             b.fc, b.down = _linear(mlp.fc, dtype), _linear(mlp.proj, dtype)
             b.parallel_residual, b.sliding = int(c.parallel_residual), int(c.is_sliding(i))
@@ -207,8 +218,9 @@ class Watch:
         for i, block in enumerate(model.h):
             self._module(model.h, str(i), block)
             attn, mlp = block.attn, block.mlp
-            for owner, name in ((block, "attn"), (block, "mlp"), (block, "norm_1"), (block, "norm_2")):
-                self._module(owner, name, owner._modules.get(name))
+            for owner, names in ((block, BLOCK_PARTS), (attn, ("q_norm", "k_norm"))):
+                for name in names:
+                    self._module(owner, name, owner._modules.get(name))
             for owner, name in ((attn, "qkv"), (attn, "proj"), (mlp, "fc"), (mlp, "proj")):
                 m = owner._modules[name]
                 self._module(owner, name, m)
@@ -218,7 +230,7 @@ class Watch:
                 for store in (m._parameters, m._buffers):
                     for key, t in store.items():
                         self._tensor(store, key, t)
-            for norm in (block.norm_1, block.norm_2):
+            for norm in [block._modules.get(n) for n in BLOCK_PARTS[2:]] + [attn.q_norm, attn.k_norm]:
                 for key, t in ({} if norm is None else norm._parameters).items():
                     self._tensor(norm._parameters, key, t)
         self.hooked = any(self.empty)  # a hook or an adapter: the model goes layer by layer while it has one
@@ -287,7 +299,7 @@ def covers(model: nn.Module) -> bool:
 
 
 def _config_covered(c) -> bool:
-    return c.qk_norm == "none" and not c.post_attention_norm and not c.post_mlp_norm and c.norm_class in NORMS
+    return c.qk_norm in QK_NORMS and c.norm_class in NORMS
 
 
 def run(
