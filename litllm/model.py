@@ -129,7 +129,7 @@ class GPT(NanochatMethods, nn.Module):
         # a CPU decoding step: every block in one C call where it covers them (litllm.cpu.step)
         stepped = None
         if input_pos is not None and segments is None and not self.training:
-            stepped = cpu_step.run(self, x, (rope, local_rope), masks, start, caches, S)
+            stepped = cpu_step.run(self, x, (rope, local_rope), masks.key_ranges(), start, caches, S)
         if stepped is not None:
             x = stepped
         for i, block in enumerate(self.h if stepped is None else ()):
@@ -432,6 +432,15 @@ class AttentionMasks:
         if sliding not in self.cache:
             self.cache[sliding] = self.build(sliding)
         return self.cache[sliding]
+
+    def key_ranges(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """(lo, hi) of the global layers' and of the sliding layers' masks, when both are one key range per row (a
+        CPU decoding step, `litllm.cpu.step`); None otherwise."""
+        sliding = self.config.sliding_window_size is not None
+        masks = (self.get(False), self.get(True) if sliding else self.get(False))
+        if not all(isinstance(m, KeyRanges) for m in masks):
+            return None
+        return [(m.lo, m.hi) for m in masks]
 
     def build(self, sliding: bool) -> Mask:
         if self.segments is not None:

@@ -13,10 +13,11 @@ from hf_models import FAMILIES, VOCAB, save_hf_model
 from torch.testing import assert_close
 
 from litllm.checkpoint import load_checkpoint
-from litllm.cpu import isa
+from litllm.cpu import isa, kernels
 from litllm.cpu import step as cpu_step
 from litllm.cpu.int8 import quantize_int8
-from litllm.cpu.packing import prepack
+from litllm.cpu.packing import Linear, prepack
+from litllm.inference.engine import Request, SamplingParams, Scheduler
 from litllm.lora.layers import LoRAConfig, add_adapter, remove_adapter
 from litllm.model import GPT, KVCache
 
@@ -184,3 +185,24 @@ def test_a_model_that_is_gone_leaves_no_plan(checkpoints: dict) -> None:
     del model
     gc.collect()
     assert not any(isinstance(m, GPT) and m.config.name == "smollm2" for m in cpu_step._plans)
+
+
+def test_a_training_runs_evaluation_keeps_its_own_kernels(checkpoints: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = load(checkpoints, "llama3")
+    monkeypatch.setattr(cpu_step, "_library", lambda name: pytest.fail("step.c ran inside training_kernels()"))
+    with kernels.training_kernels():  # the same bits in every process: the training rule's kernels, layer by layer
+        decode(model, prompt_tokens(), steps=2)
+
+
+def test_the_scheduler_packs_a_model_it_covers_where_the_packed_kernel_alone_loses(
+    checkpoints: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernels, "seconds_per_pass", lambda kernel, rows, weights: 3.0 if kernel == "packed" else 1.0)
+    load(checkpoints, "qwen2.5")  # saved
+    model = load_checkpoint(checkpoints["root"] / "qwen2.5").eval()
+    scheduler = Scheduler(model, max_batch_size=2)
+    (completion,) = scheduler.submit(Request([1, 2, 3], 4, params=SamplingParams(temperature=0)))
+    scheduler.run()
+    assert len(completion.token_ids) == 4
+    assert all(m.released for m in model.h.modules() if isinstance(m, Linear))
+    assert cpu_step.plan(model, torch.float32) is not None

@@ -159,7 +159,9 @@ def test_the_wheel_ships_the_recipes_kernels_and_configs(tmp_path: Path) -> None
         f"litllm/config_hub/{p.relative_to(PACKAGE / 'config_hub')}" for p in (PACKAGE / "config_hub").rglob("*.yaml")
     }
     assert recipes and recipes <= names
-    assert {"litllm/cpu/gemm.c", "litllm/cpu/attention.c", "litllm/model_configs/pythia.yaml"} <= names
+    assert {"litllm/cpu/gemm.c", "litllm/cpu/attention.c", "litllm/cpu/step.c", "litllm/model_configs/pythia.yaml"} <= (
+        names
+    )
 
 
 def test_recipes_are_found_inside_the_installed_package() -> None:

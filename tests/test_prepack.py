@@ -108,7 +108,7 @@ def test_scheduler_packs_when_the_packed_kernel_wins_and_the_tokens_do_not_chang
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(kernels, "_chosen", {})
-    monkeypatch.setattr(cpu_step, "covers", lambda model: False)  # the timing alone decides (see the test below)
+    monkeypatch.setattr(cpu_step, "covers", lambda model: False)  # the timing alone decides
     m = model()
     plain = [greedy(m, [p], prepack=False)[0] for p in PROMPTS]
     assert prepacked_bytes(m) == 0

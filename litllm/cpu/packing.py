@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -127,11 +128,17 @@ class Linear(nn.Linear):
         return state
 
 
-def _forget_plans() -> None:
-    """A packed copy is about to go: `litllm.cpu.step`'s plans, which point into the copies, let go of them first."""
-    from litllm.cpu import step  # it imports this module
+_unpack_listeners: list[Callable[[], None]] = []  # called before any packed copy goes (`litllm.cpu.step`'s plans)
 
-    step.forget()
+
+def on_unpack(listener: Callable[[], None]) -> None:
+    """Call `listener` before any packed copy is dropped, so that whatever points into the copies lets go first."""
+    _unpack_listeners.append(listener)
+
+
+def _forget_plans() -> None:
+    for listener in _unpack_listeners:
+        listener()
 
 
 # torch.compile cannot trace Linear.cpu_inference (data pointers, version counters, a packed copy in a module
@@ -179,17 +186,14 @@ def prepack(model: nn.Module, enabled: bool = True, release: bool = False) -> in
 def pack_if_faster(model: GPT, one_row: bool, force: bool = False) -> bool:
     """Replace the model's linear weights by packed copies (`prepack(release=True)`) if `force`, or if on this CPU the
     packed kernel runs decode steps of this kind (one row, or several) faster than the best unpacked kernel, timed on
-    the model's own weights (about TUNE_BYTES of the blocks'), or if packing lets `litllm.cpu.step` run every block in
-    one call (which saves more than any kernel's lead: 1.3-1.6x a bfloat16 step at batch 1). Records the kernels it
-    timed as this process's choices (`kernels.choose`). Returns whether the weights are packed."""
+    the model's own weights (about TUNE_BYTES of the blocks'). Records the kernels it timed as this process's choices
+    (`kernels.choose`). Returns whether the weights are packed."""
     linears = [m for m in unshared_linears(model) if m.released or kernels.can_pack(m.weight.detach())]
     if not linears:
         return False
     if any(m.released for m in linears):
         return True  # packed already
-    from litllm.cpu import step  # it imports this module
-
-    if force or step.covers(model):  # packed, its decoding steps run in one call (litllm.cpu.step)
+    if force:
         prepack(model, release=True)
         return True
     # the blocks' weights only: oneDNN runs an unpacked weight through a reordered copy in a scratchpad it keeps,

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from litllm.cpu import packing
+from litllm.cpu import kernels, packing
+from litllm.cpu import step as cpu_step
 from litllm.cpu.attention import kv_cache_dtype
 from litllm.inference.options import SamplingParams
 from litllm.inference.sampling import first_argmax, process_logits, sample
@@ -156,8 +157,9 @@ class Scheduler:
     `prepack`: on the CPU, linear weights can be replaced by packed copies (`packing.prepack(model, release=True)`:
     no extra memory; in `cpu_gemm` tiles where that kernel runs, else for oneDNN; 1.5-2.5x decoding speed on an AMD
     EPYC). None (default): at the first prompt, and at the first decode step of one row and of several, if the packed
-    kernel is this CPU's fastest for such steps, timed on the model's own weights (`packing.pack_if_faster`); True: at
-    the first prompt; False: never.
+    kernel is this CPU's fastest for such steps, timed on the model's own weights (`packing.pack_if_faster`), or if
+    the model is one whose decoding step then runs in one call (`litllm.cpu.step`); True: at the first prompt; False:
+    never.
     """
 
     def __init__(
@@ -353,7 +355,9 @@ class Scheduler:
         packed kernel fastest for this kind of step (`packing.pack_if_faster`)."""
         self.pack_decided.add(one_row)
         if self.device.type == "cpu":
-            packing.pack_if_faster(self.model, one_row, force=bool(self.prepack))
+            # packed, a model `cpu_step` covers decodes in one call a step, which beats any kernel's lead
+            one_call = cpu_step.covers(self.model) and not kernels.fixed_kernels()
+            packing.pack_if_faster(self.model, one_row, force=bool(self.prepack) or one_call)
 
     def _decode(self, rows: list[Completion]) -> None:
         """One forward pass over the cache rows in use: each active row feeds its last token at its own position."""
