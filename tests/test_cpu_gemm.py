@@ -229,6 +229,26 @@ def test_an_unknown_isa_or_one_this_cpu_lacks_is_refused_naming_what_runs() -> N
             isa.check(name)
 
 
+@pytest.mark.parametrize(
+    ("native", "flags", "expected"),
+    [
+        (True, {"avx512f", "avx512_bf16"}, "bf16-mixed"),  # Zen 4/5, Cooper Lake: bfloat16 products in hardware
+        (True, {"avx512f", "amx_bf16"}, "bf16-mixed"),  # Sapphire Rapids and later
+        (True, {"avx512f"}, "32-true"),  # AVX-512 without them: oneDNN widens bfloat16, training ran at 0.58x
+        (False, {"avx2", "fma"}, "32-true"),  # AVX2: no fast bfloat16 product at all
+    ],
+)
+def test_bf16_mixed_is_the_default_precision_only_where_bfloat16_is_multiplied_in_hardware(
+    monkeypatch: pytest.MonkeyPatch, native: bool, flags: set, expected: str
+) -> None:
+    from litllm.training import runs
+
+    monkeypatch.setattr(isa, "native_bfloat16", lambda: native)
+    monkeypatch.setattr(isa, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runs.default_precision() == expected
+
+
 FORCED = """
 from litllm.cpu import gemm, isa
 print(isa.active(), gemm.available(), gemm._library(isa.active()).isa(), gemm._library(isa.active())._name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing as mp
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,14 @@ def test_a_worker_started_without_a_model_serves_operations_and_refuses_generati
     ready = mp.get_context("spawn").Event()
     api = GenerationAPI(None, LitLLMSpec(None, tmp_path, tmp_path, tmp_path, ready=ready), max_batch_size=2)
     api.ready = ready
-    api.setup("cpu")  # nothing to load: the inbox is served at once
+    # setup() sets a worker process's signal handlers; this process (a test runner) gets its own back, or every
+    # process it starts later would inherit an ignored SIGINT (the training-job stop tests saw that)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        api.setup("cpu")  # nothing to load: the inbox is served at once
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     try:
         refused = closed_reply(api, "a", {"op": "generate", "prompt": PROMPT, "options": GREEDY})
         assert refused["type"] == "error" and refused["status"] == 503 and "POST /api/load_model" in refused["message"]

@@ -19,8 +19,10 @@ it holds for the rest of the process.
 Training is never timed: the float32 kernel of a training step (`training_gemm`: F.linear through BLAS, or oneDNN's
 `OneDNNLinear`) rounds differently from the other, and a choice that depended on how busy the machine was when a
 process started made the same recipe give different weights. It is a rule instead: `LITLLM_TRAINING_GEMM=linear` or
-`onednn` if set, else oneDNN on a CPU with AVX-512 (AMD Zen 5: 2.2x MKL's forward, 1.5-2x its backward; an Intel
-Xeon with AVX-512: 1.25x) and F.linear elsewhere (an AVX2 EPYC: BLAS as fast or faster). A run keeps its kernel in
+`onednn` if set, else oneDNN on a non-Intel CPU with AVX-512 (AMD Zen 5: 2.2x MKL's forward, 1.5-2x its backward)
+and F.linear elsewhere: on an Intel Xeon with AVX-512 MKL is Intel's own and won (forward and backward of
+pythia-160m's layers over 2048 rows, alternated: 238 against oneDNN's 160 GFLOP/s), and on an AVX2 EPYC BLAS was as
+fast or faster. A run keeps its kernel in
 its checkpoints (`training_record`) and a resumed run takes it back (`follow_training_record`), so that it goes on
 as it started on any machine, and all ranks of a run take rank 0's. Inside `training_kernels()` (a training run's
 validation and tests) inference takes the same rule instead of its timed choice: the kernels here do not give the
@@ -284,13 +286,20 @@ def training_gemm() -> str:
 
 def training_gemm_rule() -> str:
     """The float32 training kernel from LITLLM_TRAINING_GEMM, else from the CPU's features (never timed): "onednn"
-    where the CPU has AVX-512 and torch has oneDNN, else "linear"."""
+    where the CPU has AVX-512, is not an Intel one (whose BLAS, MKL, is faster there) and torch has oneDNN, else
+    "linear"."""
     override = os.environ.get(TRAINING_GEMM_SWITCH, "").strip()
     if override:
         if override not in TRAINING_GEMMS:
             raise ValueError(f"{TRAINING_GEMM_SWITCH}={override!r} is not a training kernel: use linear or onednn")
         return override
-    return "onednn" if has_avx512() and torch.backends.mkldnn.is_available() else "linear"
+    onednn = has_avx512() and not intel_cpu() and torch.backends.mkldnn.is_available()
+    return "onednn" if onednn else "linear"
+
+
+def intel_cpu() -> bool:
+    """Whether the CPU is an Intel one (its model name says so), where MKL is the fastest float32 BLAS."""
+    return "Intel" in cpu_model()
 
 
 def has_avx512() -> bool:

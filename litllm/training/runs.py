@@ -79,13 +79,15 @@ def quiet_library_warnings() -> None:
 
 
 def cpu_supports_bf16() -> bool:
+    """Whether bf16-mixed training is the faster precision on this CPU (`isa.bfloat16_training`)."""
     from litllm.cpu import isa
 
-    return isa.native_bfloat16()
+    return isa.bfloat16_training()
 
 
 def default_precision() -> str:
-    """bf16-mixed where the device does bf16 natively (recent CPUs, Ampere+ GPUs), else 32-true."""
+    """bf16-mixed where the device multiplies bf16 in hardware (CPUs with avx512_bf16 or AMX, Ampere+ GPUs), else
+    32-true."""
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
