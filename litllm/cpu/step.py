@@ -8,9 +8,9 @@ the modules around them. `step.c` does that glue in C and calls the same tile an
 
 It runs when `GPT.forward` makes one decoding step on the CPU without autograd and every block is one it covers:
 float32 or bfloat16 activations and cache, linear weights packed in tiles (`packing.prepack(release=True)`, as the
-`Scheduler` packs them) or int8 (`quantize="int8"`), no hooks or adapters on them, a LayerNorm or RMSNorm before
-attention and MLP (or none), a GELU, ReLU² or gated (SwiGLU, GeGLU) MLP, no query/key norms or post-norms. Anything
-else goes layer by layer, as does everything with `LITLLM_CPU_STEP=0`.
+`Scheduler` packs them) or int8 (`quantize="int8"`), no hooks or adapters on them, LayerNorms or RMSNorms (before
+and after attention and MLP, on queries and keys per head or over all heads), a GELU, ReLU² or gated (SwiGLU, GeGLU)
+MLP: every family litllm loads. Anything else goes layer by layer, as does everything with `LITLLM_CPU_STEP=0`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 NORMS = {"layernorm": 1, "rmsnorm": 2}
 QK_NORMS = {"none": 0, "head": 1, "all_heads": 2}
 BLOCK_PARTS = ("attn", "mlp", "norm_1", "norm_2", "post_attn_norm", "post_mlp_norm")  # a Block's submodules
-MLPS = {("gelu", "none"): 0, ("gelu", "tanh"): 1, ("geglu", "none"): 3, ("geglu", "tanh"): 4}  # step.c's codes
-GATED = {"swiglu": 2, "relu2": 5}  # codes whatever the GELU approximation
+# step.c's MLP codes: by (mlp_class, gelu_approximate), or by mlp_class alone where no GELU is involved
+MLPS = {("gelu", "none"): 0, ("gelu", "tanh"): 1, ("geglu", "none"): 3, ("geglu", "tanh"): 4}
+MLPS_WITHOUT_GELU = {"swiglu": 2, "relu2": 5}
+GATED_MLPS = (2, 3, 4)  # their fc layer holds gate and up: twice the intermediate size
 
 
 class _Linear(ctypes.Structure):
@@ -118,7 +120,6 @@ class Plan:
         self.dtype = dtype
         self.n_layer = c.n_layer
         self.rope_n = c.rope_n_elem if model.rope is not None else 0
-        self.sliding = any(c.is_sliding(i) for i in range(c.n_layer))
         blocks = (_Block * c.n_layer)()
         for i, (block, b) in enumerate(zip(model.h, blocks, strict=True)):
             attn, mlp = block.attn, block.mlp
@@ -129,13 +130,13 @@ class Plan:
             b.qkv, b.proj = _linear(attn.qkv, dtype), _linear(attn.proj, dtype)
             b.fc, b.down = _linear(mlp.fc, dtype), _linear(mlp.proj, dtype)
             b.parallel_residual, b.sliding = int(c.parallel_residual), int(c.is_sliding(i))
-            b.mlp = GATED.get(c.mlp_class, MLPS.get((c.mlp_class, c.gelu_approximate), -1))
+            b.mlp = MLPS_WITHOUT_GELU.get(c.mlp_class, MLPS.get((c.mlp_class, c.gelu_approximate), -1))
             if b.mlp < 0:
                 raise Unsupported(f"mlp_class {c.mlp_class!r}")
             b.nh, b.nkv, b.hs, b.rope_n = attn.n_head, attn.n_kv, attn.hs, self.rope_n
             b.intermediate = c.intermediate_size
             b.scale, b.cap = attn.scale, c.attn_logit_softcap or 0.0
-            if b.qkv.out != (b.nh + 2 * b.nkv) * b.hs or b.fc.out != (1 + (b.mlp in (2, 3, 4))) * b.intermediate:
+            if b.qkv.out != (b.nh + 2 * b.nkv) * b.hs or b.fc.out != (1 + (b.mlp in GATED_MLPS)) * b.intermediate:
                 raise Unsupported("layer shapes")
             if b.proj.out != c.n_embd or b.down.out != c.n_embd or b.down.in_ != b.intermediate:
                 raise Unsupported("layer shapes")
