@@ -126,16 +126,16 @@ class GPT(NanochatMethods, nn.Module):
         else:
             local_rope = rope
         masks = AttentionMasks(self.config, start, B, T, S, key_mask, idx.device, segments)
-        # a CPU decoding step: every block in one C call where it covers them (litllm.cpu.step)
-        stepped = None
-        if input_pos is not None and segments is None and not self.training:
+        stepped = None  # a CPU decoding step: every block in one C call where it covers them (litllm.cpu.step)
+        if T == 1 and input_pos is not None and segments is None and not self.training and x.device.type == "cpu":
             stepped = cpu_step.run(self, x, (rope, local_rope), masks.key_ranges(), start, caches, S)
         if stepped is not None:
             x = stepped
-        for i, block in enumerate(self.h if stepped is None else ()):
-            sliding = self.config.is_sliding(i)
-            cache = caches[i] if input_pos is not None else None
-            x = block(x, local_rope if sliding else rope, masks.get(sliding), start, cache, S)
+        else:
+            for i, block in enumerate(self.h):
+                sliding = self.config.is_sliding(i)
+                cache = caches[i] if input_pos is not None else None
+                x = block(x, local_rope if sliding else rope, masks.get(sliding), start, cache, S)
 
         if last_only and segments is not None:
             ends = torch.tensor([n for _, n in segments], device=idx.device).cumsum(0)
