@@ -148,6 +148,7 @@ def quiet_run(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> 
     return tmp
 
 
+@pytest.mark.slow  # ~40 s of a second training run with both cores kept busy
 def test_the_same_recipe_gives_the_same_model_on_a_busy_machine(quiet_run: Path, tmp_path: Path) -> None:
     with busy_cores():  # another LITLLM_HOME too: as on a second node
         pretrain(quiet_run / "recipe.yaml", tmp_path / "busy", tmp_path / "home")

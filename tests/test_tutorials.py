@@ -44,9 +44,11 @@ def steps(path: Path) -> list[tuple[str, str, str]]:
     return out
 
 
-# the longest ones (each a minute or so of training and serving) run with the slow tests (`make test-slow`, CI)
+# the longest ones (20 s to a minute or so each of training and serving) run with the slow tests (`make test-slow`,
+# CI), which keeps the default run under its 10 minutes
 SLOW = {
     "02-pretrain-on-your-text",
+    "04-python-api",
     "05-llm-style-api-and-plugin",
     "06-serve",
     "07-coming-from",
