@@ -235,7 +235,10 @@ class Watch:
             for norm in [block._modules.get(n) for n in BLOCK_PARTS[2:]] + [attn.q_norm, attn.k_norm]:
                 for key, t in ({} if norm is None else norm._parameters).items():
                     self._tensor(norm._parameters, key, t)
-        self.columns: tuple | None = None
+        # the checks as columns, for loops that run in C (~30 us a step for 12 blocks)
+        owners, names, objs = zip(*self.same, strict=True)
+        tensors, ptrs = zip(*self.storage, strict=True) if self.storage else ((), ())
+        self.columns = owners, names, objs, tensors, ptrs
         self.hooked = any(self.empty)  # a hook or an adapter: the model goes layer by layer while it has one
         self.ok: Plan | None = None
 
@@ -250,10 +253,6 @@ class Watch:
             self.storage.append((t, t.data_ptr()))
 
     def current(self, dtype: torch.dtype) -> bool:
-        if self.columns is None:  # the checks as columns, for loops that run in C (~30 us a step for 12 blocks)
-            owners, names, objs = zip(*self.same, strict=True)
-            tensors, ptrs = zip(*self.storage, strict=True) if self.storage else ((), ())
-            self.columns = owners, names, objs, tensors, ptrs
         owners, names, objs, tensors, ptrs = self.columns
         return (
             dtype == self.dtype
