@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from int8_bound import int8_error_bound
 
 from litllm.config import Config
 from litllm.cpu import gemm as cpu_gemm
@@ -198,18 +199,47 @@ def int8_weight(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [1, 3, 5, 16, 17, 300])
 def test_int8_tiles_compute_the_scaled_product_row_by_row(rows: int, x_dtype: torch.dtype, path: str) -> None:
-    q, scale = int8_weight(96, 200)
+    q, scale = int8_weight(96, 600)  # three pieces of x, one not whole
     bias = torch.randn(96).to(x_dtype)
-    x = torch.randn(rows, 200, generator=torch.Generator().manual_seed(1)).to(x_dtype)
+    x = torch.randn(rows, 600, generator=torch.Generator().manual_seed(1)).to(x_dtype)
     tiles = cpu_gemm.pack(q)
     assert tiles.dtype == torch.int8 and torch.equal(cpu_gemm.unpack(tiles), q)
     got = cpu_gemm.linear(x, tiles, bias, scale=scale)
     want = F.linear(x.double(), q.double() * scale.double()[:, None], bias.double())
     assert got.dtype == x_dtype
     rtol = 0 if x_dtype == torch.float32 else 2**-8  # bfloat16: the output's rounding
-    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=2e-5 * 200**0.5)
+    bound = int8_error_bound(x, q.double() * scale.double()[:, None]) + rtol * want.abs()
+    assert ((got.double() - want).abs() <= bound).all()
+    assert (got.double() - want).abs().amax() > 0  # the activations were rounded: the bound is not vacuous
     for r in range(min(rows, 5)):
         assert torch.equal(cpu_gemm.linear(x[r : r + 1], tiles, bias, scale=scale), got[r : r + 1])
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_int8_tiles_round_each_piece_of_a_row_on_its_own_scale(x_dtype: torch.dtype, path: str) -> None:
+    q, scale = int8_weight(32, 512)
+    tiles = cpu_gemm.pack(q)
+    x = torch.randn(5, 512, generator=torch.Generator().manual_seed(2))
+    x[0, :256] *= 1e-38  # a piece of subnormal magnitudes next to a piece of ordinary ones
+    x[1] = 0.0
+    x[2, 300] = float("nan")
+    x[3, 10] = float("inf")
+    x[4, :256] *= 1e4  # a large piece does not coarsen its neighbour's rounding
+    x = x.to(x_dtype)
+    got = cpu_gemm.linear(x, tiles, scale=scale).double()
+    weight = q.double() * scale.double()[:, None]
+    want = x.double() @ weight.T
+    assert torch.equal(got[1], torch.zeros(32, dtype=torch.float64))
+    assert got[2].isnan().all() and got[3].isnan().all()  # a non-finite input spoils its row, and only that row
+    rtol = 0 if x_dtype == torch.float32 else 2**-8
+    for r in (0, 4):
+        bound = int8_error_bound(x[r : r + 1], weight)[0] + rtol * want[r].abs()
+        assert ((got[r] - want[r]).abs() <= bound).all()
+    if x_dtype == torch.float32:  # row 4's ordinary piece, alone, rounds the same: the pieces share no scale
+        alone = torch.zeros_like(x[4:5])
+        alone[:, 256:] = x[4:5, 256:]
+        head = cpu_gemm.linear(x[4:5, :256].contiguous(), cpu_gemm.pack(q[:, :256].contiguous()), scale=scale)
+        assert torch.allclose(got[4:5], (head + cpu_gemm.linear(alone, tiles, scale=scale)).double(), rtol=1e-6)
 
 
 def test_int8_tiles_need_their_scale_and_a_float_input() -> None:

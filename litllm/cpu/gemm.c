@@ -1,17 +1,19 @@
 /* Linear layers on the CPU: y = x W^T (+ bias) with W packed in tiles (litllm/cpu/gemm.py).
 
    W (N, K) is stored as N/16 tiles; tile b holds W's rows 16b..16b+15, transposed, so that one "line" of the tile
-   gives 16 consecutive outputs: float32, float16 and int8 tiles are (K, 16), a line per k (64, 32 and 16 bytes);
-   bfloat16 tiles are (K/2, 16, 2), a 64-byte line holding two k's of the 16 outputs, the pairs that AVX512-BF16's
-   dot product takes. x is copied, a chunk of rows at a time, into (steps, rows) columns of units: a float; for
-   bfloat16 weights a pair of bfloat16 as it is (for the dot product) or widened to two floats (without it); float16
-   and bfloat16 activations of float16 and int8 weights are widened to floats as they are copied.
+   gives 16 consecutive outputs: float32 and float16 tiles are (K, 16), a line per k (64 and 32 bytes); bfloat16 and
+   int8 tiles are (K/2, 16, 2), a line (64 and 32 bytes) holding two k's of the 16 outputs, the pairs that
+   AVX512-BF16's dot product and vpmaddwd take. x is copied, a chunk of rows at a time, into (steps, rows) columns of
+   units: a float; for bfloat16 weights a pair of bfloat16 as it is (for the dot product) or widened to two floats
+   (without it); for int8 weights a pair of int16, x rounded with a scale per row and piece of 256 elements
+   (`quantize_piece`); bfloat16 activations of float16 weights are widened to floats as they are copied.
 
    For each tile and chunk of rows the kernel keeps the chunk's 16-wide float32 sums in registers and walks the
    tile's lines once: a line of W, widened to float32 in registers where it is narrower (bfloat16 by a shift, float16
-   by F16C, int8 by sign extension), and a broadcast of x per row feed the fused multiply-adds. Weights stay in their
-   own dtype in memory, so a decoding step reads half (bfloat16, float16) or a quarter (int8) of float32's bytes.
-   int8 weights carry a float32 scale per output, applied to the finished sum. W is streamed from memory once per
+   by F16C), and a broadcast of x per row feed the fused multiply-adds; int8 pairs, sign-extended to int16, multiply
+   x's pairs in integers (`madd_pairs`), summed in int32 over a piece and then in float32. Weights stay in their own
+   dtype in memory, so a decoding step reads half (bfloat16, float16) or a quarter (int8) of float32's bytes. int8
+   weights carry a float32 scale per output, applied to the finished sum. W is streamed from memory once per
    step: the first chunk of rows reads a panel of tiles from memory, prefetched far ahead, and the other chunks find
    it in the L2 cache. With fewer rows, several tiles are walked together so that enough independent sums are in
    flight. Every output is summed in the same order whatever the number of rows and threads, so a row's result does
@@ -32,7 +34,8 @@
 
 #define TILE 16             /* outputs per tile */
 #define SLAB 256            /* rows of x copied at a time (a multiple of every chunk) */
-#define STEP_PIECE 128      /* steps of x copied per piece of work */
+#define STEP_PIECE 128      /* steps of x copied per piece of work; for int8 weights, the steps x is rounded over */
+_Static_assert(2LL * STEP_PIECE * 128 * 32767 < 2147483647LL, "an int8 piece's int32 sums could overflow");
 #ifndef AHEAD_BYTES
 #define AHEAD_BYTES 8192    /* prefetch distance in W: 4-32 KiB ran alike on an AMD EPYC (Zen 5), 1 KiB was slower */
 #endif
@@ -110,20 +113,6 @@ static inline vec widen_float16(const void* p) {
 #endif
 }
 
-static inline vec widen_int8(const void* p) {
-#if ISA == 2
-    return (vec)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)p)));
-#elif ISA == 1
-    return (vec)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p)));
-#else
-    vec v;
-    int8_t b[LANES];
-    memcpy(b, p, sizeof b);
-    for (int i = 0; i < LANES; i++) v[i] = (float)b[i];
-    return v;
-#endif
-}
-
 /* acc + the products of part `q` of one line of W (outputs q*LANES..) with one row's unit of x */
 static inline float unit_float(const uint32_t* x) { /* a load the broadcast reads from memory, not a register */
     float f;
@@ -151,9 +140,41 @@ static inline vec step_float16(vec acc, const char* w, int q, const uint32_t* x)
     return acc + widen_float16(w + q * LANES * 2) * unit_float(x);
 }
 
-static inline vec step_int8(vec acc, const char* w, int q, const uint32_t* x) {
-    return acc + widen_int8(w + q * LANES) * unit_float(x);
+/* int8 weights multiply x rounded to int16 (`quantize_piece`) in integers: a line of an int8 tile holds two k's of
+   its 16 outputs, pairs side by side as in bfloat16 tiles; `widen_pairs` sign-extends LANES outputs' pairs to int16 and
+   `madd_pairs` adds their products with one row's pair of x to LANES int32 sums (AVX512-VNNI's vpdpwssd, else
+   vpmaddwd and an add). That is two or three instructions for 2 * LANES weights, where widening each weight to a
+   float took three for LANES: the float path could not keep up with the memory bus on an Intel Xeon. */
+typedef int32_t ivec __attribute__((vector_size(LANES * 4), aligned(4)));
+#if ISA == 2
+typedef __m512i pvec;
+static inline pvec widen_pairs(const void* p) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)p)); }
+static inline ivec madd_pairs(ivec sums, pvec w, uint32_t x) {
+#if defined(__AVX512VNNI__)
+    return (ivec)_mm512_dpwssd_epi32((__m512i)sums, w, _mm512_set1_epi32((int)x));
+#else
+    return sums + (ivec)_mm512_madd_epi16(w, _mm512_set1_epi32((int)x));
+#endif
 }
+#elif ISA == 1
+typedef __m256i pvec;
+static inline pvec widen_pairs(const void* p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)p)); }
+static inline ivec madd_pairs(ivec sums, pvec w, uint32_t x) {
+    return sums + (ivec)_mm256_madd_epi16(w, _mm256_set1_epi32((int)x));
+}
+#else
+typedef int16_t pvec __attribute__((vector_size(LANES * 4), aligned(4)));
+static inline pvec widen_pairs(const void* p) {
+    pvec v;
+    for (int n = 0; n < 2 * LANES; n++) v[n] = ((const int8_t*)p)[n];
+    return v;
+}
+static inline ivec madd_pairs(ivec sums, pvec w, uint32_t x) {
+    int16_t lo = (int16_t)(x & 0xffffu), hi = (int16_t)(x >> 16);
+    for (int n = 0; n < LANES; n++) sums[n] += w[2 * n] * lo + w[2 * n + 1] * hi;
+    return sums;
+}
+#endif
 
 static inline uint16_t float_to_bfloat16(float f) { /* round to nearest even, as torch does */
     uint32_t bits;
@@ -190,17 +211,19 @@ struct kind {
     int widen_x;               /* x is bfloat16 (1) or float16 (2) and is widened to float as it is copied */
     int words;                 /* 4-byte words of xt per unit: 2 for a pair of bfloat16 widened to two floats */
     enum out_type out;
+    int quantize;              /* x is rounded to int16 pairs with a scale per piece (int8 weights) */
 };
 
 typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64_t, const void*, const float*, char*,
-                         int64_t, int);
+                         int64_t, int, const float*);
 
 /* The outputs of `rows` (<= MR) rows and NR consecutive tiles: xt is (steps, MR) 4-byte units, w the first tile
    (steps lines), the others following it; y the first output, rows ldy elements apart. */
 #define MICRO(T, MR, NR)                                                                                            \
     static void micro_##T##_##MR##_##NR(const struct kind* k, const uint32_t* restrict xt, const char* restrict w, \
                                         int64_t steps, const void* bias, const float* scale, char* restrict y,      \
-                                        int64_t ldy, int rows) {                                                    \
+                                        int64_t ldy, int rows, const float* xscale) {                               \
+        (void)xscale;                                                                                               \
         const int64_t line = LINE_##T;                                                                              \
         vec acc[NR][MR][PARTS];                                                                                     \
         for (int i = 0; i < NR; i++)                                                                                \
@@ -223,10 +246,56 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
                           i * TILE + q * LANES);                                                                    \
     }
 
+/* The same for int8 tiles, x in int16 pairs (a word per step and row): each output's products are summed in int32
+   over a piece of STEP_PIECE steps (256 k's: |sum| <= 256 * 128 * 32767 < 2^31, never overflowing), and the piece's
+   sum, as a float, times the row's scale for the piece, is added to its float32 total. */
+#define MICRO_INT8(T, MR, NR)                                                                                       \
+    static void micro_int8_##MR##_##NR(const struct kind* k, const uint32_t* restrict xt, const char* restrict w,  \
+                                       int64_t steps, const void* bias, const float* scale, char* restrict y,       \
+                                       int64_t ldy, int rows, const float* restrict xscale) {                       \
+        vec acc[NR][MR][PARTS];                                                                                     \
+        for (int i = 0; i < NR; i++)                                                                                \
+            for (int j = 0; j < MR; j++)                                                                            \
+                for (int q = 0; q < PARTS; q++) acc[i][j][q] = (vec){0};                                            \
+        for (int64_t s0 = 0; s0 < steps; s0 += STEP_PIECE) {                                                        \
+            int64_t s1 = s0 + STEP_PIECE < steps ? s0 + STEP_PIECE : steps;                                         \
+            ivec sums[NR][MR][PARTS];                                                                               \
+            for (int i = 0; i < NR; i++)                                                                            \
+                for (int j = 0; j < MR; j++)                                                                        \
+                    for (int q = 0; q < PARTS; q++) sums[i][j][q] = (ivec){0};                                      \
+            for (int64_t s = s0; s < s1; s++) {                                                                     \
+                const uint32_t* xs = xt + s * MR;                                                                   \
+                _Pragma("GCC unroll 16") for (int i = 0; i < NR; i++) {                                             \
+                    const char* ws = w + (i * steps + s) * LINE_int8;                                               \
+                    if (s % 2 == 0) __builtin_prefetch(ws + AHEAD_BYTES, 0, PREFETCH_LOCALITY);                     \
+                    _Pragma("GCC unroll 16") for (int q = 0; q < PARTS; q++) {                                      \
+                        pvec wq = widen_pairs(ws + q * LANES * 2);                                                  \
+                        _Pragma("GCC unroll 16") for (int j = 0; j < MR; j++)                                       \
+                            sums[i][j][q] = madd_pairs(sums[i][j][q], wq, xs[j]);                                   \
+                    }                                                                                               \
+                }                                                                                                   \
+            }                                                                                                       \
+            const float* piece = xscale + s0 / STEP_PIECE * MR;                                                     \
+            _Pragma("GCC unroll 16") for (int i = 0; i < NR; i++)                                                   \
+                _Pragma("GCC unroll 16") for (int j = 0; j < MR; j++)                                               \
+                    _Pragma("GCC unroll 16") for (int q = 0; q < PARTS; q++)                                        \
+                        acc[i][j][q] += __builtin_convertvector(sums[i][j][q], vec) * piece[j];                     \
+        }                                                                                                           \
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; i++)                                                       \
+            _Pragma("GCC unroll 16") for (int j = 0; j < MR; j++)                                                   \
+                _Pragma("GCC unroll 16") for (int q = 0; q < PARTS; q++) if (j < rows)                              \
+                    store(y + (j * ldy + i * TILE + q * LANES) * k->x_size, acc[i][j][q], k->out, bias, scale,       \
+                          i * TILE + q * LANES);                                                                    \
+    }
+#define MICRO_OF_float32 MICRO
+#define MICRO_OF_bfloat16 MICRO
+#define MICRO_OF_float16 MICRO
+#define MICRO_OF_int8 MICRO_INT8
+
 #define LINE_float32 64 /* bytes of a line of W, as in `struct kind` (a constant in the inner loop) */
 #define LINE_bfloat16 64
 #define LINE_float16 32
-#define LINE_int8 16
+#define LINE_int8 32 /* 16 outputs x 2 k's */
 #if defined(__AVX512BF16__)
 #define BF16_WORDS 1 /* the pair as it is, for the dot product */
 #else
@@ -235,25 +304,27 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
 #define WORDS_float32 1
 #define WORDS_bfloat16 BF16_WORDS
 #define WORDS_float16 1
-#define WORDS_int8 1
+#define WORDS_int8 1 /* a pair of int16 */
 
 #if ISA == 2
 #define MICROS(T)                                                                                                   \
-    MICRO(T, 16, 1) MICRO(T, 8, 2) MICRO(T, 8, 1) MICRO(T, 4, 4) MICRO(T, 4, 1) MICRO(T, 2, 4) MICRO(T, 2, 1)       \
-    MICRO(T, 1, 4) MICRO(T, 1, 1)                                                                                   \
+    MICRO_OF_##T(T, 16, 1) MICRO_OF_##T(T, 8, 2) MICRO_OF_##T(T, 8, 1) MICRO_OF_##T(T, 4, 4)                        \
+    MICRO_OF_##T(T, 4, 1) MICRO_OF_##T(T, 2, 4) MICRO_OF_##T(T, 2, 1) MICRO_OF_##T(T, 1, 4)                         \
+    MICRO_OF_##T(T, 1, 1)                                                                                           \
     static const micro_fn micros_##T[17][5] = {                                                                     \
         [16] = {[1] = micro_##T##_16_1}, [8] = {[1] = micro_##T##_8_1, [2] = micro_##T##_8_2},                      \
         [4] = {[1] = micro_##T##_4_1, [4] = micro_##T##_4_4}, [2] = {[1] = micro_##T##_2_1, [4] = micro_##T##_2_4},  \
         [1] = {[1] = micro_##T##_1_1, [4] = micro_##T##_1_4}};
 #elif ISA == 1
 #define MICROS(T)                                                                                                   \
-    MICRO(T, 4, 1) MICRO(T, 2, 2) MICRO(T, 2, 1) MICRO(T, 1, 4) MICRO(T, 1, 1)                                      \
+    MICRO_OF_##T(T, 4, 1) MICRO_OF_##T(T, 2, 2) MICRO_OF_##T(T, 2, 1) MICRO_OF_##T(T, 1, 4)                         \
+    MICRO_OF_##T(T, 1, 1)                                                                                           \
     static const micro_fn micros_##T[17][5] = {[4] = {[1] = micro_##T##_4_1},                                       \
                                                [2] = {[1] = micro_##T##_2_1, [2] = micro_##T##_2_2},                \
                                                [1] = {[1] = micro_##T##_1_1, [4] = micro_##T##_1_4}};
 #else
 #define MICROS(T)                                                                                                   \
-    MICRO(T, 2, 1) MICRO(T, 1, 2) MICRO(T, 1, 1)                                                                    \
+    MICRO_OF_##T(T, 2, 1) MICRO_OF_##T(T, 1, 2) MICRO_OF_##T(T, 1, 1)                                               \
     static const micro_fn micros_##T[17][5] = {[2] = {[1] = micro_##T##_2_1},                                       \
                                                [1] = {[1] = micro_##T##_1_1, [2] = micro_##T##_1_2}};
 #endif
@@ -264,12 +335,13 @@ MICROS(int8)
 
 /* Tiles b0..b1-1 for one chunk of rows (y: the chunk's first output row). */
 static void tiles(const struct kind* k, const micro_fn (*micros)[5], int rows, const uint32_t* xt, const char* w,
-                  int64_t steps, const char* bias, const float* scale, char* y, int64_t ldy, int64_t b0, int64_t b1) {
+                  int64_t steps, const char* bias, const float* scale, char* y, int64_t ldy, int64_t b0, int64_t b1,
+                  const float* xscale) {
     int mr = width(rows), nr = together(mr);
     for (int64_t b = b0; b < b1;) {
         int n = b1 - b >= nr ? nr : 1;
         micros[mr][n](k, xt, w + b * steps * k->line, steps, bias ? bias + b * TILE * k->x_size : NULL,
-                      scale ? scale + b * TILE : NULL, y + b * TILE * k->x_size, ldy, rows);
+                      scale ? scale + b * TILE : NULL, y + b * TILE * k->x_size, ldy, rows, xscale);
         b += n;
     }
 }
@@ -293,9 +365,47 @@ static inline void unit(const struct kind* k, const char* row, int64_t u, uint32
     }
 }
 
+/* x's element e of a row as a float (x float32, or bfloat16 when widen_x is 1) */
+static inline float element(const struct kind* k, const char* row, int64_t e) {
+    if (k->widen_x == 1) return bfloat16_to_float(((const uint16_t*)row)[e]);
+    float f;
+    memcpy(&f, row + e * 4, sizeof f);
+    return f;
+}
+
+/* A row's elements 2*s0..2*s1-1 rounded to int16 pairs, a word per step `stride` words apart from dst, with one scale
+   for them all: x ~= pair * scale, scale = their largest magnitude / 32767, so a rounding error is at most 1/65534 of
+   that largest magnitude. An all-zero piece has scale 0; one holding a NaN or an infinity has scale NaN (its row's
+   outputs are NaN, as a float product's would be). The rounding happens in double: no subnormal scale overflows. */
+static void quantize_piece(const struct kind* k, const char* row, int64_t s0, int64_t s1, uint32_t* dst,
+                           int64_t stride, float* scale) {
+    float big = 0.0f;
+    int finite = 1;
+    for (int64_t e = 2 * s0; e < 2 * s1; e++) {
+        float v = element(k, row, e);
+        v = v < 0 ? -v : v;
+        if (!(v <= 3.4028235e38f)) finite = 0;
+        else if (v > big) big = v;
+    }
+    double inv = finite && big > 0 ? 32767.0 / big : 0.0;
+    *scale = !finite ? __builtin_nanf("") : (float)(big / 32767.0);
+    for (int64_t u = s0; u < s1; u++) {
+        uint32_t pair = 0;
+        for (int h = 0; h < 2; h++) {
+            double r = element(k, row, 2 * u + h) * inv;
+            int q = (int)(r < 0 ? r - 0.5 : r + 0.5);
+            q = q > 32767 ? 32767 : q < -32767 ? -32767 : q;
+            pair |= (uint32_t)(uint16_t)(int16_t)q << (16 * h);
+        }
+        dst[(u - s0) * stride] = finite ? pair : 0;
+    }
+}
+
 /* A scratch buffer per calling thread, kept between calls (a decoding step makes dozens of these products). */
 static _Thread_local uint32_t* scratch = NULL;
 static _Thread_local size_t scratch_units = 0;
+static _Thread_local float* scales = NULL; /* x's scale per row and piece (int8 weights) */
+static _Thread_local size_t scales_count = 0;
 
 /* y[m, n] = sum_k x[m, k] w[n, k] (* scale[n]) (+ bias[n]) for m < M, n < N: x rows ldx elements apart, y rows ldy
    apart, W in N/16 tiles of `steps` lines. Returns 0, or 1 when out of memory (nothing written). */
@@ -312,7 +422,16 @@ static int linear(const struct kind* k, const micro_fn (*micros)[5], const char*
         scratch_units = scratch ? need : 0;
         if (!scratch) return 1;
     }
+    int64_t pieces = (steps + STEP_PIECE - 1) / STEP_PIECE;
+    size_t need_scales = k->quantize ? (size_t)((slab + chunk - 1) / chunk) * chunk * pieces : 0;
+    if (need_scales > scales_count) {
+        free(scales);
+        scales = malloc(need_scales * sizeof(float));
+        scales_count = scales ? need_scales : 0;
+        if (!scales) return 1;
+    }
     uint32_t* xt = scratch;
+    float* xsc = scales; /* thread-local: the team's other threads must not read their own */
     int64_t nb = N / TILE;
     int64_t panel = PANEL_BYTES / (steps * k->line);
     panel = panel < 4 ? 4 : panel / 4 * 4;
@@ -323,13 +442,25 @@ static int linear(const struct kind* k, const micro_fn (*micros)[5], const char*
         {
             /* x's rows, a chunk at a time, into (steps, width) columns, the columns past the last row zero; in
                pieces of STEP_PIECE so that both threads share even a single chunk */
-            int64_t pieces = (steps + STEP_PIECE - 1) / STEP_PIECE;
             #pragma omp for schedule(static)
             for (int64_t i = 0; i < chunks * pieces; i++) {
                 int64_t c = i / pieces, s0 = i % pieces * STEP_PIECE;
                 int64_t s1 = s0 + STEP_PIECE < steps ? s0 + STEP_PIECE : steps;
                 int mr = rows - c * chunk < chunk ? (int)(rows - c * chunk) : chunk, wd = width(mr);
                 uint32_t* dst = xt + c * chunk * steps * k->words;
+                if (k->quantize) { /* x as int16 pairs, a scale per row of the piece; rows past the last zero */
+                    float* piece_scales = xsc + c * pieces * chunk + s0 / STEP_PIECE * wd; /* as micros read them */
+                    for (int j = 0; j < wd; j++) {
+                        if (j < mr) {
+                            const char* src = x + (s + c * chunk + j) * ldx * k->x_size;
+                            quantize_piece(k, src, s0, s1, dst + s0 * wd + j, wd, piece_scales + j);
+                        } else {
+                            for (int64_t u = s0; u < s1; u++) dst[u * wd + j] = 0;
+                            piece_scales[j] = 0.0f;
+                        }
+                    }
+                    continue;
+                }
                 for (int j = 0; j < mr; j++) {
                     const char* src = x + (s + c * chunk + j) * ldx * k->x_size;
                     for (int64_t u = s0; u < s1; u++) unit(k, src, u, dst + (u * wd + j) * k->words);
@@ -344,7 +475,7 @@ static int linear(const struct kind* k, const micro_fn (*micros)[5], const char*
                 for (int64_t c = 0; c < chunks; c++) {
                     int mr = rows - c * chunk < chunk ? (int)(rows - c * chunk) : chunk;
                     tiles(k, micros, mr, xt + c * chunk * steps * k->words, w, steps, bias, scale,
-                          y + (s + c * chunk) * ldy * k->x_size, ldy, p, pe);
+                          y + (s + c * chunk) * ldy * k->x_size, ldy, p, pe, xsc + c * pieces * chunk);
                 }
             }
         }
@@ -352,9 +483,9 @@ static int linear(const struct kind* k, const micro_fn (*micros)[5], const char*
     return 0;
 }
 
-static const struct kind FLOAT32 = {64, 4, 0, 1, OUT_FLOAT32}, BFLOAT16 = {64, 2, 0, BF16_WORDS, OUT_BFLOAT16},
-                         FLOAT16 = {32, 2, 2, 1, OUT_FLOAT16}, INT8_FLOAT32 = {16, 4, 0, 1, OUT_FLOAT32},
-                         INT8_BFLOAT16 = {16, 2, 1, 1, OUT_BFLOAT16};
+static const struct kind FLOAT32 = {64, 4, 0, 1, OUT_FLOAT32, 0}, BFLOAT16 = {64, 2, 0, BF16_WORDS, OUT_BFLOAT16, 0},
+                         FLOAT16 = {32, 2, 2, 1, OUT_FLOAT16, 0}, INT8_FLOAT32 = {32, 4, 0, 1, OUT_FLOAT32, 1},
+                         INT8_BFLOAT16 = {32, 2, 1, 1, OUT_BFLOAT16, 1};
 
 /* float32 x (M, K), W in tiles of (K, 16), bias (N) or NULL, y (M, N) */
 int linear_float32(const void* x, int64_t ldx, const void* w, const void* bias, void* y, int64_t ldy, int64_t M,
@@ -374,12 +505,12 @@ int linear_float16(const void* x, int64_t ldx, const void* w, const void* bias, 
     return linear(&FLOAT16, micros_float16, x, ldx, w, bias, NULL, y, ldy, M, N, K, threads);
 }
 
-/* x (M, K) in float32 (x_bfloat16 = 0) or bfloat16 (1), int8 W in tiles of (K, 16) with a float32 scale per
-   output, bias (N, x's dtype) or NULL, y (M, N) in x's dtype */
+/* x (M, K) in float32 (x_bfloat16 = 0) or bfloat16 (1), int8 W in tiles of (K/2, 16, 2) with a float32 scale per
+   output, bias (N, x's dtype) or NULL, y (M, N) in x's dtype; K even */
 int linear_int8(const void* x, int64_t ldx, const void* w, const float* scale, const void* bias, void* y, int64_t ldy,
                 int64_t M, int64_t N, int64_t K, int threads, int x_bfloat16) {
     const struct kind* k = x_bfloat16 ? &INT8_BFLOAT16 : &INT8_FLOAT32;
-    return linear(k, micros_int8, x, ldx, w, bias, scale, y, ldy, M, N, K, threads);
+    return linear(k, micros_int8, x, ldx, w, bias, scale, y, ldy, M, N, K / 2, threads);
 }
 
 /* Which instruction set this build was compiled for: 2 AVX-512, 1 AVX2 + FMA + F16C, 0 generic x86-64. */

@@ -3,11 +3,13 @@ decoding steps, which oneDNN's prepacked kernel ran below what memory can feed.
 
 A weight (N, K) is packed as N/16 tiles (`pack`); `linear` multiplies rows of activations by it, a chunk of rows per
 pass over the weight, prefetching far ahead. Weights stay in their dtype (float32, bfloat16, float16, or int8 with a
-scale per output: `litllm.quantize`'s "int8") and are widened to float32 in registers. Measured on an AMD EPYC (Zen
-5), 2 threads, pythia-160m's block shapes with the weights read from memory, against oneDNN's prepacked kernel:
-float32 1.16x at 1 row, 1.45x at 16 rows (~330 GFLOP/s), 0.97x at 64-1024 rows (a prompt); bfloat16 1.14x at 1 row,
-1.47x at 16, but 0.85x at 256 (oneDNN's blocking wins on long prompts). A row's result does not depend on the other
-rows (every output is summed in the same order), so batched decoding computes each row bit for bit as alone.
+scale per output: `litllm.quantize`'s "int8") and are widened to float32 in registers; int8 weights multiply
+activations rounded to int16 (a scale per 256 of a row's elements) in integer pairs, summed in int32. Measured on an
+AMD EPYC (Zen 5), 2 threads, pythia-160m's block shapes with the weights read from memory, against oneDNN's
+prepacked kernel: float32 1.16x at 1 row, 1.45x at 16 rows (~330 GFLOP/s), 0.97x at 64-1024 rows (a prompt);
+bfloat16 1.14x at 1 row, 1.47x at 16, but 0.85x at 256 (oneDNN's blocking wins on long prompts). A row's result
+does not depend on the other rows (every output is summed in the same order), so batched decoding computes each row
+bit for bit as alone.
 
 Built on first use for the active instruction set (`litllm.cpu.isa`: avx512, avx2 or generic; one library each, so
 that a test can run every path the CPU executes). Without a compiler, or with `LITLLM_CPU_GEMM=0`,
@@ -52,21 +54,21 @@ def supports(w: torch.Tensor) -> bool:
         w.device.type == "cpu"
         and w.dim() == 2
         and w.shape[0] % TILE == 0
-        and (w.dtype != torch.bfloat16 or w.shape[1] % 2 == 0)
+        and (w.dtype not in (torch.bfloat16, torch.int8) or w.shape[1] % 2 == 0)
         and (takes(w.dtype) or (w.dtype == torch.int8 and available()))
     )
 
 
 def pack(w: torch.Tensor) -> torch.Tensor:
-    """w (N, K) as N/TILE tiles of its rows TILE*b..TILE*b+TILE-1: (K, TILE), transposed; bfloat16 (K/2, TILE, 2),
-    pairs of consecutive columns side by side."""
+    """w (N, K) as N/TILE tiles of its rows TILE*b..TILE*b+TILE-1: (K, TILE), transposed; bfloat16 and int8
+    (K/2, TILE, 2), pairs of consecutive columns side by side."""
     if not supports(w):
         raise ValueError(
-            f"cpu_gemm packs 2-D float32, float16, int8 (or bfloat16, with an even number of columns) CPU weights "
+            f"cpu_gemm packs 2-D float32, float16 (or bfloat16 and int8, with an even number of columns) CPU weights "
             f"with rows a multiple of {TILE}, got {w.dtype} {tuple(w.shape)}"
         )
     n, k = w.shape
-    if w.dtype == torch.bfloat16:
+    if w.dtype in (torch.bfloat16, torch.int8):
         return w.detach().view(n // TILE, TILE, k // 2, 2).permute(0, 2, 1, 3).contiguous()
     return w.detach().view(n // TILE, TILE, k).transpose(1, 2).contiguous()
 

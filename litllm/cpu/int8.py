@@ -2,9 +2,12 @@
 
 Each output's weights are scaled by their largest magnitude (scale = max |w| / 127, one float32 per output row) and
 rounded to int8, a quarter of float32's bytes and half of bfloat16's. Batch-1 decoding reads every weight once a
-token and is bound by memory bandwidth, so it runs up to that much faster; litllm's tile kernel (`cpu_gemm`) widens
-the int8 weights to float32 in registers, multiplies in float32 and applies the scale to each finished sum, so the
-activations are never quantized. The rounding error of a weight is at most half a step (max |w| / 254).
+token and is bound by memory bandwidth, so it runs up to that much faster. litllm's tile kernel (`cpu_gemm`) rounds
+the activations to int16 with a scale per 256 elements of a row (an error of at most 1/65534 of the largest of those
+256, against bfloat16's 1/512 of each element), multiplies them with the int8 weights in integers, summed in int32,
+and applies both scales in float32: sign-extending int8 pairs and multiplying them as integers is what keeps up with
+memory, where widening every weight to a float did not. The rounding error of a weight is at most half a step
+(max |w| / 254); the weights are what int8 changes.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         q, scale = quantize_rows(linear.weight)
         bias = None if linear.bias is None else linear.bias.detach().clone()
-        self.tiled = cpu_gemm.available()
+        self.tiled = cpu_gemm.available() and self.in_features % 2 == 0  # the kernel takes pairs of columns
         if self.tiled:  # zero rows past the real outputs: the kernel takes whole tiles
             pad = -self.out_features % cpu_gemm.TILE
             q = cpu_gemm.pack(torch.cat([q, q.new_zeros(pad, self.in_features)]))
