@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -68,3 +71,21 @@ def litllm_dir(tmp_path_factory: pytest.TempPathFactory, hf_llama_dir: Path) -> 
     from litllm.checkpoint import convert_to_litllm
 
     return convert_to_litllm(hf_llama_dir, tmp_path_factory.mktemp("litllm_ckpt") / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium driven by Playwright, for the chat page's tests; skipped without one (failed under CI,
+    whose `.ci/run` installs it and sets LITLLM_REQUIRE_CHROMIUM=1)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    if chromium is None:
+        message = "no Chromium on PATH: `make browser` (or `apt-get install chromium`) to run the chat page tests"
+        if os.environ.get("LITLLM_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium)
+        yield browser
+        browser.close()

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.serve_helpers import Server, running_server
-
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-REQUIRED = os.environ.get("LITLLM_REQUIRE_CHROMIUM") == "1"  # set by .ci/run, which installs it
 
 REPLY_TIMEOUT_MS = 30_000
 
@@ -23,19 +18,6 @@ REPLY_TIMEOUT_MS = 30_000
 def server(litllm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(litllm_dir, tmp_path_factory.mktemp("chat_page")) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if CHROMIUM is None:
-        message = "no Chromium on PATH: `make browser` (or `apt-get install chromium`) to run the chat page tests"
-        if REQUIRED:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        browser.close()
 
 
 def open_page(browser: Browser, server: Server) -> Page:

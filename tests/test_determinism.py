@@ -160,6 +160,7 @@ def test_the_same_recipe_gives_the_same_model_on_a_busy_machine(quiet_run: Path,
     assert recorded_kernel(ckpt) == {"kernel": kernels.training_gemm_rule(), "cpu": kernels.cpu_model()}
 
 
+@pytest.mark.slow  # 32 s: with the slow tests, which CI runs too
 def test_the_switch_picks_the_kernel_and_a_resume_takes_the_recorded_one(quiet_run: Path, tmp_path: Path) -> None:
     other = other_kernel()
     config = quiet_run / "recipe.yaml"

@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -140,6 +141,49 @@ def test_an_unknown_model_is_refused_with_the_served_names(server: Server, litll
         assert all(repr(name) in answer["detail"] for name in (litllm_dir.name, "a", "b"))
     status, answer = completion(server, adapter="c")
     assert status == 400 and answer["error"]["param"] == "adapter" and "'a', 'b'" in answer["detail"]
+
+
+def test_nanochat_and_nanogpt_routes_choose_the_adapter_too(
+    server: Server, alone: dict[str, LLM], litllm_dir: Path
+) -> None:
+    for name, model in [("a", "a"), ("b", "b"), ("base", litllm_dir.name), ("base", None)]:
+        body = {"messages": MESSAGES, "max_tokens": 10, "temperature": 0, "model": model}
+        events = server.events("/chat/completions", body)
+        assert events[-1] == {"done": True}
+        assert "".join(e["token"] for e in events[:-1]) == alone[name].chat(MESSAGES, max_new_tokens=10, temperature=0)
+        body = {"prompt": PROMPT, "max_new_tokens": 10, "temperature": 0, "adapter": name}
+        status, answer = server.request("POST", "/api/generate", body)
+        assert status == 200 and answer["completion"] == alone[name].generate(PROMPT, max_new_tokens=10, temperature=0)
+        assert answer["model"] == (litllm_dir.name if name == "base" else name)
+        assert answer["parameters"] == {"max_new_tokens": 10, "temperature": 0.0, "top_k": 200}  # nanoGPT's three
+    for path, body in [("/chat/completions", {"messages": MESSAGES}), ("/api/generate", {"prompt": PROMPT})]:
+        status, answer = server.request("POST", path, {**body, "model": "c"})
+        assert status == 400 and answer["error"]["code"] == "model_not_found" and "'a', 'b'" in answer["detail"]
+
+
+def test_the_chat_page_talks_to_the_adapter_chosen(
+    browser: Any, server: Server, alone: dict[str, LLM], litllm_dir: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_context().new_page()
+    page.goto(server.url + "/")
+    page.fill("#api-key", server.api_key)
+    page.press("#api-key", "Enter")
+    choice = page.locator("#model-choice")
+    expect(choice).to_be_visible()
+    assert choice.locator("option").all_text_contents() == [litllm_dir.name, "a", "b"]
+    for name in ("b", "a"):
+        page.click("#new-chat")
+        choice.select_option(name)
+        for control, value in [("#temperature", "0"), ("#max-tokens", "10"), ("#system", "")]:
+            page.fill(control, value)
+        page.fill("#input", MESSAGES[0]["content"])
+        page.press("#input", "Enter")
+        expect(page.locator("#send")).to_be_enabled(timeout=30_000)
+        want = alone[name].chat(MESSAGES, max_new_tokens=10, temperature=0)
+        expect(page.locator("#messages .message.assistant").last).to_have_text(want)
+    page.context.close()
 
 
 def test_rows_of_different_adapters_decode_in_one_batch(

@@ -177,6 +177,7 @@ def run_script(script: Path, *args: str, timeout: float) -> subprocess.Completed
     return subprocess.CompletedProcess(proc.args, proc.returncode, out)
 
 
+@pytest.mark.slow  # 32 s: with the slow tests, which CI runs too
 def test_two_cpu_processes_generate_what_one_process_does(litllm_dir: Path, tmp_path: Path) -> None:
     script = tmp_path / "generate_tp.py"
     script.write_text(SCRIPT.replace("PROMPTS", repr(PROMPTS)))

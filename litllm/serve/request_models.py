@@ -292,6 +292,8 @@ class NanochatRequest(BaseModel):
     temperature: Temperature = 0.8
     max_tokens: int = Field(512, ge=1)
     top_k: int = Field(50, ge=0)
+    model: Optional[str] = None  # litllm's: a served LoRA adapter by name (the base's name, "base" or none: the base)
+    adapter: Optional[str] = Field(None, min_length=1)  # ... or by this field, as on the OpenAI routes
 
     @model_validator(mode="after")
     def _within_limits(self) -> NanochatRequest:
@@ -312,6 +314,8 @@ class GenerateRequest(BaseModel):
     max_new_tokens: int = Field(100, ge=1)
     temperature: Temperature = 0.8
     top_k: Optional[int] = Field(200, ge=0)
+    model: Optional[str] = None  # litllm's: a served LoRA adapter by name (the base's name, "base" or none: the base)
+    adapter: Optional[str] = Field(None, min_length=1)  # ... or by this field, as on the OpenAI routes
 
     @model_validator(mode="after")
     def _within_limits(self) -> GenerateRequest:

@@ -224,8 +224,10 @@ class LitLLMSpec(LitSpec):
     # -- nanochat-style route, health and statistics --
 
     async def nanochat(self, body: NanochatRequest) -> Response:
+        adapter = self.check_model(body.model, body.adapter)
         messages = [{"role": m.role, "content": m.text} for m in body.messages]
         options = {"max_new_tokens": body.max_tokens, "temperature": body.temperature, "top_k": body.top_k or None}
+        options["adapter"] = adapter
         replies = await self.generation({"op": "generate", "messages": messages, "options": options})
 
         async def events() -> AsyncIterator[str]:
@@ -316,8 +318,10 @@ class LitLLMSpec(LitSpec):
         return download(ref.target, field) if isinstance(ref.target, str) else ref.target
 
     async def generate(self, body: GenerateRequest) -> JSONResponse:
-        parameters = body.model_dump(exclude={"prompt"})
+        adapter = self.check_model(body.model, body.adapter)
+        parameters = body.model_dump(exclude={"prompt", "model", "adapter"})  # nanoGPT's three
         options = {"max_new_tokens": body.max_new_tokens, "temperature": body.temperature, "top_k": body.top_k or None}
+        options["adapter"] = adapter
         replies = await self.generation({"op": "generate", "prompt": body.prompt, "options": options})
         pieces = []
         async for reply in replies:
@@ -331,7 +335,7 @@ class LitLLMSpec(LitSpec):
                 "prompt": body.prompt,
                 "generated_text": body.prompt + text,
                 "completion": text,
-                "model": self.model_id,
+                "model": self.served_name(adapter),
                 "parameters": parameters,
             }
         )
