@@ -365,40 +365,54 @@ static inline void unit(const struct kind* k, const char* row, int64_t u, uint32
     }
 }
 
-/* x's element e of a row as a float (x float32, or bfloat16 when widen_x is 1) */
-static inline float element(const struct kind* k, const char* row, int64_t e) {
-    if (k->widen_x == 1) return bfloat16_to_float(((const uint16_t*)row)[e]);
-    float f;
-    memcpy(&f, row + e * 4, sizeof f);
-    return f;
-}
-
 /* A row's elements 2*s0..2*s1-1 rounded to int16 pairs, a word per step `stride` words apart from dst, with one scale
    for them all: x ~= pair * scale, scale = their largest magnitude / 32767, so a rounding error is at most 1/65534 of
    that largest magnitude. An all-zero piece has scale 0; one holding a NaN or an infinity has scale NaN (its row's
-   outputs are NaN, as a float product's would be). The rounding happens in double: no subnormal scale overflows. */
+   outputs are NaN, as a float product's would be). Loops the compiler vectorizes: the largest magnitude as the
+   largest of the elements' bits without their sign (a NaN's or an infinity's are 0x7f800000 and above). */
 static void quantize_piece(const struct kind* k, const char* row, int64_t s0, int64_t s1, uint32_t* dst,
                            int64_t stride, float* scale) {
-    float big = 0.0f;
-    int finite = 1;
-    for (int64_t e = 2 * s0; e < 2 * s1; e++) {
-        float v = element(k, row, e);
-        v = v < 0 ? -v : v;
-        if (!(v <= 3.4028235e38f)) finite = 0;
-        else if (v > big) big = v;
-    }
-    double inv = finite && big > 0 ? 32767.0 / big : 0.0;
-    *scale = !finite ? __builtin_nanf("") : (float)(big / 32767.0);
-    for (int64_t u = s0; u < s1; u++) {
-        uint32_t pair = 0;
-        for (int h = 0; h < 2; h++) {
-            double r = element(k, row, 2 * u + h) * inv;
-            int q = (int)(r < 0 ? r - 0.5 : r + 0.5);
-            q = q > 32767 ? 32767 : q < -32767 ? -32767 : q;
-            pair |= (uint32_t)(uint16_t)(int16_t)q << (16 * h);
+    int64_t e0 = 2 * s0, n = 2 * (s1 - s0);
+    float x[2 * STEP_PIECE];
+    uint32_t top = 0;
+    if (k->widen_x == 1) {
+        const uint16_t* bits = (const uint16_t*)row + e0;
+        for (int64_t e = 0; e < n; e++) {
+            uint32_t a = bits[e] & 0x7fffu;
+            top = a > top ? a : top;
+            x[e] = bfloat16_to_float(bits[e]);
         }
-        dst[(u - s0) * stride] = finite ? pair : 0;
+        top <<= 16;
+    } else {
+        const uint32_t* bits = (const uint32_t*)row + e0;
+        for (int64_t e = 0; e < n; e++) {
+            uint32_t a = bits[e] & 0x7fffffffu;
+            top = a > top ? a : top;
+        }
+        memcpy(x, bits, n * sizeof(float));
     }
+    if (top >= 0x7f800000u) {
+        *scale = __builtin_nanf("");
+        for (int64_t u = 0; u < n / 2; u++) dst[u * stride] = 0;
+        return;
+    }
+    int16_t q[2 * STEP_PIECE];
+    float big = bits_to_float(top), inv = top ? 32767.0f / big : 0.0f;
+    *scale = big / 32767.0f;
+    if (inv <= 3.4028235e38f) {
+        for (int64_t e = 0; e < n; e++) {
+            float r = x[e] * inv;
+            int v = (int)(r + (r < 0 ? -0.5f : 0.5f));
+            q[e] = (int16_t)(v > 32767 ? 32767 : v < -32767 ? -32767 : v);
+        }
+    } else { /* a piece of subnormal magnitudes: 32767 / big overflows a float */
+        for (int64_t e = 0; e < n; e++) {
+            double r = x[e] * (32767.0 / big);
+            q[e] = (int16_t)(r < 0 ? r - 0.5 : r + 0.5);
+        }
+    }
+    for (int64_t u = 0; u < n / 2; u++)
+        dst[u * stride] = (uint32_t)(uint16_t)q[2 * u] | (uint32_t)(uint16_t)q[2 * u + 1] << 16;
 }
 
 /* A scratch buffer per calling thread, kept between calls (a decoding step makes dozens of these products). */
