@@ -129,9 +129,10 @@ def test_concurrent_requests_share_the_batch_and_each_gets_its_own_output(server
     assert results == {p: llm.generate(p, max_new_tokens=16, temperature=0) for p in prompts}
 
 
-def test_a_client_that_disconnects_frees_its_row(server: Server) -> None:
+def test_a_client_that_disconnects_frees_its_row(server: Server, llm: LLM) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    body = json.dumps({"prompt": "def", "max_tokens": 4000, "temperature": 1.0, "stream": True})
+    banned = {str(i): -100 for i in {*llm.tokenizer.stop_ids, llm.tokenizer.eos_id} - {None}}  # no early end
+    body = json.dumps({"prompt": "def", "max_tokens": 4000, "temperature": 1.0, "stream": True, "logit_bias": banned})
     connection.request("POST", "/v1/completions", body, server.headers())
     response = connection.getresponse()
     assert response.status == 200
