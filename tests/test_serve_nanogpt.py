@@ -261,7 +261,6 @@ def test_serve_takes_one_of_source_model_type_and_model_path() -> None:
     assert serve_source(None, "gpt2", None) == "gpt2" and serve_source(None, None, None) is None
 
 
-@pytest.mark.slow  # 37 s (two more servers): with the slow tests, which CI runs too
 def test_serve_preloads_a_model_type_and_a_run_by_model_path(tmp: Path, server: Server, litllm_dir: Path) -> None:
     server.stop(signal.SIGINT)  # the module's server is done: two CPU cores do not run three servers well
     add("tiny", litllm_dir)  # this test's $LITLLM_HOME is a new one
