@@ -435,7 +435,7 @@ def bench_llama_cpp(name: str, ckpt_dir: str, rows: list[Row], args: argparse.Na
         if r.model != name or r.dtype not in LLAMA_CPP_TYPES:
             continue
         try:
-            where = Path(tempfile.gettempdir()) / "litllm-bench-gguf" / name
+            where = Path(ckpt_dir) / "gguf"  # goes with the checkpoint's temporary folder: a run's name never repeats
             gguf = found.convert(ckpt_dir, where, LLAMA_CPP_TYPES[r.dtype])
             tps = found.bench(gguf, threads=args.threads, prompt_tokens=args.prompt_tokens,
                               new_tokens=args.new_tokens, repeats=args.repeats)  # fmt: skip
