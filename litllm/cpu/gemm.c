@@ -6,7 +6,7 @@
    AVX512-BF16's dot product and vpmaddwd take. x is copied, a chunk of rows at a time, into (steps, rows) columns of
    units: a float; for bfloat16 weights a pair of bfloat16 as it is (for the dot product) or widened to two floats
    (without it); for int8 weights a pair of int16, x rounded with a scale per row and piece of 256 elements
-   (`quantize_piece`); bfloat16 activations of float16 weights are widened to floats as they are copied.
+   (`quantize_piece`); float16 activations of float16 weights are widened to floats as they are copied.
 
    For each tile and chunk of rows the kernel keeps the chunk's 16-wide float32 sums in registers and walks the
    tile's lines once: a line of W, widened to float32 in registers where it is narrower (bfloat16 by a shift, float16
@@ -349,9 +349,7 @@ static void tiles(const struct kind* k, const micro_fn (*micros)[5], int rows, c
 /* one unit of xt from x's element u (two elements for a pair of bfloat16) into dst's `words` words */
 static inline void unit(const struct kind* k, const char* row, int64_t u, uint32_t* dst) {
     uint32_t bits;
-    if (k->widen_x == 1) {
-        dst[0] = (uint32_t)((const uint16_t*)row)[u] << 16;
-    } else if (k->widen_x == 2) {
+    if (k->widen_x == 2) { /* (widen_x 1, bfloat16 x of int8 weights, is rounded by quantize_piece instead) */
         float f = (float)((const _Float16*)row)[u];
         memcpy(dst, &f, sizeof f);
     } else {
