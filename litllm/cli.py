@@ -266,6 +266,32 @@ def tokenizer_train(
     out: Path,
     files: Union[list[str], str, None] = None,
     corpus: Optional[str] = None,
+def estimate(
+    recipe: Optional[str] = None,
+    devices: Optional[int] = None,
+    mfu: Optional[float] = None,
+    price_per_gpu_hour: Optional[float] = None,
+    peak_flops: Optional[float] = None,
+    max_steps: Optional[int] = None,
+) -> None:
+    """Plan a training recipe on paper: memory per GPU under DDP and FSDP2, with and without activation
+    checkpointing, and the time and cost of the run at an assumed MFU (see docs/scaling.md).
+
+    Args:
+        recipe: The recipe, also given as --config: a YAML file or a shipped one such as pretrain/tinyllama-1.1b.
+        devices: Number of GPUs (default: the recipe's trainer.devices).
+        mfu: Model FLOPs utilization to assume, in (0, 1] (default 0.4).
+        price_per_gpu_hour: Dollars a GPU-hour (default 2.50, an assumed H100 rate).
+        peak_flops: Peak FLOP/s of one GPU in the training dtype (default: the recipe's, else 989e12: H100 bf16).
+        max_steps: Optimizer steps of the run (default: the recipe's trainer.max_steps).
+    """
+    from litllm.training.estimate import format_plan, plan
+
+    if recipe is None:
+        raise ValueError("give the recipe to plan: --config FILE.yaml or a shipped name like pretrain/tinyllama-1.1b")
+    print(format_plan(plan(recipe, devices, mfu, price_per_gpu_hour, peak_flops, max_steps)))
+
+
     vocab_size: int = 8192,
     special_tokens: Optional[list[str]] = None,
     max_bytes: Optional[int] = None,
@@ -413,6 +439,7 @@ COMMANDS = {
     "models": {
         "list": models_list,
         "add": models_add,
+    "estimate": estimate,
         "remove": models_remove,
         "alias": {"set": models_alias_set, "remove": models_alias_remove},
         "default": models_default,
@@ -480,6 +507,8 @@ def normalize_argv(argv: list[str]) -> list[str]:
         return [command, *rest]
     import inspect
 
+    if command == "estimate":  # --config names the recipe to plan, as for `litllm pretrain` (jsonargparse drops it)
+        rest = ["--recipe" + t[8:] if t.partition("=")[0] == "--config" else t for t in rest]
     source = inspect.signature(COMMANDS[command]).parameters["source"]
     flag_at = next((i for i, t in enumerate(rest) if t == "--source" or t.startswith("--source=")), None)
     if source.default is inspect.Parameter.empty and flag_at is not None:
