@@ -40,6 +40,17 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of 300 KB of the standard library's source, one file each, for runs that tokenize text files."""
+    from litllm.data.stdlib import stdlib_files
+
+    out = tmp_path_factory.mktemp("corpus")
+    for i, path in enumerate(stdlib_files(max_bytes=300_000)):
+        (out / f"{i:03d}.py").write_text(path.read_text(encoding="utf-8", errors="replace"))
+    return out
+
+
+@pytest.fixture(scope="session")
 def hf_llama_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
     """A tiny random Llama-style Hugging Face checkpoint (GQA, tied embeddings) with the tokenizer beside it."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 TESTS = Path(__file__).parent
@@ -106,6 +107,22 @@ def test_damaged_checkpoints_are_told_apart_from_good_ones(finished_run: Path, t
     text = tmp_path / "text.ckpt"
     text.write_text("not a checkpoint")
     assert "truncated or corrupted" in checkpoint_damage(text)
+
+
+def test_a_sharded_checkpoint_is_damaged_until_its_index_and_metadata_are_written(tmp_path: Path) -> None:
+    """FSDP2's checkpoint folder: each rank's shards, then the shards' `.metadata`, then Lightning's `meta.pt`."""
+    from litllm.training.callbacks import checkpoint_damage
+
+    folder = tmp_path / "step-0000006.ckpt"
+    folder.mkdir()
+    (folder / "__0_0.distcp").write_bytes(b"shard")
+    assert "no .metadata or meta.pt" in checkpoint_damage(folder)
+    (folder / ".metadata").write_bytes(b"index")
+    assert "no meta.pt" in checkpoint_damage(folder)
+    torch.save({"epoch": 0, "global_step": 6}, folder / "meta.pt")
+    assert checkpoint_damage(folder) is None
+    truncate(folder / "meta.pt")
+    assert "truncated or corrupted" in checkpoint_damage(folder)
 
 
 def test_export_of_a_damaged_checkpoint_is_one_line(

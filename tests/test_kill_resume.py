@@ -143,16 +143,6 @@ TRAINING_POINTS: list[KillPoint] = [
 TINY_MODEL = {"name": "pythia-14m", "n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 320, "block_size": 32}
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from litllm.data.stdlib import stdlib_files
-
-    out = tmp_path_factory.mktemp("corpus")
-    for i, path in enumerate(stdlib_files(max_bytes=300_000)):
-        (out / f"{i:03d}.py").write_text(path.read_text(encoding="utf-8", errors="replace"))
-    return out
-
-
 def text_data(corpus: Path) -> dict:
     """Text files tokenized into $LITLLM_HOME/data (a cache per run here, as each run has its own home)."""
     init = {"path": str(corpus), "batch_size": 4, "num_workers": 1}

@@ -75,9 +75,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def checkpoint_damage(path: Path) -> Optional[str]:
-    """What is wrong with a Lightning .ckpt (None when nothing is): it must be a zip (torch's format) whose
-    central directory reads, whose records match their CRC-32s, and whose data.pkl loads with weights_only=True.
-    Reads the file once; the tensors are memory-mapped, not loaded."""
+    """What is wrong with a Lightning checkpoint (None when nothing is). A .ckpt file must be a zip (torch's format)
+    whose central directory reads, whose records match their CRC-32s, and whose data.pkl loads with
+    weights_only=True; it is read once, its tensors memory-mapped, not loaded. A sharded checkpoint (a folder, as
+    FSDP2 saves) must hold the shards' index `.metadata` and Lightning's `meta.pt`, which are written last."""
+    if Path(path).is_dir():
+        missing = [name for name in (".metadata", "meta.pt") if not (Path(path) / name).is_file()]
+        if missing:
+            return f"an incomplete sharded checkpoint (no {' or '.join(missing)}: its save was interrupted)"
+        return file_damage(Path(path) / "meta.pt", state_dict=False)
+    return file_damage(path, state_dict=True)
+
+
+def file_damage(path: Path, state_dict: bool) -> Optional[str]:
+    """What is wrong with a file torch.save wrote (None when nothing is); `state_dict`: it must hold one."""
     import zipfile
 
     try:
@@ -95,7 +106,7 @@ def checkpoint_damage(path: Path) -> Optional[str]:
         return f"unreadable ({e.strerror or e})"
     except Exception as e:  # noqa: BLE001 - torch.load reports a damaged pickle in several ways
         return f"truncated or corrupted ({one_line(e)})"
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+    if not isinstance(checkpoint, dict) or (state_dict and "state_dict" not in checkpoint):
         return "not a Lightning checkpoint (no state_dict)"
     return None
 

@@ -88,7 +88,7 @@ def export_ckpt(ckpt_path: Path, out_dir: Path) -> Path:
     from litllm.model import GPT
 
     ckpt_path = Path(ckpt_path)
-    if ckpt_path.is_file() and (damage := checkpoint_damage(ckpt_path)):
+    if ckpt_path.exists() and (damage := checkpoint_damage(ckpt_path)):
         raise CheckpointError(f"cannot export {str(ckpt_path)!r}: it is {damage}")
     config, state = read_training_checkpoint(ckpt_path)
     tokenizer_dir = ckpt_path.parent.parent / "tokenizer"

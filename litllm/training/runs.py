@@ -35,6 +35,7 @@ from litllm.tokenizer import Tokenizer
 from litllm.training.callbacks import AtomicCheckpointIO, TokenThroughput, checkpoint_damage
 from litllm.training.export import ExportFinal
 from litllm.training.module import GPTModule
+from litllm.training.nodes import check_nodes, lost_node
 from litllm.training.report import ReportCard, global_rank_zero, record_start, refresh_report
 from litllm.training.rl import RLModule
 
@@ -120,6 +121,8 @@ class LitLLMCLI(LightningCLI):
         cfg, module, data = self.config, self.model, self.datamodule
         if self.command in ("midtrain", "finetune", "evaluate", "rl") and module.init_from is None:
             raise ValueError(f"litllm {self.command} needs --model.init_from: the checkpoint to start from")
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        check_nodes(trainer_config.get("num_nodes") or 1, cfg.out_dir)
         self.run_dir = resolve_run_dir(self.command, cfg.out_dir, module, cfg.resume)
         self.ckpt_path = resolve_resume(self.run_dir, cfg.resume)
         if global_rank_zero():
@@ -129,7 +132,6 @@ class LitLLMCLI(LightningCLI):
         data.connect(tokenizer, max_seq_length=module.max_seq_length)
         module.connect_tokenizer(tokenizer)
 
-        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         check_precision(trainer_config.get("precision"))
         trainer_config["default_root_dir"] = str(self.run_dir)
         if not trainer_config.get("plugins"):
@@ -196,7 +198,8 @@ def resolve_run_dir(command: str, out_dir: Optional[str], module: GPTModule, res
         run_dir = runs_dir() / command / f"{module.config.name or 'model'}-{stamp}"
     else:
         run_dir = Path(out_dir)
-    if resume is None and holds_a_run(run_dir):
+    # rank 0 checks (the other nodes would find the files it has begun to write) and writes the run's files
+    if resume is None and global_rank_zero() and holds_a_run(run_dir):
         raise RunDirectoryError(
             f"{str(run_dir)!r} already holds a run; pass --resume auto to continue it, or choose another --out_dir"
         )
@@ -224,7 +227,7 @@ def resolve_resume(run_dir: Path, resume: Optional[str]) -> Optional[str]:
     path = Path(resume)
     if not path.exists():
         raise RunDirectoryError(f"resume checkpoint {resume!r} does not exist")
-    if path.is_file() and (damage := checkpoint_damage(path)):
+    if damage := checkpoint_damage(path):
         raise CheckpointError(f"resume checkpoint {resume!r} is {damage}; pass an earlier one or --resume auto")
     return str(path)
 
@@ -236,8 +239,6 @@ def latest_checkpoint(folder: Path) -> Optional[Path]:
     if (folder / "last.ckpt").exists():
         candidates.append(folder / "last.ckpt")
     for path in candidates:
-        if path.is_dir():  # a sharded (distributed) checkpoint folder: Lightning reads it
-            return path
         damage = checkpoint_damage(path)
         if damage is None:
             return path
@@ -251,23 +252,29 @@ def resolve_tokenizer(module: GPTModule, data: DataModule, run_dir: Path) -> Pat
     target = run_dir / "tokenizer"
     if (target / "tokenizer.json").is_file() or (target / "tokenizer.model").is_file():
         return target
-    if module.tokenizer_dir is not None:
-        from litllm.checkpoint.sources import resolve_tokenizer_dir
-
-        source = resolve_tokenizer_dir(module.tokenizer_dir)  # a folder, or a Hub repo id like LLM.load's
-    elif module.init_from is not None:
-        source = module.init_tokenizer_folder()
-    elif callable(getattr(data, "tokenizer_dir", None)):  # data that comes tokenized already
-        source = data.tokenizer_dir()
-    elif tokenizer_path() is not None:
-        source = tokenizer_path()
-    else:
-        from litllm.training.tokenizer_training import tokenizer_for_corpus
-
-        source = tokenizer_for_corpus(data, vocab_size=module.config.vocab_size)
+    source = tokenizer_source(module, data)
+    if not global_rank_zero():  # another node: rank 0 copies it into the run folder
+        return Path(source)
     Tokenizer(source).save(target)
     copy_tokenizer_files(Path(source), target)  # the chat format (prompt_style.yaml, chat template) travels too
     return target
+
+
+def tokenizer_source(module: GPTModule, data: DataModule) -> Path | str:
+    """Where the run's tokenizer comes from (training one on the data if nothing gives one)."""
+    if module.tokenizer_dir is not None:
+        from litllm.checkpoint.sources import resolve_tokenizer_dir
+
+        return resolve_tokenizer_dir(module.tokenizer_dir)  # a folder, or a Hub repo id like LLM.load's
+    if module.init_from is not None:
+        return module.init_tokenizer_folder()
+    if callable(getattr(data, "tokenizer_dir", None)):  # data that comes tokenized already
+        return data.tokenizer_dir()
+    if tokenizer_path() is not None:
+        return tokenizer_path()
+    from litllm.training.tokenizer_training import tokenizer_for_corpus
+
+    return tokenizer_for_corpus(data, vocab_size=module.config.vocab_size)
 
 
 def shipped_recipes(args: list[str]) -> list[str]:
@@ -325,7 +332,12 @@ def run_training(command: str, args: list[str]) -> Optional[dict[str, float]]:
             atomic_write_text(cli.run_dir / "results.json", json.dumps(metrics, indent=2))
             print(json.dumps(metrics, indent=2))
         return metrics
-    trainer.fit(module, datamodule=data, ckpt_path=cli.ckpt_path)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=cli.ckpt_path)
+    except Exception as error:
+        if (lost := lost_node(error)) is None:
+            raise
+        raise lost from error
     if tasks and trainer.is_global_zero:
         score_tasks(module, cli.tokenizer_dir, tasks, cfg, cli.run_dir)
     return None
