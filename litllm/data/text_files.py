@@ -11,6 +11,9 @@ Cache layout (default root $LITLLM_DATA_DIR/text-<key>, see litllm.paths.data_di
     val/index.json, val/chunk-*.bin        the validation files' tokens (absent without validation files)
     complete.json                          written last: the key, and file, token and window counts
     .lock                                  held while building (nodes sharing a filesystem build it once)
+
+A `cache_dir` in an object store (s3://bucket/prefix, ...) is built in a local temporary folder and uploaded, its
+index files after their chunks and complete.json last; only global rank 0 builds it, and the lock is a local file.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +38,16 @@ import torch
 from filelock import FileLock
 from litdata import TokensLoader, optimize
 
-from litllm.data.litdata import StreamingTokens, token_dataset, token_stats
+from litllm.data.litdata import (
+    INDEX,
+    StreamingTokens,
+    is_remote,
+    join,
+    object_store,
+    read_remote_text,
+    require_reachable,
+    token_stats,
+)
 from litllm.data.stdlib import stdlib_dir, stdlib_files
 from litllm.paths import atomic_write_text, data_dir
 from litllm.tokenizer import Tokenizer
@@ -64,10 +77,12 @@ class TextFiles(StreamingTokens):
             0 turns validation off). Which files is decided by `seed`.
         extensions: The file endings read from a folder (a glob or a file is taken as is).
         cache_dir: Where the tokenized corpus goes (default: a folder under $LITLLM_DATA_DIR named by a hash of
-            the files, the tokenizer and max_seq_length).
+            the files, the tokenizer and max_seq_length): a folder, or an object store URL (s3://bucket/prefix,
+            with the variables `LitData` names) that training then streams from.
         batch_size: Windows of max_seq_length tokens per batch.
         num_workers: Processes that tokenize the files, and DataLoader workers.
         seed: Seed of the train/validation split and of the shuffle.
+        storage_options: Arguments of the object store's client for a `cache_dir` URL (see `LitData`).
     """
 
     def __init__(
@@ -79,11 +94,23 @@ class TextFiles(StreamingTokens):
         batch_size: int = 8,
         num_workers: int = 2,
         seed: int = 42,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(path, val_split_fraction, batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(
+            path,
+            val_split_fraction,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            storage_options=storage_options,
+        )
         self.extensions = tuple(extensions)
         self.cache_dir = cache_dir
         self._split: Split | None = None
+        if cache_dir is not None:
+            self.check_store(cache_dir)
+        # a cache in an object store is shared by every node: global rank 0 builds it, the others wait
+        self.prepare_data_per_node = not self.remote_cache
 
     def files(self) -> list[Path]:
         """Every file of the corpus, in a fixed order (before the check for text)."""
@@ -106,8 +133,13 @@ class TextFiles(StreamingTokens):
             {"files": file_stats(self.files()), "val_split_fraction": self.val_split_fraction, "seed": self.seed}
         )
 
-    def cache_location(self) -> tuple[Path, str]:
-        """The cache folder of the connected tokenizer and max_seq_length, and the key its marker must hold."""
+    @property
+    def remote_cache(self) -> bool:
+        return self.cache_dir is not None and is_remote(self.cache_dir)
+
+    def cache_location(self) -> tuple[Path | str, str]:
+        """The cache folder (the URL of a remote one) of the connected tokenizer and max_seq_length, and the key
+        its marker must hold."""
         tokenizer, max_seq_length = self.require_connected()
         key = stable_hash(
             {
@@ -117,31 +149,54 @@ class TextFiles(StreamingTokens):
                 "format": FORMAT,
             }
         )[:16]
+        if self.remote_cache:
+            return str(self.cache_dir).rstrip("/"), key
         cache = Path(self.cache_dir).expanduser() if self.cache_dir else data_dir() / f"text-{key}"
         return cache, key
 
     def prepare_data(self) -> None:
         tokenizer, max_seq_length = self.require_connected()
         cache, key = self.cache_location()
-        cache.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(cache / ".lock")):
-            manifest = read_manifest(cache, key)
-            if manifest is None:
+        require_reachable(str(cache), self.storage_options)
+        with FileLock(str(self._lock_file(cache))):
+            manifest = read_manifest(cache, key, self.storage_options)
+            if manifest is not None:
+                print(f"reusing the tokenized corpus in {cache}")
+            elif isinstance(cache, Path):
                 manifest = self._build(cache, key, tokenizer, max_seq_length)
             else:
-                print(f"reusing the tokenized corpus in {cache}")
+                manifest = self._build_and_upload(cache, key, tokenizer, max_seq_length)
         self._report(manifest, cache, max_seq_length)
 
     def setup(self, stage: str | None = None) -> None:
-        _, max_seq_length = self.require_connected()
         cache, key = self.cache_location()
-        manifest = read_manifest(cache, key)
+        require_reachable(str(cache), self.storage_options)
+        manifest = read_manifest(cache, key, self.storage_options)
         if manifest is None:
             raise RuntimeError(f"no finished tokenized corpus in {str(cache)!r}: prepare_data() builds it")
-        window = max_seq_length + 1
-        self.train_dataset = token_dataset(str(cache / "train"), window, shuffle=True, seed=self.seed)
-        has_val = manifest["val_windows"] > 0
-        self.val_dataset = token_dataset(str(cache / "val"), window, shuffle=False, seed=self.seed) if has_val else None
+        self.train_dataset = self.windows(join(cache, "train"), shuffle=True)
+        self.val_dataset = self.windows(join(cache, "val"), shuffle=False) if manifest["val_windows"] > 0 else None
+
+    def _lock_file(self, cache: Path | str) -> Path:
+        """The file held while building: in a local cache, or (for a remote one) under $LITLLM_DATA_DIR."""
+        if isinstance(cache, Path):
+            cache.mkdir(parents=True, exist_ok=True)
+            return cache / ".lock"
+        data_dir().mkdir(parents=True, exist_ok=True)
+        return data_dir() / f"remote-{stable_hash(cache)[:16]}.lock"
+
+    def _build_and_upload(self, cache: str, key: str, tokenizer: Tokenizer, max_seq_length: int) -> dict[str, Any]:
+        """`_build` into a local temporary folder, then its files into the object store, complete.json last."""
+        store = object_store(cache, self.storage_options)
+        # first, so that a run killed during the upload leaves a cache that is rebuilt rather than read
+        store.delete_file_or_directory(join(cache, MARKER))
+        data_dir().mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".upload-", dir=data_dir()) as tmp:
+            manifest = self._build(Path(tmp), key, tokenizer, max_seq_length)
+            for name in SPLITS:
+                upload_folder(Path(tmp, name), join(cache, name), store)
+            store.upload_file(str(Path(tmp, MARKER)), join(cache, MARKER))
+        return manifest
 
     def _build(self, cache: Path, key: str, tokenizer: Tokenizer, max_seq_length: int) -> dict[str, Any]:
         split = self.split()
@@ -167,7 +222,7 @@ class TextFiles(StreamingTokens):
         atomic_write_text(cache / MARKER, json.dumps(manifest, indent=2))
         return manifest
 
-    def _report(self, manifest: dict[str, Any], cache: Path, max_seq_length: int) -> None:
+    def _report(self, manifest: dict[str, Any], cache: Path | str, max_seq_length: int) -> None:
         m = manifest
         print(
             f"{cache}: {m['train_files']} train files ({m['train_tokens']:,} tokens), "
@@ -196,25 +251,31 @@ class PythonStdlib(TextFiles):
     Args:
         max_bytes: Use only the first files (in sorted order) up to this many bytes; None takes them all.
         val_split_fraction: Share of the files kept for validation.
+        cache_dir: Where the tokenized corpus goes, a folder or an object store URL (see `TextFiles`).
         batch_size: Windows of max_seq_length tokens per batch.
         num_workers: Processes that tokenize the files, and DataLoader workers.
         seed: Seed of the train/validation split and of the shuffle.
+        storage_options: Arguments of the object store's client for a `cache_dir` URL (see `LitData`).
     """
 
     def __init__(
         self,
         max_bytes: int | None = None,
         val_split_fraction: float = 0.05,
+        cache_dir: str | None = None,
         batch_size: int = 8,
         num_workers: int = 2,
         seed: int = 42,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             str(stdlib_dir()),
             val_split_fraction=val_split_fraction,
+            cache_dir=cache_dir,
             batch_size=batch_size,
             num_workers=num_workers,
             seed=seed,
+            storage_options=storage_options,
         )
         self.max_bytes = max_bytes
 
@@ -309,13 +370,28 @@ def _tokenizer(tokenizer_dir: str) -> Tokenizer:
     return Tokenizer(tokenizer_dir)
 
 
-def read_manifest(cache: Path, key: str) -> dict[str, Any] | None:
+def read_manifest(cache: Path | str, key: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The marker of a finished cache built for `key`, or None (missing, unreadable, or another key)."""
     try:
-        manifest = json.loads((cache / MARKER).read_text())
+        if isinstance(cache, Path):
+            text: str | None = (cache / MARKER).read_text()
+        else:
+            text = read_remote_text(join(cache, MARKER), storage_options)
+        manifest = json.loads(text) if text is not None else None
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("key") == key else None
+
+
+def upload_folder(folder: Path, url: str, store: Any) -> None:
+    """Replace what is at `url` with the files of an optimized `folder` (if there is one), its index last."""
+    store.delete_file_or_directory(url + "/")
+    if not folder.is_dir():
+        return
+    files = sorted(folder.iterdir(), key=lambda f: f.name == INDEX)  # a reader sees no index before its chunks
+    print(f"uploading {len(files)} files ({sum(f.stat().st_size for f in files) / 1e6:.1f} MB) to {url}")
+    for file in files:
+        store.upload_file(str(file), join(url, file.name))
 
 
 def tokenizer_id(tokenizer: Tokenizer) -> str:
