@@ -23,6 +23,7 @@ ENV = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1", "HF_HUB_O
 for name in ("LITLLM_RUN_DIR", "LITLLM_DATA_DIR", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "RANK", "LOCAL_RANK"):
     ENV.pop(name, None)
 STEPS = 16
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 
 
 def write_recipe(path: Path, tokenizer_dir: Path, batch_size: int, **trainer: object) -> Path:
@@ -63,11 +64,17 @@ class Node:
         self.proc: subprocess.Popen | None = None
 
     def start(self, args: list[str], port: int, nodes: int) -> subprocess.Popen:
-        env = {**ENV, "LITLLM_HOME": str(self.home), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        env["NODE_RANK"] = str(self.rank)
-        command = [sys.executable, "-m", "litllm.cli", "pretrain", *args, "--trainer.num_nodes", str(nodes)]
+        """`litllm pretrain ARGS` with MASTER_ADDR, MASTER_PORT and NODE_RANK set by hand."""
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(self.rank)}
+        return self.launch(["-m", "litllm.cli", "pretrain", *args, "--trainer.num_nodes", str(nodes)], env)
+
+    def launch(self, args: list[str], env: dict[str, str], program: str = sys.executable) -> subprocess.Popen:
+        """`program ARGS` on this node, in its own process group, with `env` added to the node's environment."""
+        env = {**ENV, "LITLLM_HOME": str(self.home), **env}
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(command, env=env, cwd=self.cwd, stdout=out, stderr=out, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [program, *args], env=env, cwd=self.cwd, stdout=out, stderr=out, start_new_session=True
+            )
         return self.proc
 
     def stop(self) -> None:
@@ -86,6 +93,11 @@ def run_nodes(root: Path, nodes: int, args: list[str], timeout: float = 300) -> 
     group = [Node(root, rank) for rank in range(nodes)]
     for node in group:
         node.start(args, port, nodes)
+    return wait_all(group, timeout)
+
+
+def wait_all(group: list[Node], timeout: float = 300) -> list[Node]:
+    """Wait for every node's process to succeed; the first failure (or the timeout) stops them all."""
     deadline = time.monotonic() + timeout
     try:
         while any(n.proc.poll() is None for n in group) and time.monotonic() < deadline:
@@ -240,6 +252,14 @@ def test_a_run_on_several_nodes_needs_an_out_dir(tmp_path: Path, tokenizer_dir: 
     assert "2 nodes" in error and "--out_dir" in error
 
 
+def test_processes_started_by_torchrun_need_an_out_dir(
+    tmp_path: Path, tokenizer_dir: Path, monkeypatch, capsys
+) -> None:
+    env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    error = start_alone(tmp_path, tokenizer_dir, monkeypatch, capsys, env, "--trainer.num_nodes", "1")
+    assert "2 processes started by torchrun" in error and "--out_dir" in error
+
+
 def test_several_nodes_without_a_launcher_name_the_missing_variables(
     tmp_path: Path, tokenizer_dir: Path, monkeypatch, capsys
 ) -> None:
@@ -263,3 +283,71 @@ def test_a_node_whose_master_never_answers_ends_within_the_timeout(
     error = start_alone(tmp_path, tokenizer_dir, monkeypatch, capsys, env, "--out_dir", str(tmp_path / "run"))
     assert f"MASTER_ADDR:MASTER_PORT = 127.0.0.1:{port}" in error and "within 2 s" in error
     assert time.monotonic() - began < 30
+
+
+@pytest.mark.slow  # training processes on two nodes: `make test-slow` (and CI) runs it
+def test_two_nodes_under_torchrun_train_as_two_nodes_by_hand(
+    two_nodes: tuple[Path, list[Node]], tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    """`torchrun --nnodes 2 --node-rank R ... -m litllm.cli pretrain ...` on each node, as a user types it."""
+    recipe = write_recipe(tmp_path / "nodes.yaml", tokenizer_dir, 4, strategy="ddp")
+    run, port = tmp_path / "shared" / "run", free_port()
+    torchrun = ["--nnodes", "2", "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port)]
+    group = [Node(tmp_path, rank) for rank in range(2)]
+    for node in group:
+        args = [*torchrun, "--node-rank", str(node.rank), "-m", "litllm.cli", "pretrain", "--config", str(recipe)]
+        node.launch([*args, "--out_dir", str(run), "--trainer.num_nodes", "2"], {}, TORCHRUN)
+    wait_all(group)
+    reference, _ = two_nodes
+    assert_same_training(run, reference)
+    assert files(run) == files(reference)
+
+
+@pytest.mark.slow  # training processes on two nodes: `make test-slow` (and CI) runs it
+def test_two_nodes_under_srun_train_as_two_nodes_by_hand(
+    two_nodes: tuple[Path, list[Node]], tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    """What `srun` gives each task of a 2-node, 1-task-a-node job (Lightning's SLURMEnvironment reads it)."""
+    recipe = write_recipe(tmp_path / "nodes.yaml", tokenizer_dir, 4, strategy="ddp")
+    run = tmp_path / "shared" / "run"
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "2", "SLURM_JOB_ID": "4242"}
+    slurm |= {"SLURM_JOB_NAME": "litllm", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    group = [Node(tmp_path, rank) for rank in range(2)]
+    for node in group:
+        task = {"SLURM_PROCID": str(node.rank), "SLURM_NODEID": str(node.rank), "SLURM_LOCALID": "0"}
+        args = ["-m", "litllm.cli", "pretrain", "--config", str(recipe), "--out_dir", str(run)]
+        node.launch([*args, "--trainer.num_nodes", "2"], {**slurm, **task})
+    wait_all(group)
+    reference, _ = two_nodes
+    assert_same_training(run, reference)
+    assert files(run) == files(reference)
+
+
+PREPARE = """
+import sys
+from litllm.data.text_files import TextFiles
+from litllm.tokenizer import Tokenizer
+
+data = TextFiles(sys.argv[1], cache_dir=sys.argv[2], num_workers=1)
+data.connect(Tokenizer(sys.argv[3]), max_seq_length=32)
+data.prepare_data()
+data.setup()
+print("windows", sum(1 for _ in data.train_dataset))
+"""
+
+
+@pytest.mark.slow  # two processes tokenizing: `make test-slow` (and CI) runs it
+def test_two_nodes_preparing_one_shared_cache_at_once_build_it_once(
+    tmp_path: Path, tokenizer_dir: Path, corpus: Path
+) -> None:
+    """Both nodes' local rank 0 runs prepare_data at the same moment into a cache on the shared filesystem: one
+    tokenizes, the other waits for the lock and reads the finished cache."""
+    cache = tmp_path / "shared" / "cache"
+    group = [Node(tmp_path, rank) for rank in range(2)]
+    for node in group:
+        node.launch(["-c", PREPARE, str(corpus), str(cache), str(tokenizer_dir)], {})
+    wait_all(group, timeout=120)
+    logs = [node.log.read_text() for node in group]
+    assert sum("tokenizing" in log for log in logs) == 1 and sum("reusing" in log for log in logs) == 1, logs
+    windows = {line for log in logs for line in log.splitlines() if line.startswith("windows ")}
+    assert len(windows) == 1 and windows != {"windows 0"}, logs

@@ -88,3 +88,22 @@ def test_debug_recipe_trains_and_its_loss_falls(tmp_path: Path) -> None:
     losses = [float(r["train_loss"]) for r in rows if r.get("train_loss")]
     assert losses[-1] < 0.8 * losses[0], losses
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_the_slurm_script_runs_its_recipe_on_every_task_of_the_job(tmp_path: Path) -> None:
+    """The sbatch script's srun line, with the job's variables, parses to 2 nodes x 8 GPUs sharded 16 ways."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"  # stands in for SLURM's srun: runs the task's command once, printing its config
+    srun.write_text(f'#!/bin/sh\nshift\nexec {sys.executable} -m litllm.cli "$@" --print_config\n')
+    srun.chmod(0o755)
+    job = {"SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "8", "SLURM_NTASKS": "16", "RUN_DIR": str(tmp_path / "run")}
+    env = {**ENV, **job, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    script = HUB / "pretrain" / "tinyllama-1.1b.sbatch"
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=HUB.parent, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = yaml.safe_load(result.stdout)
+    assert (printed["trainer"]["num_nodes"], str(printed["trainer"]["devices"])) == (2, "8")  # Lightning reads "8"
+    assert printed["trainer"]["strategy"]["init_args"]["data_parallel_size"] == 16
+    assert printed["out_dir"] == str(tmp_path / "run") and printed["resume"] == "auto"
+    assert printed["data"]["init_args"]["path"].startswith("s3://")

@@ -34,13 +34,15 @@ def launcher() -> str | None:
 def check_nodes(num_nodes: int, out_dir: str | None) -> None:
     """Before any model is built: a run on several nodes names its run folder and, without a launcher, its master and
     this node's rank; a node other than 0 waits (up to LITLLM_MASTER_TIMEOUT seconds) for the master to answer."""
-    if num_nodes <= 1:
-        return
-    if out_dir is None:
+    started_by = launcher()
+    processes = int(os.environ.get("WORLD_SIZE" if started_by == "torchrun" else "SLURM_NTASKS", "1") or 1)
+    if out_dir is None and (num_nodes > 1 or (started_by and processes > 1)):
+        # each process would name its own run folder after the time it started
+        what = f"{num_nodes} nodes" if num_nodes > 1 else f"{processes} processes started by {started_by}"
         raise RunDirectoryError(
-            f"a run on {num_nodes} nodes needs --out_dir: the same folder on every node, on a filesystem they share"
+            f"a run on {what} needs --out_dir: the same folder for every process, on a filesystem the nodes share"
         )
-    if launcher() is not None:
+    if num_nodes <= 1 or started_by is not None:
         return  # SLURM and torchrun give every process its address and rank
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK") if not os.environ.get(name)]
     if missing:

@@ -71,10 +71,12 @@ def record_start(run_dir: Path, command: str, argv: list[str]) -> Path:
 
 
 def global_rank_zero() -> bool:
-    """Whether this process is global rank zero, before any Trainer exists: torchrun's RANK, else node and local rank
-    (a launcher sets them for the processes it starts)."""
+    """Whether this process is global rank zero, before any Trainer exists: torchrun's RANK, srun's SLURM_PROCID,
+    else node and local rank (Lightning sets them for the processes it starts)."""
     if os.environ.get("RANK"):
         return os.environ["RANK"] == "0"
+    if os.environ.get("SLURM_NTASKS") and os.environ.get("SLURM_PROCID"):
+        return os.environ["SLURM_PROCID"] == "0"
     return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
 
 

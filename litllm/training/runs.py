@@ -56,6 +56,8 @@ QUIET = (
     (Warning, r"Precision .* is not supported by the model summary"),
     # a new run never starts in a folder with checkpoints (resolve_run_dir refuses): only a resume finds them there
     (Warning, r"Checkpoint directory .* exists and is not empty"),
+    # the validation metrics are torchmetrics, whose compute() already gathers every rank's sums
+    (Warning, r"It is recommended to use `self.log\('(val|test)_"),
 )
 # Lightning's lines every run would print that tell a litllm user nothing about their run
 QUIET_INFO = (
