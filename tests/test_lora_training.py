@@ -162,6 +162,22 @@ def test_bad_lora_options_end_in_one_line(tmp_path: Path, litllm_dir: Path, flag
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(
+    "strategy",
+    [["fsdp"], ["lightning.pytorch.strategies.ModelParallelStrategy", "--trainer.strategy.data_parallel_size", "2"]],
+    ids=["fsdp", "fsdp2"],
+)
+def test_qlora_under_fsdp_is_refused_before_any_process_starts(
+    tmp_path: Path, litllm_dir: Path, strategy: list[str]
+) -> None:
+    args = ["--trainer.devices", "2", "--trainer.strategy", *strategy, "--out_dir", str(tmp_path / "r")]
+    result = litllm("finetune", "--config", str(recipe(tmp_path, litllm_dir, quantize="nf4")), *args)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "litllm: error: QLoRA (lora.quantize=nf4) does not combine with FSDP sharding" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_merge_lora_of_a_folder_that_is_no_adapter_is_one_line(tmp_path: Path, litllm_dir: Path) -> None:
     result = litllm("merge_lora", str(litllm_dir), str(tmp_path / "out"))
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -125,6 +125,7 @@ class LitLLMCLI(LightningCLI):
             raise ValueError(f"litllm {self.command} needs --model.init_from: the checkpoint to start from")
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         check_nodes(trainer_config.get("num_nodes") or 1, cfg.out_dir)
+        check_qlora_strategy(module, trainer_config.get("strategy"))
         self.run_dir = resolve_run_dir(self.command, cfg.out_dir, module, cfg.resume)
         self.ckpt_path = resolve_resume(self.run_dir, cfg.resume)
         if global_rank_zero():
@@ -174,6 +175,20 @@ def make_loggers(kind: str, run_dir: Path) -> list:
         else:
             raise ValueError(f"unknown logger_kind {name!r}; accepted: csv, tensorboard")
     return loggers
+
+
+def check_qlora_strategy(module: GPTModule, strategy: Any) -> None:
+    """QLoRA's 4-bit base weights (bitsandbytes) cannot be sharded: refuse FSDP before any process starts."""
+    from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+    if module.lora is None or module.lora.quantize is None:
+        return
+    if isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or str(strategy).startswith("fsdp"):
+        name = strategy if isinstance(strategy, str) else type(strategy).__name__
+        raise ValueError(
+            f"QLoRA (lora.quantize={module.lora.quantize}) does not combine with FSDP sharding (strategy {name}): "
+            "bitsandbytes' 4-bit weights cannot be sharded; train it on one device, or use LoRA without quantize"
+        )
 
 
 def check_precision(precision: Any) -> None:
