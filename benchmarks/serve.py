@@ -3,9 +3,12 @@
 The model is the pythia-160m registry config with random weights and a BPE tokenizer trained here on Python's
 standard library, saved once as a checkpoint directory that both the server and the engine-alone reference load.
 Targets: 16 clients >= 6x the tokens/s of 1 client; 1 client >= 90% of the engine's tokens/s alone.
+`--workers 1 2` serves the same load with one inference worker and then with two (`litllm serve --devices 2`), which
+split the `--threads` torch threads between them, and compares their tokens/s.
 
     .venv/bin/python benchmarks/serve.py
     .venv/bin/python benchmarks/serve.py --clients 1 4 --max-tokens 16 --requests-per-client 1
+    .venv/bin/python benchmarks/serve.py --clients 16 --workers 1 2    # 1 worker x 2 threads vs 2 x 1
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class Row:
     clients: int
     samples: list[Sample]
     wall: float  # seconds, first request sent to last one done
+    workers: str = "-"  # the server's workers x torch threads of each, as it reports them ("2x1")
 
     @property
     def tps(self) -> float:
@@ -143,14 +147,14 @@ def engine_alone(checkpoint: Path, prompts: list[str], args: argparse.Namespace)
 
 
 class Server:
-    """`litllm serve CHECKPOINT` in a subprocess, stopped with SIGINT."""
+    """`litllm serve CHECKPOINT` with `workers` inference workers in a subprocess, stopped with SIGINT."""
 
-    def __init__(self, checkpoint: Path, tmp: Path, args: argparse.Namespace) -> None:
+    def __init__(self, checkpoint: Path, tmp: Path, args: argparse.Namespace, workers: int = 1) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         command = [sys.executable, "-m", "litllm.cli", "serve", str(checkpoint), "--port", str(self.port)]
-        command += ["--max_batch_size", str(args.max_batch_size)]
+        command += ["--max_batch_size", str(args.max_batch_size), "--devices", str(workers)]
         command += [] if args.precision == "default" else ["--precision", args.precision]
         command += ["--quantize", args.quantize] if args.quantize else []
         command += ["--accelerator", args.accelerator, "--models_root", str(tmp), "--runs_root", str(tmp / "runs")]
@@ -179,6 +183,25 @@ class Server:
 
     def log_tail(self) -> str:
         return self.log.read_text()[-3000:]
+
+    def workers(self) -> list[dict]:
+        """What each inference worker reports in /stats: its pid, torch threads, requests served, ..."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            connection.request("GET", "/stats")
+            return json.loads(connection.getresponse().read())["worker_stats"]
+        finally:
+            connection.close()
+
+    def warm_up(self, prompt: str, max_tokens: int) -> str:
+        """Stream `prompt` until every worker has served a request (each prepares its kernels on its first); its
+        workers x torch threads each, as the server reports them ("2x1")."""
+        for _ in range(10):  # the workers take requests from one queue: rounds of one each, at once, until all did
+            self.phase([[prompt]] * len(self.workers()), max_tokens)
+            served = self.workers()
+            if all(w["requests"] for w in served):
+                return f"{len(served)}x{'/'.join(str(t) for t in sorted({w['threads'] for w in served}))}"
+        raise RuntimeError(f"a worker served none of the warm-up requests: {served}")
 
     def stop(self) -> None:
         """SIGINT, then kill whatever of the process tree is still there a minute later."""
@@ -235,7 +258,7 @@ class Server:
 
 
 HEADER = (
-    f"{'clients':>7} | {'total tok/s':>11} | {'x 1 client':>10} | {'per-client tok/s':>16} | "
+    f"{'workers':>7} | {'clients':>7} | {'total tok/s':>11} | {'x 1 client':>10} | {'per-client tok/s':>16} | "
     f"{'TTFT p50 ms':>11} | {'TTFT p95 ms':>11} | {'ITL p50 ms':>10} | {'ITL p95 ms':>10} | {'tokens':>6}"
 )
 
@@ -246,10 +269,20 @@ def format_row(row: Row, one: Row | None) -> str:
     name = "engine" if row.clients == 0 else str(row.clients)
     scale = f"{row.tps / one.tps:>10.2f}" if one is not None and row.clients else f"{'-':>10}"
     return (
-        f"{name:>7} | {row.tps:>11.1f} | {scale} | {row.per_client_tps:>16.1f} | "
+        f"{row.workers:>7} | {name:>7} | {row.tps:>11.1f} | {scale} | {row.per_client_tps:>16.1f} | "
         f"{percentile(ttfts, 50):>11.1f} | {percentile(ttfts, 95):>11.1f} | "
         f"{percentile(gaps, 50):>10.1f} | {percentile(gaps, 95):>10.1f} | {sum(s.tokens for s in row.samples):>6}"
     )
+
+
+def compare_workers(rows: dict[int, dict[int, Row]]) -> list[str]:
+    """For each client count every worker count ran: its tokens/s, and over those of the first worker count."""
+    first, *others = rows.values()
+    lines = [f"{'workers':>7} | {'clients':>7} | {'total tok/s':>11} | {'x ' + next(iter(first.values())).workers:>8}"]
+    for clients, base in first.items():
+        for row in [base, *(by_clients[clients] for by_clients in others)]:
+            lines.append(f"{row.workers:>7} | {clients:>7} | {row.tps:>11.1f} | {row.tps / base.tps:>8.2f}")
+    return lines
 
 
 def checks(rows: dict[int, Row], engine: Row) -> list[str]:
@@ -288,6 +321,10 @@ def main() -> None:
     p.add_argument("--max-batch-size", type=int, default=16, help="the server's --max_batch_size")
     p.add_argument("--accelerator", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the engine and the server")
+    p.add_argument(
+        "--workers", nargs="+", type=int, default=[1],
+        help="inference workers of the server (--devices), one server each; they split --threads between them",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     from litllm.cpu import isa
@@ -304,34 +341,54 @@ def main() -> None:
         warmup, pool = pool[0], pool[1:]
         print(f"engine alone: {n} requests of {args.max_tokens} tokens ...", file=sys.stderr)
         engine = engine_alone(checkpoint, pool[:n], args)  # the prompts of the 1-client phase
-        server = Server(checkpoint, Path(tmp), args)
-        rows: dict[int, Row] = {}
-        try:
-            server.wait_ready()
-            server.stream(warmup, args.max_tokens)
-            for c in args.clients:
-                print(f"{c} clients x {n} requests of {args.max_tokens} tokens ...", file=sys.stderr)
-                rows[c] = server.phase([pool[i * n : (i + 1) * n] for i in range(c)], args.max_tokens)
-        finally:
-            server.stop()
+        rows: dict[int, dict[int, Row]] = {}  # by workers, then by clients
+        for workers in args.workers:
+            rows[workers] = serve_phases(Server(checkpoint, Path(tmp), args, workers), warmup, pool, args)
 
     print(
         f"\n{cpu_model()} (litllm kernels: {isa.active()}; torch: {torch.backends.cpu.get_cpu_capability()})\n"
         f"pythia-160m (random weights), precision {args.precision}, quantize {args.quantize}, {args.accelerator}, "
-        f"{args.threads} threads, "
+        f"{args.threads} threads (a server's workers split them), "
         f"max_batch_size {args.max_batch_size}, {args.prompt_tokens}-token prompts, {args.max_tokens} tokens "
         f"per request, {n} requests per client, torch {torch.__version__}"
     )
     print(HEADER)
     print(format_row(engine, None))
-    for row in rows.values():
-        print(format_row(row, rows.get(1)))
+    for by_clients in rows.values():
+        for row in by_clients.values():
+            print(format_row(row, by_clients.get(1)))
+    if len(rows) > 1:
+        print()
+        print("\n".join(compare_workers(rows)))
     print()
-    for line in checks(rows, engine):
-        print(line)
-    short = sum(s.tokens != args.max_tokens for r in [engine, *rows.values()] for s in r.samples)
+    for by_clients in rows.values():
+        for line in checks(by_clients, engine):
+            print(line if len(rows) == 1 else f"{line} ({by_clients[args.clients[0]].workers} workers x threads)")
+    short = sum(s.tokens != args.max_tokens for r in [engine, *all_rows(rows)] for s in r.samples)
     if short:
         print(f"note: {short} requests made other than {args.max_tokens} tokens (tokens/s counts the real ones)")
+
+
+def serve_phases(server: Server, warmup: str, pool: list[str], args: argparse.Namespace) -> dict[int, Row]:
+    """Each client count's row against a server started for them (and stopped after)."""
+    n, rows = args.requests_per_client, {}
+    try:
+        server.wait_ready()
+        workers = server.warm_up(warmup, args.max_tokens)
+        for c in args.clients:
+            print(
+                f"{workers} workers x threads, {c} clients x {n} requests of {args.max_tokens} tokens ...",
+                file=sys.stderr,
+            )
+            rows[c] = server.phase([pool[i * n : (i + 1) * n] for i in range(c)], args.max_tokens)
+            rows[c].workers = workers
+    finally:
+        server.stop()
+    return rows
+
+
+def all_rows(rows: dict[int, dict[int, Row]]) -> list[Row]:
+    return [row for by_clients in rows.values() for row in by_clients.values()]
 
 
 if __name__ == "__main__":

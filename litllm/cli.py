@@ -150,7 +150,8 @@ def serve(
         api_key: Require `Authorization: Bearer KEY` on every route but /health (default: $LITLLM_API_KEY).
         max_batch_size: Generations decoded together; more wait for a free row.
         accelerator: auto, cpu or cuda.
-        devices: Number of devices, one model copy each.
+        devices: Inference workers, one model copy each: one per GPU on CUDA (at most the GPUs present); on the CPU,
+            processes that share its cores (at most one per core), each with an even share of the torch threads.
         num_gpus: The same as devices (nanochat's -n/--num-gpus).
         precision: 32-true, bf16-true or 16-true (default: the checkpoint's dtype).
         quantize: int8 (litllm's CPU kernel, fastest decoding on a CPU) or bnb.nf4, bnb.int8 (bitsandbytes).
@@ -167,14 +168,17 @@ def serve(
     """
     import os
 
-    from litllm.serve.control import served_adapters
-    from litllm.serve.server import build_server, run
+    from litllm.serve.pool import worker_devices
 
     source = serve_source(source, model_type, model_path)
     if num_gpus is not None:
         if num_gpus < 1 or devices not in (1, num_gpus):
             raise ValueError(f"--num_gpus {num_gpus} must be >= 1 and agree with --devices {devices} (give one)")
         devices = num_gpus
+    worker_devices(accelerator, devices)  # a count this machine cannot hold fails before any model is looked up
+    from litllm.serve.control import served_adapters
+    from litllm.serve.server import build_server, run
+
     if source is not None:
         check_serve_source(source, init, tokenizer_dir)
     adapter_dirs = served_adapters(adapters, source, init) if adapters is not None else None
@@ -262,10 +266,6 @@ def report(run: str) -> None:
     print(write_report(resolve_run(run)))
 
 
-def tokenizer_train(
-    out: Path,
-    files: Union[list[str], str, None] = None,
-    corpus: Optional[str] = None,
 def estimate(
     recipe: Optional[str] = None,
     devices: Optional[int] = None,
@@ -292,6 +292,10 @@ def estimate(
     print(format_plan(plan(recipe, devices, mfu, price_per_gpu_hour, peak_flops, max_steps)))
 
 
+def tokenizer_train(
+    out: Path,
+    files: Union[list[str], str, None] = None,
+    corpus: Optional[str] = None,
     vocab_size: int = 8192,
     special_tokens: Optional[list[str]] = None,
     max_bytes: Optional[int] = None,
@@ -435,11 +439,11 @@ COMMANDS = {
     "export": export,
     "merge_lora": merge_lora,
     "report": report,
+    "estimate": estimate,
     "tokenizer": {"train": tokenizer_train, "evaluate": tokenizer_evaluate},
     "models": {
         "list": models_list,
         "add": models_add,
-    "estimate": estimate,
         "remove": models_remove,
         "alias": {"set": models_alias_set, "remove": models_alias_remove},
         "default": models_default,
@@ -503,12 +507,12 @@ def normalize_argv(argv: list[str]) -> list[str]:
         return argv
     command, short = argv[0], SHORT_FLAGS.get(argv[0], {})
     rest = [short.get(token, token) for token in map(underscored, argv[1:])]
+    if command == "estimate":  # --config names the recipe to plan, as for `litllm pretrain` (jsonargparse drops it)
+        rest = ["--recipe" + t[8:] if t.partition("=")[0] == "--config" else t for t in rest]
     if command not in SHORT_FLAGS:
         return [command, *rest]
     import inspect
 
-    if command == "estimate":  # --config names the recipe to plan, as for `litllm pretrain` (jsonargparse drops it)
-        rest = ["--recipe" + t[8:] if t.partition("=")[0] == "--config" else t for t in rest]
     source = inspect.signature(COMMANDS[command]).parameters["source"]
     flag_at = next((i for i, t in enumerate(rest) if t == "--source" or t.startswith("--source=")), None)
     if source.default is inspect.Parameter.empty and flag_at is not None:

@@ -1,8 +1,9 @@
 """The HTTP side of `litllm serve`: a LitServe spec that adds OpenAI-compatible, nanochat-style and control routes.
 
 Handlers run in LitServe's API-server process. They validate a request, put one operation on LitServe's request
-queue for the inference worker (worker.py) and turn its replies into JSON or server-sent events. A client that
-disconnects mid-stream cancels its generation, which frees its row in the running batch.
+queue, which the inference workers (worker.py) share, or in one worker's mailbox (pool.py), and turn the replies
+into JSON or server-sent events. A client that disconnects mid-stream cancels its generation at the worker that holds
+it, which frees its row in that worker's batch; a model swap goes to every worker.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from litllm.lora.layers import BASE
 from litllm.serve.control import ModelRef, download, list_models, resolve_adapters, resolve_model
 from litllm.serve.errors import NO_MODEL, APIError, error_body
 from litllm.serve.metrics import Metrics
+from litllm.serve.pool import WorkerPool
 from litllm.serve.request_models import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -45,19 +47,21 @@ class LitLLMSpec(LitSpec):
         models_root: Path,
         runs_root: Path,
         recipes_root: Path,
-        ready: Any,
+        ready: Any = None,
         default_max_tokens: int = 256,
         adapters: list[str] | None = None,
+        workers: WorkerPool | None = None,
     ) -> None:
-        """adapters: the names of the LoRA adapters the worker serves over the model."""
+        """ready: the multiprocessing Event a lone worker sets once its model is loaded (with no `workers`);
+        adapters: the names of the LoRA adapters the workers serve over the model; workers: the inference workers
+        (default: one on the CPU)."""
         super().__init__()
         self.api_path = "/v1/chat/completions"
         self.model_id, self.created = model_id, int(time.time())  # model_id None: no model loaded
         self.adapters = list(adapters or [])
         self.models_root, self.runs_root, self.recipes_root = models_root, runs_root, recipes_root
-        self.ready = ready  # a multiprocessing Event the worker sets once its model is loaded
+        self.workers = workers or WorkerPool(["cpu"], None if ready is None else [ready])
         self.default_max_tokens = default_max_tokens
-        self.devices = ["cpu"]  # one per inference worker (server.py sets them from LitServe's)
         self.metrics = Metrics()
         self.jobs: Any = None  # TrainingJobs, made in the API process on first use
         self.loading = False
@@ -99,14 +103,20 @@ class LitLLMSpec(LitSpec):
 
     # -- talking to the worker --
 
-    async def call(self, operation: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Send one operation to the worker and yield its replies; leaving early cancels it there."""
+    @property
+    def devices(self) -> list[str]:
+        """Each inference worker's device."""
+        return self.workers.devices
+
+    async def call(self, operation: dict[str, Any], worker: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Send one operation to `worker` (None: whichever takes it first) and yield its replies; leaving a generation
+        early cancels it there."""
         uid = str(uuid.uuid4())
         replies: deque = deque()
         event = asyncio.Event()
         self.response_buffer[uid] = ResponseBufferItem(event=event, response_queue=replies)
-        self.request_queue.put((self.response_queue_id, uid, time.monotonic(), operation))
-        finished = False
+        self.send(uid, operation, worker)
+        finished, holder = False, worker
         try:
             while True:
                 await event.wait()
@@ -118,26 +128,42 @@ class LitLLMSpec(LitSpec):
                     if status == LitAPIStatus.ERROR:
                         finished = True
                         raise APIError(500, "the inference worker failed; see the server log")
-                    yield json.loads(data)
+                    reply = json.loads(data)
+                    holder = reply.get("worker", holder)
+                    yield reply
                 event.clear()
         finally:
             self.response_buffer.pop(uid, None)
             if not finished and operation.get("op") == "generate":
-                self.request_queue.put(
-                    (self.response_queue_id, str(uuid.uuid4()), time.monotonic(), {"op": "cancel", "target": uid})
-                )
+                # to the worker that holds it; before any reply none is known, and every worker is told
+                for target in range(len(self.workers)) if holder is None else [holder]:
+                    self.send(str(uuid.uuid4()), {"op": "cancel", "target": uid}, target)
+
+    def send(self, uid: str, operation: dict[str, Any], worker: int | None) -> None:
+        """Put an operation on the queue every worker takes from, or in one worker's mailbox."""
+        queue = self.request_queue if worker is None else self.workers.mailboxes[worker]
+        queue.put((self.response_queue_id, uid, time.monotonic(), operation))
+
+    async def result(self, operation: dict[str, Any], worker: int | None = None) -> dict[str, Any]:
+        """The last reply to an operation: its result, or its error."""
+        result: dict[str, Any] = {}
+        async for reply in self.call(operation, worker):
+            result = reply
+        return result
 
     async def ask(self, operation: dict[str, Any]) -> dict[str, Any]:
-        """The single result of an operation (model info, a model swap)."""
-        result: dict[str, Any] = {}
-        async for reply in self.call(operation):
-            result = reply
+        """The single result of an operation (model info), from whichever worker takes it."""
+        result = await self.result(operation)
         raise_if_error(result)
         return result
 
+    async def ask_each(self, operation: dict[str, Any]) -> list[dict[str, Any]]:
+        """The result (or error) of one operation sent to every worker, in the workers' order."""
+        return list(await asyncio.gather(*(self.result(operation, i) for i in range(len(self.workers)))))
+
     def state(self) -> str:
         """'ready' (a model is loaded), 'loading' (one is being loaded) or 'no_model' (none was asked for)."""
-        if self.loading or (self.model_id is not None and not self.ready.is_set()):
+        if self.loading or (self.model_id is not None and not self.workers.all_ready()):
             return "loading"
         return "no_model" if self.model_id is None else "ready"
 
@@ -256,7 +282,9 @@ class LitLLMSpec(LitSpec):
         return JSONResponse(body, status_code=503 if state == "loading" else 200)
 
     async def stats(self) -> JSONResponse:
-        return JSONResponse(self.metrics.stats(self.devices, serving=self.state() == "ready"))
+        """nanochat's worker-pool fields and litllm's counters, then `worker_stats`: what each worker reports."""
+        stats = self.metrics.stats(self.devices, serving=self.state() == "ready")
+        return JSONResponse({**stats, "worker_stats": self.workers.report()})
 
     async def prometheus(self) -> PlainTextResponse:
         return PlainTextResponse(self.metrics.prometheus(), media_type="text/plain; version=0.0.4")
@@ -264,9 +292,11 @@ class LitLLMSpec(LitSpec):
     # -- control API (after nanoGPT's API server) --
 
     async def status(self) -> JSONResponse:
-        """nanoGPT's fields (status "online", model_loaded, device, timestamp in Unix seconds), then litllm's."""
+        """nanoGPT's fields (status "online", model_loaded, device, timestamp in Unix seconds), then litllm's: busy and
+        queued summed over the workers, and what each worker reports."""
         state = self.state()
         info = await self.ask({"op": "info"}) if state == "ready" else {}
+        workers = self.workers.report()
         return JSONResponse(
             {
                 "status": "online",
@@ -277,8 +307,9 @@ class LitLLMSpec(LitSpec):
                 "model": self.model_id,
                 "adapters": self.adapters,
                 "dtype": info.get("dtype"),
-                "busy": info.get("busy", 0),
-                "queued": info.get("queued", 0),
+                "busy": sum(w["busy"] for w in workers),
+                "queued": sum(w["queued"] for w in workers),
+                "worker_stats": workers,
             }
         )
 
@@ -287,24 +318,42 @@ class LitLLMSpec(LitSpec):
         return JSONResponse(await asyncio.to_thread(list_models, self.models_root, self.runs_root, started))
 
     async def load_model(self, body: LoadModelRequest) -> JSONResponse:
-        """Swap the served model for the one the request names (any of its fields: one resolver, confined paths)."""
+        """Swap the served model for the one the request names (any of its fields: one resolver, confined paths) on
+        every worker, or on none: each loads it beside its model, and all switch once all have it."""
         value = getattr(body, body.field)
         ref = resolve_model(value, body.field, self.roots)
         adapters = await asyncio.to_thread(resolve_adapters, body.adapters or {}, ref.name, self.roots)
-        if len(self.devices) > 1:  # a swap message reaches one worker of the queue, not all of them
-            raise APIError(409, "load_model needs a server with one worker (--devices 1); restart it with the model")
         if self.loading:
             raise APIError(409, "a model is already being loaded", code="model_loading")
-        self.loading = True
+        self.loading = True  # generations are refused (503) from now until every worker has switched
         try:
             source = await asyncio.to_thread(self.local_checkpoint, ref, body.field)
             operation = {"op": "load_model", "source": str(source), "name": ref.name, "adapters": adapters}
-            result = await self.ask(operation)
+            staged, committed = await self.swap_everywhere(operation)
         finally:
             self.loading = False
-        self.model_id, self.adapters = result["model"], result["adapters"]
-        fields = {k: v for k, v in result.items() if k != "type"}
+        first = committed[0]
+        self.model_id, self.adapters = first["model"], first["adapters"]
+        fields = {k: v for k, v in first.items() if k not in ("type", "worker")}
+        fields["seconds"] = max(r["seconds"] for r in staged)
+        fields["workers"] = [
+            {"id": i, "device": c["device"], "pid": c["pid"], "seconds": s["seconds"]}
+            for i, (s, c) in enumerate(zip(staged, committed, strict=True))
+        ]
         return JSONResponse({"message": "Model loaded successfully", "status": "loaded", **fields})
+
+    async def swap_everywhere(self, operation: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Each worker's replies to loading a model beside its own, then to switching to it; when any cannot load it,
+        none switches, and an APIError says why."""
+        staged = await self.ask_each({**operation, "stage": True})
+        failed = [(i, reply) for i, reply in enumerate(staged) if reply.get("type") != "result"]
+        if failed:
+            await self.ask_each({"op": "discard"})
+            raise swap_error(failed, len(staged))
+        committed = await self.ask_each({"op": "commit"})
+        for reply in committed:
+            raise_if_error(reply)
+        return staged, committed
 
     @property
     def roots(self) -> tuple[Path, Path]:
@@ -503,6 +552,18 @@ def sse(events: AsyncIterator[str]) -> StreamingResponse:
 def raise_if_error(reply: dict[str, Any]) -> None:
     if reply.get("type") == "error":
         raise APIError(reply["status"], reply["message"], reply.get("param"), reply.get("code"))
+
+
+def swap_error(failed: list[tuple[int, dict[str, Any]]], workers: int) -> APIError:
+    """The answer to a swap some workers could not make: the error itself when every worker gave the same one, else
+    each failed worker's, with the status and code of the first."""
+    status, code = failed[0][1].get("status", 500), failed[0][1].get("code")
+    messages = [reply.get("message", "no reply") for _, reply in failed]
+    if len(failed) == workers and len(set(messages)) == 1:
+        return APIError(status, messages[0], code=code)
+    each = "; ".join(f"worker {i}: {message}" for (i, _), message in zip(failed, messages, strict=True))
+    message = f"{len(failed)} of {workers} workers could not load it, so none serves it: {each}"
+    return APIError(status, message, code=code)
 
 
 async def chain_first(

@@ -1,7 +1,8 @@
 """Assembling `litllm serve`: the LitServer, its routes, authentication, error bodies, and a clean shutdown.
 
-Processes: the main one (LitServe's manager), one HTTP server (routes.py) and one inference worker per device
-(worker.py) holding the model and the continuous-batching scheduler.
+Processes: the main one (LitServe's manager), one HTTP server (routes.py) and the inference workers (worker.py), each
+holding a copy of the model and its continuous-batching scheduler: one per GPU on CUDA, `devices` of them sharing the
+cores on the CPU (pool.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import multiprocessing as mp
 import os
 import re
 import signal
@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from litllm.serve.errors import APIError, error_response
 from litllm.serve.metrics import Metrics
+from litllm.serve.pool import WorkerPool, threads_per_worker, worker_devices
 from litllm.serve.routes import LitLLMSpec
 from litllm.serve.worker import GenerationAPI, message_of, model_id
 
@@ -154,28 +155,33 @@ def build_server(
     adapters: dict[str, str] | None = None,
 ) -> tuple[ls.LitServer, LitLLMSpec]:
     """The LitServer for `source` (None: start with no model) and the LoRA adapters served over it ({name: folder},
-    checked: `control.served_adapters`), its routes registered; `server.run(...)` starts it."""
+    checked: `control.served_adapters`), its routes registered; `server.run(...)` starts it. `devices` inference
+    workers each load the model: one per GPU, or that many processes on the CPU, each with an even share of its
+    threads; a ValueError names a count this machine cannot hold."""
     from litllm.paths import litllm_home, recipes_dir, runs_dir
 
-    ready = mp.get_context("spawn").Event()
+    accelerator, placement = worker_devices(accelerator, devices)
+    workers = WorkerPool(placement)
     spec = LitLLMSpec(
         None if source is None else model_id(source),
         models_root=Path(models_root or litllm_home()).resolve(),
         runs_root=Path(runs_root or runs_dir()).resolve(),
         recipes_root=recipes_dir(),
-        ready=ready,
         default_max_tokens=default_max_tokens,
         adapters=list(adapters or {}),
+        workers=workers,
     )
     spec.metrics.max_batch_size = max_batch_size
     api = GenerationAPI(
         source, spec, max_batch_size, precision, quantize, init, tokenizer_dir, max_seq_length, adapters=adapters
     )
-    api.ready = ready
+    api.workers = workers
+    api.threads = threads_per_worker(devices) if accelerator == "cpu" else None
     server = ls.LitServer(
         api,
         accelerator=accelerator,
-        devices=devices,
+        devices=1 if accelerator == "cpu" else devices,
+        workers_per_device=devices if accelerator == "cpu" else 1,  # LitServe counts the CPU as one device
         healthcheck_path="/litserve/health",
         info_path="/litserve/info",
         timeout=False,
@@ -185,8 +191,6 @@ def build_server(
     server.app.router.routes = [
         r for r in server.app.router.routes if not (getattr(r, "path", None) == "/" and r.endpoint != spec.chat_page)
     ]
-    # on CPU LitServe starts one worker whatever `devices` says; on GPUs one per device ([["cuda:0"], ["cuda:1"]])
-    spec.devices = [d if isinstance(d, str) else ",".join(d) for d in server.devices]
     install_error_handlers(server.app)
     wrap_lifespan(server.app, spec)
     return server, spec
