@@ -3,11 +3,13 @@
     .venv/bin/python benchmarks/finetune.py                              # pythia-160m and debug.yaml's model
     .venv/bin/python benchmarks/finetune.py --model debug --precision 32-true --steps 3 --no-serve
     .venv/bin/python benchmarks/finetune.py --model SmolLM2-135M --precision 32-true --warmup 3 --no-serve
+    .venv/bin/python benchmarks/finetune.py --model pythia-160m --rows litllm:lora litllm:qlora litllm:qlora-head
 
 Both sides start from the same random weights: a seeded litllm checkpoint and its `convert_to_hf` conversion. Every
 row trains on one fixed batch of random token ids with fused AdamW, in `32-true` and, where the CPU does bfloat16
 (`cpu_supports_bf16`), `bf16-mixed` (CPU autocast for transformers). litllm: `GPTModule(init_from=...,
-lora=LoRAConfig(...))` in a Lightning Trainer (lora=None: full; QLoRA: frozen blocks in bitsandbytes nf4). peft:
+lora=LoRAConfig(...))` in a Lightning Trainer (lora=None: full; QLoRA: frozen blocks in bitsandbytes nf4, loaded and
+quantized block by block; "QLoRA, head too": an untied output head in nf4 as well, `quantize_head`). peft:
 `get_peft_model(AutoModelForCausalLM.from_pretrained(...))` with the same r, alpha, dropout and layers in a plain
 loop (forward with labels, backward, step, zero_grad); transformers alone is the full reference. "LoRA, compile" is
 `GPTModule(compile=True)` (each block compiled during the warm-up steps, so give --warmup 3). On GPT-NeoX
@@ -44,8 +46,8 @@ sys.path.insert(0, str(ROOT))
 from litllm.config import Config  # noqa: E402
 
 DEBUG_RECIPE = ROOT / "config_hub" / "pretrain" / "debug.yaml"
-ROWS = (("litllm", "full"), ("litllm", "lora"), ("litllm", "lora-compiled"), ("litllm", "qlora"), ("peft", "lora"),
-        ("transformers", "full"))  # fmt: skip
+ROWS = (("litllm", "full"), ("litllm", "lora"), ("litllm", "lora-compiled"), ("litllm", "qlora"),
+        ("litllm", "qlora-head"), ("peft", "lora"), ("transformers", "full"))  # fmt: skip
 # litllm's target names -> the Hugging Face module that holds those rows, per family (peft's target_modules)
 HF_TARGETS = {
     "llama": {
@@ -59,7 +61,8 @@ HF_TARGETS = {
 }  # fmt: skip
 # the reference of each litllm row's speed ratio, and of each LoRA row's memory ratio (its own library's full run)
 SPEED_REFS = {("litllm", "full"): ("transformers", "full"), ("litllm", "lora"): ("peft", "lora")}
-SPEED_REFS["litllm", "qlora"] = SPEED_REFS["litllm", "lora-compiled"] = ("peft", "lora")
+for mode in ("qlora", "qlora-head", "lora-compiled"):
+    SPEED_REFS["litllm", mode] = ("peft", "lora")
 FULL_REFS = {"litllm": ("litllm", "full"), "peft": ("transformers", "full")}
 MB = 1e6
 STATS = {"median": statistics.median, "best": min}  # of the step times
@@ -124,13 +127,14 @@ def finetune_table(results: dict[tuple[str, str], dict]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key, r in results.items():
-        names = {"full": "full", "lora": "LoRA", "lora-compiled": "LoRA, compile", "qlora": "QLoRA (nf4)"}
+        names = {"full": "full", "lora": "LoRA", "lora-compiled": "LoRA, compile", "qlora": "QLoRA (nf4)",
+                 "qlora-head": "QLoRA (nf4, head too)"}  # fmt: skip
         label = f"{key[0]} {names[key[1]]}"
         if "error" in r:
             lines.append(f"| {label} | failed: {r['error']} |" + " |" * 8)
             continue
         full = FULL_REFS[key[0]] if key[1] != "full" else None
-        lora = ("litllm", "lora") if key[1] == "qlora" else None  # and its blocks alone: embeddings stay full
+        lora = ("litllm", "lora") if key[1].startswith("qlora") else None  # and its blocks alone
         base = ratio(results, key, lora, "base_bytes")
         base += f" (blocks {ratio(results, key, lora, 'block_bytes')})" if lora and "block_bytes" in r else ""
         steps = f"{r['steps'] / MB:.0f}" if r["steps"] is not None else "?"  # "?": the peak could not be reset
@@ -143,14 +147,15 @@ def finetune_table(results: dict[tuple[str, str], dict]) -> list[str]:
 
 
 def verdicts(results: dict[tuple[str, str], dict], where: str) -> list[str]:
-    """PASS/FAIL against the issue's three finetuning targets (not judged where one of the two rows failed)."""
-    full, lora, qlora = (results["litllm", mode] for mode in ("full", "lora", "qlora"))
+    """PASS/FAIL against the issue's finetuning targets (not judged where one of the two rows failed or did not run)."""
+    row = {(side, mode): results.get((side, mode), {}) for side, mode in ROWS}
+    full, lora, peft = row["litllm", "full"], row["litllm", "lora"], row["peft", "lora"]
     checks = (
-        ("LoRA tokens/s vs peft LoRA's", lora, results["peft", "lora"], "tok_s", ">=", 1.2),
-        ("LoRA (compile: true) tokens/s vs peft LoRA's", results["litllm", "lora-compiled"], results["peft", "lora"],
-         "tok_s", ">=", 1.2),
+        ("LoRA tokens/s vs peft LoRA's", lora, peft, "tok_s", ">=", 1.2),
+        ("LoRA (compile: true) tokens/s vs peft LoRA's", row["litllm", "lora-compiled"], peft, "tok_s", ">=", 1.2),
         ("LoRA train memory vs full's", lora, full, "train", "<=", 0.6),
-        ("QLoRA base weights vs LoRA's", qlora, lora, "base_bytes", "<=", 0.45),
+        ("QLoRA base weights vs LoRA's", row["litllm", "qlora"], lora, "base_bytes", "<=", 0.45),
+        ("QLoRA (head too) base weights vs LoRA's", row["litllm", "qlora-head"], lora, "base_bytes", "<=", 0.45),
     )
     out = []
     for what, a, b, field, op, target in checks:
@@ -253,8 +258,9 @@ def train_litllm(spec: dict) -> dict:
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     options = {"r": spec["r"], "alpha": spec["alpha"], "dropout": spec["dropout"], "targets": spec["targets"]}
-    quantize = "nf4" if spec["mode"] == "qlora" else None
-    lora = LoRAConfig(**options, quantize=quantize) if spec["mode"] != "full" else None
+    quantize = "nf4" if spec["mode"].startswith("qlora") else None
+    head = spec["mode"] == "qlora-head"
+    lora = LoRAConfig(**options, quantize=quantize, quantize_head=head) if spec["mode"] != "full" else None
     module = GPTModule(
         init_from=spec["litllm_dir"], lora=lora, max_seq_length=spec["seq_len"], warmup_steps=0,
         compile=spec["mode"].endswith("compiled"),  # the blocks compiled while the warm-up steps run
@@ -366,6 +372,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--targets", nargs="+", default=["query", "value"], help="litllm or peft names (q_proj, ...)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rows", nargs="+", choices=[f"{side}:{mode}" for side, mode in ROWS], default=None,
+                   help="the finetuning rows to run (default: all)")  # fmt: skip
     p.add_argument("--no-serve", action="store_true", help="skip the multi-adapter serving table")
     p.add_argument("--new-tokens", type=int, default=32, help="serving: tokens generated per row")
     p.add_argument("--rounds", type=int, default=2, help="serving: timed rounds (their median or best)")
@@ -407,7 +415,7 @@ def measure_model(name: str, precisions: list[str], args: argparse.Namespace, ro
     ok = True
     for precision in precisions:
         results = {}
-        for side, mode in ROWS:
+        for side, mode in [r for r in ROWS if args.rows is None or f"{r[0]}:{r[1]}" in args.rows]:
             spec = {**common, "job": "train", "side": side, "mode": mode, "precision": precision,
                     "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps,
                     "warmup": args.warmup}  # fmt: skip

@@ -137,6 +137,7 @@ def test_scale_is_alpha_over_r_or_over_its_root_with_rslora() -> None:
         (dict(targets=["q_proj", "wq"]), "unknown lora target 'wq'; accepted: query, key"),
         (dict(query=False, value=False), "lora adapts no layer"),
         (dict(quantize="int4"), "lora quantize must be one of nf4, fp4"),
+        (dict(quantize_head=True), "lora quantize_head=true needs quantize set too, nf4 or fp4"),
     ],
 )
 def test_bad_lora_options_are_refused_by_name(options: dict, message: str) -> None:

@@ -152,6 +152,7 @@ def test_qlora_trains_over_a_4bit_base_on_the_cpu_and_merges(tmp_path: Path, lit
     [
         ("--model.lora.r=0", "lora r must be an integer > 0, got 0"),
         ("--model.lora.targets=[query,wq]", "unknown lora target 'wq'; accepted: query, key, value, projection"),
+        ("--model.lora.quantize_head=true", "lora quantize_head=true needs quantize set too, nf4 or fp4 (the head"),
     ],
 )
 def test_bad_lora_options_end_in_one_line(tmp_path: Path, litllm_dir: Path, flag: str, message: str) -> None:

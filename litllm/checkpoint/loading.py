@@ -3,24 +3,30 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from litllm.checkpoint.hf import read_hf, read_hf_config
+from litllm.checkpoint.hf import hf_to_litllm, match_rules, read_hf, read_hf_config, text_tower, with_base_model_prefix
 from litllm.checkpoint.hf_config import config_from_hf
-from litllm.checkpoint.layout import CONFIG, Format, detect_format
+from litllm.checkpoint.hf_families import TEXT_TOWERS
+from litllm.checkpoint.layout import CONFIG, WEIGHTS, Format, detect_format
 from litllm.checkpoint.litgpt import config_from_litgpt, read_litgpt
 from litllm.checkpoint.nanogpt import read_nanogpt
 from litllm.checkpoint.own import load_state_into, read_own, read_yaml, save_checkpoint
 from litllm.config import Config
 from litllm.errors import CheckpointError
-from litllm.paths import write_json
+from litllm.paths import read_json_object, write_json
 
 if TYPE_CHECKING:
     from litllm.model import GPT
+
+READ_BYTES = 16 * 2**20  # a block of a tensor's rows read at once, in float32, by `load_checkpoint_in_parts`
 
 READERS: dict[Format, Callable[[Path], tuple[Config, dict[str, torch.Tensor]]]] = {
     "litllm": read_own,
@@ -63,6 +69,189 @@ def load_checkpoint(
     return model.eval()
 
 
+def load_checkpoint_in_parts(
+    path: str | Path,
+    after_part: Callable[[GPT], object],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> GPT | None:
+    """Build the `GPT` of a litllm or Hugging Face checkpoint directory one part at a time (each block, then an untied
+    head, then the embeddings and final norm), the rest waiting on the meta device: only that part's tensors are read
+    from the safetensors files, in `dtype` on `device`, and `after_part(model)` runs before the next part is read, so
+    a part it replaces (quantizes) leaves no float copy behind. Same names, shapes and conversion rules as
+    `load_checkpoint`, checked before any weight is read. None for a checkpoint that is not safetensors (LitGPT,
+    nanoGPT) or whose files cannot be opened: `load_checkpoint` reads (or reports) those."""
+    from litllm.cpu import memory
+    from litllm.model import GPT
+
+    path = Path(path)
+    stored = StoredTensors.of(path)
+    if stored is None:
+        return None
+    with torch.device("meta"):
+        model = GPT(stored.config)
+    load_state_into(model, stored.placeholders, f"{str(path)!r}")  # on the meta device: names and shapes only
+    kept = memory.keeping_freed_memory()
+    return_freed_memory_at_once()
+    try:
+        for prefix in model_parts(model):
+            names = [k for k in stored.placeholders if k.startswith(prefix)]
+            state = {k.removeprefix(prefix): v.to(device, dtype) for k, v in stored.read(names).items()}
+            # the tensors read become the weights; no reference to the part stays here, so what replaces it frees it
+            model.get_submodule(prefix[:-1]).load_state_dict(state, strict=False, assign=True)
+            del state
+            if model.config.tie_embeddings:  # the embedding is a new tensor now: the head is it again
+                model.lm_head.weight = model.wte.weight
+            after_part(model)
+            memory.return_freed_memory()  # small blocks too, which the allocator keeps
+    finally:
+        memory.keep_freed_memory(kept)
+    return model.eval()
+
+
+def return_freed_memory_at_once() -> None:
+    """glibc's allocator with its default thresholds, fixed: a large block freed goes back to the OS at once. Left to
+    itself glibc raises its threshold as large blocks are freed, and keeps the next ones; training's
+    `keep_freed_memory(True)` keeps them all. A part's float weights and temporaries would stay in the process."""
+    from litllm.cpu import memory
+
+    memory.keep_freed_memory(False)
+    lib = memory.glibc()
+    if lib is not None:  # set even where they are the defaults: once set, glibc no longer moves them
+        for param, value in memory.DEFAULTS.items():
+            lib.mallopt(param, value)
+
+
+def model_parts(model: GPT) -> list[str]:
+    """The state-dict prefixes of what `load_checkpoint_in_parts` loads at once: each block, an untied head, then each
+    other top-level module."""
+    blocks = [f"h.{i}." for i in range(len(model.h))]
+    untied = not model.config.tie_embeddings
+    rest = [f"{n}." for n, _ in model.named_children() if n != "h" and not (untied and n == "lm_head")]
+    return [*blocks, *(["lm_head."] if untied else []), *rest]
+
+
+@dataclass
+class StoredTensors:
+    """A safetensors checkpoint's tensors under their litllm names, read a few at a time: `placeholders` gives every
+    name and shape (meta tensors), `read` the weights of some."""
+
+    config: Config
+    files: dict[str, Path]  # the file of each stored tensor
+    stored: dict[str, torch.Tensor]  # meta tensors under the stored names
+    convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]  # stored names to litllm's (the rules)
+    sources: dict[str, list[str]]  # the stored tensors each litllm tensor is made of
+
+    @classmethod
+    def of(cls, path: Path) -> StoredTensors | None:
+        """The tensors of a litllm or Hugging Face checkpoint directory; None for another format or an unreadable
+        file."""
+        fmt = detect_format(path)
+        files = [path / WEIGHTS] if fmt == "litllm" else hf_weight_files(path) if fmt == "hf" else None
+        found = stored_shapes(files) if files else None
+        if not found:
+            return None
+        stored = {k: t for k, (_, t) in found.items()}
+        where = {k: file for k, (file, _) in found.items()}
+        config = checkpoint_config(path)
+        if fmt == "litllm":
+            return cls(config, where, stored, dict, {k: [k] for k in stored})
+        tower = read_hf_config(path).get("model_type") in TEXT_TOWERS
+
+        def rename(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # as `read_hf` does
+            return with_base_model_prefix(text_tower(state) if tower else state, config.hf_model_type)
+
+        def convert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return hf_to_litllm(rename(state), config)
+
+        return cls(config, where, stored, convert, hf_sources(stored, rename, config))
+
+    @functools.cached_property
+    def placeholders(self) -> dict[str, torch.Tensor]:
+        return self.convert(self.stored)
+
+    def read(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """The litllm tensors `names`, converted from the stored tensors they are made of, read alone."""
+        by_file: dict[Path, list[str]] = {}
+        for key in sorted({k for name in names for k in self.sources.get(name, ())}):
+            by_file.setdefault(self.files[key], []).append(key)
+        real = {k: v for file, keys in by_file.items() for k, v in read_tensors(file, keys).items()}
+        converted = self.convert({k: real.get(k, t) for k, t in self.stored.items()})  # the others: still meta
+        return {name: converted[name] for name in names}
+
+
+def hf_weight_files(path: Path) -> list[Path] | None:
+    """The safetensors files `read_hf_weights` reads: those its index names (None when one is missing: it reports
+    that), else every one in the directory."""
+    index = path / "model.safetensors.index.json"
+    if not index.is_file():
+        return sorted(path.glob("*.safetensors"))
+    weight_map = read_json_object(index, CheckpointError).get("weight_map")
+    files = sorted({path / f for f in weight_map.values()}) if isinstance(weight_map, dict) else []
+    return files if files and all(f.is_file() for f in files) else None
+
+
+def hf_sources(stored: dict[str, torch.Tensor], rename: Callable[[dict], dict], config: Config) -> dict[str, list[str]]:
+    """The stored tensors each litllm tensor is made of: its `Rule`'s Hugging Face names (the layer index filled in),
+    traced back through the renaming to the names in the files."""
+    origin = {id(t): k for k, t in stored.items()}
+    renamed = {k: origin[id(t)] for k, t in rename(stored).items()}
+    sources = {}
+    for name, rule, i in match_rules(config):
+        theirs = [t.replace("{i}", i) for t in rule.theirs]
+        sources[name] = [renamed[t] for t in theirs if t in renamed]
+    return sources
+
+
+def stored_shapes(files: list[Path]) -> dict[str, tuple[Path, torch.Tensor]] | None:
+    """Each tensor of the safetensors files: its file and a meta tensor of its shape, from the headers alone; None
+    where a file cannot be opened."""
+    from safetensors import SafetensorError, safe_open
+
+    found = {}
+    try:
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 - a safetensors handle, not a dict
+                    found[key] = file, torch.empty(f.get_slice(key).get_shape(), device="meta")
+    except (SafetensorError, OSError):
+        return None
+    return found
+
+
+def read_tensors(file: Path, keys: list[str]) -> dict[str, torch.Tensor]:
+    """Tensors `keys` of a safetensors file, copied out of it a block of rows (READ_BYTES) at a time, the file mapped
+    only while a block is read: the pages read from a mapped file count in the process as long as it is mapped (and a
+    tensor that stayed a view of it would keep it mapped), so a whole embedding would count twice."""
+    from safetensors import SafetensorError
+
+    try:
+        return {key: read_tensor(file, key) for key in keys}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read weights file {str(file)!r}: {' '.join(str(e).split())}") from e
+
+
+def read_tensor(file: Path, key: str) -> torch.Tensor:
+    """One tensor of a safetensors file, as `read_tensors` reads it."""
+    from safetensors import safe_open
+
+    out, start = None, 0
+    while out is None or start < len(out):
+        with safe_open(str(file), framework="pt") as f:
+            part = f.get_slice(key)
+            shape = part.get_shape()
+            if not shape:
+                return f.get_tensor(key).clone()
+            rows = max(1, READ_BYTES // (4 * math.prod(shape[1:])))
+            block = part[start : start + rows]
+            if out is None:
+                out = torch.empty(shape, dtype=block.dtype)
+            out[start : start + len(block)] = block
+            del block
+        start += rows
+    return out
+
+
 def convert_to_litllm(src: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write a Hugging Face (or LitGPT) checkpoint directory as a litllm checkpoint directory."""
     src, out = Path(src), Path(out_dir)
@@ -77,4 +266,4 @@ def convert_to_litllm(src: str | Path, out_dir: str | Path, dtype: torch.dtype |
     return out
 
 
-__all__ = ["checkpoint_config", "convert_to_litllm", "load_checkpoint"]
+__all__ = ["checkpoint_config", "convert_to_litllm", "load_checkpoint", "load_checkpoint_in_parts"]

@@ -22,7 +22,7 @@ from litllm.checkpoint.own import load_safetensors, save_safetensors
 from litllm.checkpoint.run_folders import PHASES, phase_checkpoint
 from litllm.config import Config
 from litllm.errors import CheckpointError
-from litllm.lora.layers import LoRAConfig, LoRAError, add_adapter, load_adapter_state
+from litllm.lora.layers import LoRAConfig, LoRAError, add_adapter, load_adapter_state, quantize_base
 from litllm.paths import read_yaml_mapping, write_yaml
 
 if TYPE_CHECKING:
@@ -132,14 +132,26 @@ def attach_adapter(gpt: GPT, source: str | Path | Adapter, name: str | None = No
 
 
 def load_base(adapter: Adapter, dtype: torch.dtype | None = torch.float32, device: Any = None) -> GPT:
-    """The adapter's base model (on the CPU by default), held in 4-bit if the adapter was trained over a 4-bit base."""
+    """The adapter's base model (on the CPU by default), held in 4-bit if the adapter was trained over a 4-bit base
+    (quantized as it loads, where `load_quantized` can)."""
     from litllm.checkpoint.loading import load_checkpoint
 
-    gpt = load_checkpoint(base_path(adapter), device=device, dtype=dtype)
-    if adapter.lora.quantize is not None:
-        from litllm.quantize import quantize_model
+    if adapter.lora.quantize is None:
+        return load_checkpoint(base_path(adapter), device=device, dtype=dtype)
+    return load_quantized(base_path(adapter), adapter.lora, dtype=dtype, device=device)
 
-        quantize_model(gpt, f"bnb.{adapter.lora.quantize}", double_quant=adapter.lora.double_quant)
+
+def load_quantized(path: Path, lora: LoRAConfig, dtype: torch.dtype | None = torch.float32, device: Any = None) -> GPT:
+    """The checkpoint's model with its base in 4-bit as `lora` asks (`quantize_base`): quantized one part at a time as
+    it loads where the checkpoint allows (`load_checkpoint_in_parts`: a litllm or Hugging Face safetensors checkpoint,
+    a float dtype given), so that its float weights are never all in memory; else loaded whole, then quantized."""
+    from litllm.checkpoint.loading import load_checkpoint, load_checkpoint_in_parts
+
+    gpt = None
+    if dtype is not None:
+        gpt = load_checkpoint_in_parts(path, lambda model: quantize_base(model, lora), dtype, device or "cpu")
+    if gpt is None:
+        gpt = quantize_base(load_checkpoint(path, device=device, dtype=dtype), lora)
     return gpt
 
 
@@ -212,24 +224,20 @@ def adapter_source(source: str | Path) -> Path | None:
 
 def load_merged(source: str | Path) -> GPT:
     """The adapter's base with the adapter folded into its weights, in float32 and full precision (a 4-bit base
-    dequantized): a model to save, or to train further."""
+    dequantized, its head too): a model to save, or to train further."""
     from litllm.lora.layers import merge_adapter
-    from litllm.quantize import dequantize_model
 
     adapter = read_adapter(source)
     gpt = load_base(adapter)
     attach_adapter(gpt, adapter, "merge")  # refuses a base of another architecture
-    merge_adapter(gpt, "merge")
-    return dequantize_model(gpt)  # the layers the adapter left alone, when the base is in 4-bit
+    merge_adapter(gpt, "merge")  # over a 4-bit base, every 4-bit layer dequantized
+    return gpt
 
 
 def attach_adapters(gpt: GPT, adapters: dict) -> list[str]:
     """Load each adapter folder onto `gpt` (named by the key, or its folder when the key is None), the first one
     active; the base goes to 4-bit first when the first adapter was trained over a 4-bit base."""
     found = [(name, read_adapter(source)) for name, source in adapters.items()]
-    quantize = found[0][1].lora.quantize if found else None
-    if quantize is not None:
-        from litllm.quantize import quantize_model
-
-        quantize_model(gpt, f"bnb.{quantize}", double_quant=found[0][1].lora.double_quant)
+    if found and found[0][1].lora.quantize is not None:
+        quantize_base(gpt, found[0][1].lora)
     return [attach_adapter(gpt, adapter, name) for name, adapter in found]

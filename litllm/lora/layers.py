@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from litllm.quantize import dense_linear, dequantized_weight, is_4bit
+from litllm.quantize import dense_linear, dequantize_model, dequantized_weight, is_4bit
 
 if TYPE_CHECKING:
     from litllm.model import GPT
@@ -79,6 +79,10 @@ class LoRAConfig:
     """QLoRA: hold the frozen weights of the blocks in bitsandbytes 4-bit, "nf4" or "fp4"."""
     double_quant: bool = False
     """With quantize: quantize the 4-bit scales too (about 0.4 bits a weight less)."""
+    quantize_head: bool = False
+    """With quantize: hold an output head not tied to the embedding in 4-bit too (a small model's head is a large
+    share of its weights: a quarter of pythia-160m's). A tied head is the embedding, which stays as it is: then this
+    changes nothing. The training loss reads the 4-bit head a block of vocabulary rows at a time."""
 
     def __post_init__(self) -> None:
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
@@ -89,6 +93,10 @@ class LoRAConfig:
             raise LoRAError(f"lora dropout must be in [0, 1), got {self.dropout!r}")
         if self.quantize is not None and self.quantize not in QUANTIZE:
             raise LoRAError(f"lora quantize must be one of {', '.join(QUANTIZE)} (or null), got {self.quantize!r}")
+        if self.quantize_head and self.quantize is None:
+            raise LoRAError(
+                "lora quantize_head=true needs quantize set too, nf4 or fp4 (the head goes to 4-bit with the base)"
+            )
         self.target_names()  # an unknown name fails here, not when the model is built
 
     @property
@@ -431,6 +439,21 @@ def adapter_dtype(layer: nn.Module) -> torch.dtype:
     return dtype
 
 
+def quantize_base(gpt: GPT, config: LoRAConfig) -> GPT:
+    """Hold the frozen base in 4-bit as `config` asks (QLoRA: its quantize, double_quant and quantize_head), in place;
+    layers already in 4-bit, or not loaded yet (on the meta device: `load_checkpoint_in_parts`), stay as they are."""
+    from litllm.quantize import quantize_model
+
+    quantize_model(gpt, f"bnb.{config.quantize}", double_quant=config.double_quant, head=config.quantize_head)
+    for layer in gpt.modules():
+        if is_4bit(layer):
+            # bitsandbytes would repack a layer for its CPU kernel at its first forward without gradients (an
+            # evaluation), its scales rounded to bfloat16: the adapter would then see other weights than it trains
+            # over, and the loss and merging read the weights in their own layout
+            layer.support_avx512bf16_for_cpu = False
+    return gpt
+
+
 def freeze_base(gpt: GPT) -> None:
     """Only the adapters train."""
     for name, p in gpt.named_parameters():
@@ -557,7 +580,10 @@ def load_adapter_state(gpt: GPT, state: dict[str, torch.Tensor], name: str = "de
 
 def merge_adapter(gpt: GPT, name: str = "default") -> None:
     """Fold adapter `name` into the weights of the layers it adapts and remove every adapter. A layer held in 4-bit
-    is dequantized first and stays in full precision (its compute dtype)."""
+    is dequantized first and stays in full precision (its compute dtype); so does every other 4-bit layer (a 4-bit
+    head too) when the adapter was trained over a 4-bit base (QLoRA): the result is the merged model in float."""
+    route = route_of(gpt)
+    config = route.configs.get(name)
     for path, lora in lora_layers(gpt).items():
         layer = lora.layer
         lora.remove()
@@ -579,6 +605,7 @@ def merge_adapter(gpt: GPT, name: str = "default") -> None:
         if path == "lm_head" and gpt.config.tie_embeddings:  # the head's own weight now: untie it
             gpt.config = dataclasses.replace(gpt.config, tie_embeddings=False)
         layer.weight = nn.Parameter(weight.to(layer.weight.dtype), requires_grad=layer.weight.requires_grad)
-    route = route_of(gpt)
     route.names, route.configs, route.active = [], {}, None
     route.set_rows(None)
+    if config is not None and config.quantize is not None:
+        dequantize_model(gpt)

@@ -24,6 +24,7 @@ from litllm.cpu.packing import Linear
 from litllm.data.base import IGNORE_INDEX
 from litllm.lora.layers import LoRAConfig
 from litllm.model import GPT, Block
+from litllm.quantize import Weight4bit, is_4bit
 from litllm.training.callbacks import KeepFreedMemory, RandomStates
 from litllm.training.loss import linear_cross_entropy
 
@@ -130,7 +131,7 @@ class GPTModule(L.LightningModule):
                 with torch.device(self.device):
                     self.gpt = GPT(self.config)
             else:  # init_from's own model: no random weights to overwrite, no second copy of the checkpoint's
-                self.gpt = self.initial_model().to(self.device)
+                self.gpt = self.initial_model(self.device)
             self.load_initial_weights()
             self.add_lora(init=True)
         else:
@@ -173,30 +174,34 @@ class GPTModule(L.LightningModule):
                 f"init_from={self.init_from!r} does not fit the model: missing {missing}, unexpected {unexpected}"
             )
 
-    def initial_model(self) -> GPT:
-        """init_from's model in float32 on the CPU (a LoRA run's: its base with the adapter folded in)."""
+    def initial_model(self, device: torch.device | str = "cpu") -> GPT:
+        """init_from's model in float32 on `device` (a LoRA run's: its base with the adapter folded in). For QLoRA its
+        base is in 4-bit already, quantized one part at a time as it loads (`load_quantized`), so that the float32
+        weights are never all in memory; a LoRA run, or a checkpoint that cannot be read in parts (LitGPT, nanoGPT),
+        loads whole and is quantized after (`add_lora`)."""
         from litllm.checkpoint.loading import load_checkpoint
         from litllm.checkpoint.sources import resolve_checkpoint
-        from litllm.lora.files import adapter_source, load_merged
+        from litllm.lora.files import adapter_source, load_merged, load_quantized
 
         adapter = adapter_source(self.init_from)
         if adapter is not None:
-            return load_merged(adapter)
-        return load_checkpoint(resolve_checkpoint(self.init_from), dtype=torch.float32)
+            return load_merged(adapter).to(device)
+        path = resolve_checkpoint(self.init_from)
+        if self.lora is not None and self.lora.quantize is not None:
+            return load_quantized(path, self.lora, dtype=torch.float32, device=device)
+        return load_checkpoint(path, device=device, dtype=torch.float32)
 
     def add_lora(self, init: bool) -> None:
-        """With `lora`: the base frozen (in 4-bit for QLoRA) and the adapter added; init=False leaves its weights to
-        `reset_adapter` (a model on the meta device)."""
+        """With `lora`: the base frozen (in 4-bit for QLoRA, if `initial_model` did not load it so) and the adapter
+        added; init=False leaves its weights to `reset_adapter` (a model on the meta device)."""
         if self.lora is None:
             return
-        from litllm.lora.layers import add_adapter, freeze_base
+        from litllm.lora.layers import add_adapter, freeze_base, quantize_base
 
         if self.init_from is None:
             raise ValueError("lora adapts a trained model: give init_from (the checkpoint whose weights stay frozen)")
         if self.lora.quantize is not None:
-            from litllm.quantize import quantize_model
-
-            quantize_model(self.gpt, f"bnb.{self.lora.quantize}", double_quant=self.lora.double_quant)
+            quantize_base(self.gpt, self.lora)
         add_adapter(self.gpt, self.lora, init=init)
         freeze_base(self.gpt)
 
@@ -377,12 +382,13 @@ class GPTModule(L.LightningModule):
 def next_token_loss(gpt: GPT, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy of `gpt` on input_ids (B, T) against labels (B, T) (the token that should follow each
     position, or IGNORE_INDEX) over the labelled positions, and their number; the head fused into the loss where
-    `fused_head_applies`."""
+    `fused_head_applies` (a 4-bit head read a block of its rows at a time)."""
     if not fused_head_applies(gpt):
         return logits_loss(gpt(input_ids), labels)
     head = gpt.lm_head
+    weight = Weight4bit(head) if is_4bit(head) else head.weight
     h = gpt(input_ids, hidden=True)  # (B, T, C)
-    total = linear_cross_entropy(h.flatten(0, 1), head.weight, head.bias, labels.flatten(), IGNORE_INDEX)
+    total = linear_cross_entropy(h.flatten(0, 1), weight, head.bias, labels.flatten(), IGNORE_INDEX)
     n = (labels != IGNORE_INDEX).sum()
     return total / n.clamp(min=1), n
 
@@ -411,13 +417,14 @@ def weights_in_lightning_checkpoint(trainer_ckpt: str | Path, model: GPT) -> dic
 
 
 def fused_head_applies(gpt: GPT) -> bool:
-    """Whether the loss can apply the output head itself (`linear_cross_entropy`): on the CPU, a plain `Linear`
-    head with a plain (not sharded or quantized) weight, and no final logit softcap."""
+    """Whether the loss can apply the output head itself (`linear_cross_entropy`): on the CPU, a head without an
+    adapter that is a plain `Linear` with a plain (not sharded or quantized) weight or a bitsandbytes 4-bit layer
+    (QLoRA's `quantize_head`), and no final logit softcap."""
     head = gpt.lm_head
+    plain = type(head) is Linear and type(head.weight.detach()) is torch.Tensor
     return (
-        type(head) is Linear
+        (plain or is_4bit(head))
         and "lora" not in head._modules
-        and type(head.weight.detach()) is torch.Tensor
         and head.weight.device.type == "cpu"
         and gpt.config.final_logit_softcap is None
     )
