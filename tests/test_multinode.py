@@ -16,7 +16,8 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from serve_helpers import free_port
+
+from tests.serve_helpers import free_port
 
 TESTS = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -90,6 +90,7 @@ def test_debug_recipe_trains_and_its_loss_falls(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # a shell and a litllm process, about 12 s: `make test-slow` (and CI) runs it
 def test_the_slurm_script_runs_its_recipe_on_every_task_of_the_job(tmp_path: Path) -> None:
     """The sbatch script's srun line, with the job's variables, parses to 2 nodes x 8 GPUs sharded 16 ways."""
     bin_dir = tmp_path / "bin"

@@ -215,7 +215,8 @@ def run_parallel(
 @pytest.mark.parametrize(
     "strategy",
     [
-        ["--trainer.strategy", "ddp"],
+        # 26 s, and test_multinode.py's slow tests compare DDP on two processes with one process too
+        pytest.param(["--trainer.strategy", "ddp"], marks=pytest.mark.slow),
         [
             "--trainer.strategy",
             "lightning.pytorch.strategies.ModelParallelStrategy",

@@ -31,6 +31,16 @@ def launcher() -> str | None:
     return None
 
 
+def global_rank_zero() -> bool:
+    """Whether this process is global rank zero, before any Trainer exists: torchrun's RANK, srun's SLURM_PROCID,
+    else node and local rank (Lightning sets them for the processes it starts)."""
+    if os.environ.get("RANK"):
+        return os.environ["RANK"] == "0"
+    if os.environ.get("SLURM_NTASKS") and os.environ.get("SLURM_PROCID"):
+        return os.environ["SLURM_PROCID"] == "0"
+    return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
 def check_nodes(num_nodes: int, out_dir: str | None) -> None:
     """Before any model is built: a run on several nodes names its run folder and, without a launcher, its master and
     this node's rank; a node other than 0 waits (up to LITLLM_MASTER_TIMEOUT seconds) for the master to answer."""

@@ -70,16 +70,6 @@ def record_start(run_dir: Path, command: str, argv: list[str]) -> Path:
     return path
 
 
-def global_rank_zero() -> bool:
-    """Whether this process is global rank zero, before any Trainer exists: torchrun's RANK, srun's SLURM_PROCID,
-    else node and local rank (Lightning sets them for the processes it starts)."""
-    if os.environ.get("RANK"):
-        return os.environ["RANK"] == "0"
-    if os.environ.get("SLURM_NTASKS") and os.environ.get("SLURM_PROCID"):
-        return os.environ["SLURM_PROCID"] == "0"
-    return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
-
-
 def command_line(argv: list[str]) -> str:
     """The command as typed: `litllm ...` also when it ran as `python -m litllm.cli` (argv[0] is then cli.py)."""
     if argv and Path(argv[0]).name in ("litllm", "cli.py", "__main__.py"):

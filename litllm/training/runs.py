@@ -35,8 +35,8 @@ from litllm.tokenizer import Tokenizer
 from litllm.training.callbacks import AtomicCheckpointIO, TokenThroughput, checkpoint_damage
 from litllm.training.export import ExportFinal
 from litllm.training.module import GPTModule
-from litllm.training.nodes import check_nodes, lost_node
-from litllm.training.report import ReportCard, global_rank_zero, record_start, refresh_report
+from litllm.training.nodes import check_nodes, global_rank_zero, lost_node
+from litllm.training.report import ReportCard, record_start, refresh_report
 from litllm.training.rl import RLModule
 
 COMMANDS = ("pretrain", "midtrain", "finetune", "evaluate", "rl")
