@@ -34,9 +34,8 @@ def losses_and_grads(
     return losses, grads
 
 
-@pytest.mark.parametrize(
-    "autocast", [pytest.param(True, marks=pytest.mark.slow), False], ids=["bf16-mixed", "32-true"]  # 45 s: slow set
-)
+@pytest.mark.slow  # 25-45 s each: `make test-slow` (and CI) runs them
+@pytest.mark.parametrize("autocast", [True, False], ids=["bf16-mixed", "32-true"])
 def test_compiled_blocks_train_like_eager_ones(autocast: bool) -> None:
     g = torch.Generator().manual_seed(1)
     batch = {

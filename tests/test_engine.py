@@ -26,6 +26,7 @@ def smollm(tokenizer_dir: Path) -> LLM:
     return LLM.load("smollm2-135m", init="random", tokenizer_dir=tokenizer_dir, dtype="float32")
 
 
+@pytest.mark.slow  # about 30 s on a 135M model: `make test-slow` (and CI) runs it
 def test_a_batch_of_different_lengths_gives_each_prompt_its_output_alone(smollm: LLM) -> None:
     alone = [smollm.generate(p, max_new_tokens=12, temperature=0, return_as_token_ids=True) for p in PROMPTS]
     batched = smollm.generate(PROMPTS, max_new_tokens=12, temperature=0, return_as_token_ids=True)

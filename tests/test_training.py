@@ -212,11 +212,11 @@ def run_parallel(
     return load_file(tmp_path / name / "final" / ("adapter.safetensors" if lora else "model.safetensors"))
 
 
+@pytest.mark.slow  # 26-32 s each: `make test-slow` (and CI) runs them
 @pytest.mark.parametrize(
     "strategy",
     [
-        # 26 s, and test_multinode.py's slow tests compare DDP on two processes with one process too
-        pytest.param(["--trainer.strategy", "ddp"], marks=pytest.mark.slow),
+        ["--trainer.strategy", "ddp"],
         [
             "--trainer.strategy",
             "lightning.pytorch.strategies.ModelParallelStrategy",
