@@ -31,22 +31,26 @@ def read_hf_config(path: Path) -> dict[str, Any]:
 
 def read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a Hugging Face directory's safetensors files (sharded or not)."""
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = read_json_object(index, CheckpointError).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{str(index)!r} has no weight_map")
-        files = sorted(set(weight_map.values()))
-        missing = [f for f in files if not (path / f).is_file()]
-        if missing:
-            raise CheckpointError(f"{str(path)!r}: shards named in {index.name} are missing: {', '.join(missing)}")
-        paths = [path / f for f in files]
-    else:
-        paths = sorted(path.glob("*.safetensors"))
     state: dict[str, torch.Tensor] = {}
-    for p in paths:
+    for p in hf_weight_files(path):
         state.update(load_safetensors(p))
     return state
+
+
+def hf_weight_files(path: Path) -> list[Path]:
+    """A Hugging Face directory's safetensors files: those its index names (a CheckpointError when one is missing),
+    else every one in it."""
+    index = path / "model.safetensors.index.json"
+    if not index.is_file():
+        return sorted(path.glob("*.safetensors"))
+    weight_map = read_json_object(index, CheckpointError).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{str(index)!r} has no weight_map")
+    files = sorted(set(weight_map.values()))
+    missing = [f for f in files if not (path / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{str(path)!r}: shards named in {index.name} are missing: {', '.join(missing)}")
+    return [path / f for f in files]
 
 
 def read_hf(path: Path) -> tuple[Config, dict[str, torch.Tensor]]:

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from litllm.checkpoint.hf import hf_to_litllm, match_rules, read_hf, read_hf_config, text_tower, with_base_model_prefix
+from litllm.checkpoint.hf import (
+    hf_to_litllm,
+    hf_weight_files,
+    match_rules,
+    read_hf,
+    read_hf_config,
+    text_tower,
+    with_base_model_prefix,
+)
 from litllm.checkpoint.hf_config import config_from_hf
 from litllm.checkpoint.hf_families import TEXT_TOWERS
 from litllm.checkpoint.layout import CONFIG, WEIGHTS, Format, detect_format
@@ -21,7 +29,7 @@ from litllm.checkpoint.nanogpt import read_nanogpt
 from litllm.checkpoint.own import load_state_into, read_own, read_yaml, save_checkpoint
 from litllm.config import Config
 from litllm.errors import CheckpointError
-from litllm.paths import read_json_object, write_json
+from litllm.paths import write_json
 
 if TYPE_CHECKING:
     from litllm.model import GPT
@@ -92,7 +100,7 @@ def load_checkpoint_in_parts(
         model = GPT(stored.config)
     load_state_into(model, stored.placeholders, f"{str(path)!r}")  # on the meta device: names and shapes only
     kept = memory.keeping_freed_memory()
-    return_freed_memory_at_once()
+    memory.return_freed_memory_at_once()
     try:
         for prefix in model_parts(model):
             names = [k for k in stored.placeholders if k.startswith(prefix)]
@@ -107,19 +115,6 @@ def load_checkpoint_in_parts(
     finally:
         memory.keep_freed_memory(kept)
     return model.eval()
-
-
-def return_freed_memory_at_once() -> None:
-    """glibc's allocator with its default thresholds, fixed: a large block freed goes back to the OS at once. Left to
-    itself glibc raises its threshold as large blocks are freed, and keeps the next ones; training's
-    `keep_freed_memory(True)` keeps them all. A part's float weights and temporaries would stay in the process."""
-    from litllm.cpu import memory
-
-    memory.keep_freed_memory(False)
-    lib = memory.glibc()
-    if lib is not None:  # set even where they are the defaults: once set, glibc no longer moves them
-        for param, value in memory.DEFAULTS.items():
-            lib.mallopt(param, value)
 
 
 def model_parts(model: GPT) -> list[str]:
@@ -147,7 +142,7 @@ class StoredTensors:
         """The tensors of a litllm or Hugging Face checkpoint directory; None for another format or an unreadable
         file."""
         fmt = detect_format(path)
-        files = [path / WEIGHTS] if fmt == "litllm" else hf_weight_files(path) if fmt == "hf" else None
+        files = [path / WEIGHTS] if fmt == "litllm" else readable_hf_weight_files(path) if fmt == "hf" else None
         found = stored_shapes(files) if files else None
         if not found:
             return None
@@ -180,15 +175,12 @@ class StoredTensors:
         return {name: converted[name] for name in names}
 
 
-def hf_weight_files(path: Path) -> list[Path] | None:
-    """The safetensors files `read_hf_weights` reads: those its index names (None when one is missing: it reports
-    that), else every one in the directory."""
-    index = path / "model.safetensors.index.json"
-    if not index.is_file():
-        return sorted(path.glob("*.safetensors"))
-    weight_map = read_json_object(index, CheckpointError).get("weight_map")
-    files = sorted({path / f for f in weight_map.values()}) if isinstance(weight_map, dict) else []
-    return files if files and all(f.is_file() for f in files) else None
+def readable_hf_weight_files(path: Path) -> list[Path] | None:
+    """The safetensors files `read_hf_weights` reads; None when one is missing (`load_checkpoint` reports that)."""
+    try:
+        return hf_weight_files(path)
+    except CheckpointError:
+        return None
 
 
 def hf_sources(stored: dict[str, torch.Tensor], rename: Callable[[dict], dict], config: Config) -> dict[str, list[str]]:

@@ -63,6 +63,17 @@ def keep_freed_memory(keep: bool) -> bool:
     return True
 
 
+def return_freed_memory_at_once() -> None:
+    """glibc's allocator with its default thresholds, fixed: a large block freed goes back to the OS at once. Left to
+    itself glibc raises its threshold as large blocks are freed, and keeps the next ones; training's
+    `keep_freed_memory(True)` keeps them all. A model loaded in parts would keep each part's float weights."""
+    keep_freed_memory(False)
+    lib = glibc()
+    if lib is not None:  # set even where they are the defaults: once set, glibc no longer moves them
+        for param, value in DEFAULTS.items():
+            lib.mallopt(param, value)
+
+
 def keeping_freed_memory() -> bool:
     """Whether `keep_freed_memory(True)` is in force."""
     return _keeping
