@@ -124,6 +124,31 @@ def test_every_instruction_set_path_agrees_with_the_layers(checkpoints: dict, pa
             assert_close(fused, plain, **TOLERANCE[dtype])
 
 
+ACTIVATIONS = {  # step.c's MLP codes and torch's functions
+    0: torch.nn.functional.gelu,
+    1: lambda v: torch.nn.functional.gelu(v, approximate="tanh"),
+    2: torch.nn.functional.silu,
+    5: lambda v: torch.relu(v) ** 2,
+}
+
+
+@pytest.mark.parametrize("path", isa.supported())
+@pytest.mark.parametrize("code", list(ACTIVATIONS))
+def test_the_vectorized_activations_match_torchs(path: str, code: int) -> None:
+    """The step's own exp, erf and tanh (vectorized; libm's are scalar) give torch's activations within 5e-7 of
+    max(1, |x|), over [-30, 30] and at the edges: zeros, subnormals, +-88 and +-100 (where exp overflows), +-1e4, and
+    NaN, which stays NaN."""
+    edges = [0.0, -0.0, 1e-30, -1e-30, 1e-42, 88.0, -88.0, 88.5, -88.5, 100.0, -100.0, 1e4, -1e4, float("nan")]
+    x = torch.cat([torch.linspace(-30, 30, 60001), torch.tensor(edges)])
+    y = torch.empty_like(x)
+    cpu_step._library(path).activation(code, x.data_ptr(), y.data_ptr(), x.numel())
+    expected = ACTIVATIONS[code](x)
+    assert torch.equal(y.isnan(), expected.isnan())
+    finite = ~expected.isnan()
+    error = (y - expected)[finite].abs() / x[finite].abs().clamp_min(1)
+    assert error.max() <= 5e-7, x[finite][error.argmax()]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 def test_a_row_decodes_the_same_alone_and_beside_other_rows(checkpoints: dict, dtype: torch.dtype) -> None:
     model = load(checkpoints, "pythia", dtype)

@@ -400,4 +400,6 @@ def _library(name: str) -> ctypes.CDLL | None:
     pointer, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.step.restype = ctypes.c_int
     lib.step.argtypes = [pointer, pointer, i64, pointer, i64, pointer, pointer, pointer, pointer, i64, ctypes.c_int]
+    lib.activation.restype = None
+    lib.activation.argtypes = [ctypes.c_int, pointer, pointer, i64]
     return lib
