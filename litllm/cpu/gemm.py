@@ -7,9 +7,11 @@ scale per output: `litllm.quantize`'s "int8") and are widened to float32 in regi
 activations rounded to int16 (a scale per 256 of a row's elements) in integer pairs, summed in int32. Measured on an
 AMD EPYC (Zen 5), 2 threads, pythia-160m's block shapes with the weights read from memory, against oneDNN's
 prepacked kernel: float32 1.16x at 1 row, 1.45x at 16 rows (~330 GFLOP/s), 0.97x at 64-1024 rows (a prompt);
-bfloat16 1.14x at 1 row, 1.47x at 16, but 0.85x at 256 (oneDNN's blocking wins on long prompts). A row's result
-does not depend on the other rows (every output is summed in the same order), so batched decoding computes each row
-bit for bit as alone.
+bfloat16 1.14x at 1 row, 1.47x at 16, but 0.85x at 256 (oneDNN's blocking wins on long prompts). Those 16 rows
+were then one pass of a 16-row kernel; on an Intel Xeon (Ice Lake) two passes of 8 rows with x broadcast in a
+register ran pythia-160m's products at 16 rows 1.3x (float32) and 1.6x (bfloat16) faster, and they replaced it on
+every AVX-512 CPU (not re-measured on Zen 5). A row's result does not depend on the other rows (every output is
+summed in the same order), so batched decoding computes each row bit for bit as alone.
 
 Built on first use for the active instruction set (`litllm.cpu.isa`: avx512, avx2 or generic; one library each, so
 that a test can run every path the CPU executes). Without a compiler, or with `LITLLM_CPU_GEMM=0`,
