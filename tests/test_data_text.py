@@ -12,6 +12,7 @@ from conftest import SAMPLE_TEXT
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from litllm.data import LitData, PythonStdlib, TextFiles
+from litllm.data import text_files as text_files_module
 from litllm.data.text_files import tokenize_file
 from litllm.paths import litllm_home
 from litllm.tokenizer import Tokenizer, train_bpe
@@ -109,6 +110,24 @@ def test_corpus_without_text_is_named(tmp_path: Path, tokenizer_dir: Path) -> No
         text_files(tmp_path, tokenizer_dir).prepare_data()
     with pytest.raises(ValueError, match=f"no .json files in '{tmp_path}'"):
         text_files(tmp_path, tokenizer_dir, extensions=(".json",)).prepare_data()
+
+
+def test_tokenizing_prints_its_own_lines_only_and_counts_every_file(
+    tmp_path: Path, tokenizer_dir: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """litdata's chatter (an advertisement, setup steps, each worker's start and end, its progress bar) stays out of
+    the output, from the parent and from the forked workers alike; the files tokenized are counted for the bar."""
+    corpus = write_corpus(tmp_path / "corpus")
+    data = text_files(corpus, tokenizer_dir, cache_dir=str(tmp_path / "cache"), num_workers=2)
+    capfd.readouterr()
+    data.prepare_data()
+    out, err = capfd.readouterr()
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert [line.split(" files")[0] for line in lines[:2]] == ["tokenizing 3 train", "tokenizing 1 val"]
+    assert "3 train files (" in lines[2] and "1 val files (" in lines[2]  # the summary
+    assert lines[3].startswith("skipped 1 non-UTF-8 files and 1 empty files")
+    assert len(lines) == 4, lines
+    assert text_files_module._files_done.value == 1  # the last split's files (val), counted by the workers
 
 
 def test_interrupted_cache_is_rebuilt(tmp_path: Path, tokenizer_dir: Path, capsys) -> None:

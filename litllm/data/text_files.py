@@ -28,6 +28,7 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -211,7 +212,10 @@ class TextFiles(StreamingTokens):
             if files:
                 megabytes = sum(f.stat().st_size for f in files) / 1e6
                 print(f"tokenizing {len(files)} {name} files ({megabytes:.1f} MB) of {self.path} into {cache / name}")
-                tokenize_files(files, cache / name, tokenizer.checkpoint_dir, max_seq_length + 1, self.num_workers)
+                tokenize_files(
+                    files, cache / name, tokenizer.checkpoint_dir, max_seq_length + 1, self.num_workers,
+                    label=f"tokenizing {name}",
+                )  # fmt: skip
                 documents, tokens, windows = token_stats(cache / name, max_seq_length + 1)
                 if documents != len(files):  # litdata logs a failing worker's error and carries on
                     raise RuntimeError(
@@ -337,14 +341,34 @@ def split_files(files: list[Path], val_split_fraction: float, seed: int, where: 
     return Split(train=sorted(shuffled[n_val:]), val=sorted(shuffled[:n_val]), not_utf8=not_utf8, empty=empty)
 
 
-def tokenize_files(files: list[Path], out_dir: Path, tokenizer_dir: Path, window: int, num_workers: int) -> None:
-    """Writes the files' tokens into `out_dir` as one litdata token stream, one EOS-ended document per file."""
+_files_done: Any = None  # files tokenized so far, shared with litdata's forked workers (`tokenize_files`)
+
+
+def tokenize_files(
+    files: list[Path], out_dir: Path, tokenizer_dir: Path, window: int, num_workers: int, label: str = "tokenizing"
+) -> None:
+    """Writes the files' tokens into `out_dir` as one litdata token stream, one EOS-ended document per file.
+
+    litdata's own output (an advertisement, its setup steps, every worker's start and end, a progress bar drawn with
+    escape codes even into a log) is turned off; on an interactive terminal one bar counts the files instead, fed by
+    a counter the forked workers share. A worker's error still ends the call: litdata raises it either way."""
+    global _files_done
     start_method = multiprocessing.get_start_method(allow_none=True)
+    fork = sys.platform == "linux"
+    _files_done = multiprocessing.get_context("fork").Value("q", 0) if fork else None
+    stop = threading.Event()
+    shown = (
+        threading.Thread(target=_show_progress, args=(_files_done, len(files), label, stop), daemon=True)
+        if fork and sys.stderr.isatty()
+        else None
+    )
+    if shown:
+        shown.start()
     try:
         optimize(
             # fork needs no `if __name__ == "__main__"` guard in the user's script and starts in milliseconds; the
             # workers only read files and run the tokenizer. Elsewhere (macOS, Windows) litdata's default, spawn.
-            start_method="fork" if sys.platform == "linux" else None,
+            start_method="fork" if fork else None,
             fn=functools.partial(tokenize_file, tokenizer_dir=str(Path(tokenizer_dir).resolve())),
             inputs=[str(f) for f in files],
             output_dir=str(out_dir),
@@ -353,16 +377,34 @@ def tokenize_files(files: list[Path], out_dir: Path, tokenizer_dir: Path, window
             num_workers=max(1, min(num_workers, len(files))),
             keep_data_ordered=True,  # the same files give the same chunks, whatever the workers' timing
             mode="overwrite",
+            verbose=False,
         )
     finally:
+        stop.set()
+        if shown:
+            shown.join()
         # optimize sets the process-wide start method to spawn, which would slow every later DataLoader worker
         multiprocessing.set_start_method(start_method, force=True)
+
+
+def _show_progress(done: Any, total: int, label: str, stop: threading.Event) -> None:
+    """A bar on stderr over the files tokenized, until `stop` is set."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=label, unit="file", file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+        while not stop.wait(0.5):
+            bar.update(done.value - bar.n)
+        bar.update(done.value - bar.n)
 
 
 def tokenize_file(path: str, tokenizer_dir: str) -> torch.Tensor:
     """One file's token ids, EOS last; runs in litdata's worker processes, which load the tokenizer once."""
     text = Path(path).read_text(encoding="utf-8")
-    return torch.tensor(_tokenizer(tokenizer_dir).encode(text, eos=True), dtype=torch.int32)
+    tokens = torch.tensor(_tokenizer(tokenizer_dir).encode(text, eos=True), dtype=torch.int32)
+    if _files_done is not None:
+        with _files_done.get_lock():
+            _files_done.value += 1
+    return tokens
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -65,7 +66,11 @@ def train_tokenizer(
     print(f"training a {vocab_size}-token byte-level BPE tokenizer on {len(train_files)} files ({megabytes:.1f} MB)")
     if not_utf8:
         print(f"skipped {not_utf8} non-UTF-8 files")
-    train_into(out_dir, lambda tmp: train_bpe(train_files, vocab_size, tmp, special_tokens=special_tokens))
+    progress = sys.stderr.isatty()  # tokenizers' bar draws with escape codes: blank lines in a log
+    train_into(
+        out_dir,
+        lambda tmp: train_bpe(train_files, vocab_size, tmp, special_tokens=special_tokens, show_progress=progress),
+    )
     if val_files:
         n_bytes, n_tokens = count_bytes_and_tokens(Tokenizer(out_dir), read_texts(val_files))
         print(
@@ -118,7 +123,8 @@ def tokenizer_for_corpus(data: DataModule, vocab_size: int) -> Path:
     if not (out / "tokenizer.json").is_file():
         print(f"training a {vocab_size}-token byte-level BPE tokenizer on the {type(data).__name__} corpus -> {out}")
         try:
-            train_into(out, lambda tmp: train_bpe(data.corpus_texts(), vocab_size, tmp))
+            progress = sys.stderr.isatty()
+            train_into(out, lambda tmp: train_bpe(data.corpus_texts(), vocab_size, tmp, show_progress=progress))
         except FileExistsError:
             if not (out / "tokenizer.json").is_file():  # else another process trained the same one meanwhile
                 raise
