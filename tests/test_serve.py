@@ -356,6 +356,11 @@ def test_metrics_count_requests_and_tokens(server: Server) -> None:
     assert 'litllm_requests_total{route="/v1/chat/completions",status="200"}' in text
     assert "litllm_generated_tokens_total" in text and "litllm_time_to_first_token_seconds_bucket" in text
     stats = server.request("GET", "/stats")[1]
+    worker = stats["worker_stats"][0]  # the same worker's row, as labelled series
+    assert 'litllm_worker_ready{worker="0",device="cpu"} 1' in text
+    assert 'litllm_worker_busy_rows{worker="0",device="cpu"} 0' in text
+    generated = next(line for line in text.splitlines() if line.startswith("litllm_worker_generated_tokens_total{"))
+    assert 0 < int(generated.rsplit(" ", 1)[1]) <= worker["completion_tokens"]
     assert stats["workers"] == [{"gpu_id": 0, "device": "cpu"}] and stats["completion_tokens"] > 0
     assert (stats["total_workers"], stats["available_workers"], stats["busy_workers"]) == (1, 1, 0)
 

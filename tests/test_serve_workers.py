@@ -68,6 +68,10 @@ def test_stats_report_each_worker_beside_nanochats_fields(server: Server) -> Non
     assert all(type(w[name]) is int for w in each for name in counters)
     status = server.request("GET", "/api/status")[1]
     assert status["device"] == "cpu" and status["busy"] == 0 and [w["id"] for w in status["worker_stats"]] == [0, 1]
+    text = server.request("GET", "/metrics")[1]  # and in Prometheus' format, a series per worker
+    for w in each:
+        assert f'litllm_worker_ready{{worker="{w["id"]}",device="cpu"}} 1' in text
+        assert f'litllm_worker_requests_total{{worker="{w["id"]}",device="cpu"}} ' in text
 
 
 def open_stream(server: Server, body: dict) -> http.client.HTTPConnection:

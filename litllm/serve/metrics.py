@@ -84,7 +84,9 @@ class Metrics:
             "completion_tokens": self.completion_tokens,
         }
 
-    def prometheus(self) -> str:
+    def prometheus(self, workers: Sequence[dict[str, Any]] = ()) -> str:
+        """The counters and histograms in Prometheus' text format; then, for each of `workers` (`WorkerPool.report`),
+        its state as series labelled with its id and device."""
         lines = [
             "# HELP litllm_requests_total HTTP requests by route and status.",
             "# TYPE litllm_requests_total counter",
@@ -108,7 +110,24 @@ class Metrics:
             ("litllm_request_duration_seconds", self.duration, "Seconds from request to the end of generation."),
         ):
             lines += [f"# HELP {name} {text}", f"# TYPE {name} histogram", *histogram.lines(name)]
+        for name, kind, field, text in WORKER_SERIES:
+            if workers:
+                lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            for w in workers:
+                value = int(w["ready"]) if field == "ready" else w[field]
+                lines.append(f'{name}{{worker="{w["id"]}",device="{w["device"]}"}} {value}')
         return "\n".join(lines) + "\n"
+
+
+WORKER_SERIES = (  # (name, type, field of WorkerPool.report, help)
+    ("litllm_worker_ready", "gauge", "ready", "1 while the worker has a model loaded."),
+    ("litllm_worker_busy_rows", "gauge", "busy", "Rows of the worker's batch generating."),
+    ("litllm_worker_queued", "gauge", "queued", "Generations waiting for a row of the worker's batch."),
+    ("litllm_worker_requests_total", "counter", "requests", "Generations the worker started."),
+    ("litllm_worker_cancelled_total", "counter", "cancelled", "Generations the worker dropped on a disconnect."),
+    ("litllm_worker_prompt_tokens_total", "counter", "prompt_tokens", "Prompt tokens the worker read."),
+    ("litllm_worker_generated_tokens_total", "counter", "completion_tokens", "Tokens the worker generated."),
+)
 
 
 def gpu_id(index: int, device: str) -> int:

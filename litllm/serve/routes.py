@@ -287,7 +287,8 @@ class LitLLMSpec(LitSpec):
         return JSONResponse({**stats, "worker_stats": self.workers.report()})
 
     async def prometheus(self) -> PlainTextResponse:
-        return PlainTextResponse(self.metrics.prometheus(), media_type="text/plain; version=0.0.4")
+        text = self.metrics.prometheus(self.workers.report())
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     # -- control API (after nanoGPT's API server) --
 
