@@ -48,19 +48,16 @@ _Static_assert(2LL * STEP_PIECE * 128 * 32767 < 2147483647LL, "an int8 piece's i
 #define ISA 2
 #define CHUNK 8 /* rows of x per pass over a panel: 8 rows x 2 tiles (16 of the 32 registers hold sums). 16 rows x 1
                    tile, one load per multiply-add, ran at 60% of the speed of two passes of 8 on an Intel Xeon */
-#define CHUNK_MANY 8
 static int width(int rows) { return rows > 4 ? 8 : rows > 2 ? 4 : rows; }
 static int together(int mr) { return mr == 8 ? 2 : 4; } /* tiles walked at once */
 #elif defined(__AVX2__)
 #define ISA 1
 #define CHUNK 4 /* 4 rows x 1 tile: 8 of the 16 registers hold sums, the rest the widened line and x */
-#define CHUNK_MANY 4
 static int width(int rows) { return rows > 2 ? 4 : rows; }
 static int together(int mr) { return mr == 4 ? 1 : mr == 2 ? 2 : 4; }
 #else
 #define ISA 0
 #define CHUNK 2
-#define CHUNK_MANY 2
 static int width(int rows) { return rows; }
 static int together(int mr) { return mr == 2 ? 1 : 2; }
 #endif
@@ -290,9 +287,6 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
         }                                                                                                           \
     }
 #endif
-#define LOOP_float32(MR, NR) LOOP(float32, MR, NR)
-#define LOOP_bfloat16(MR, NR) LOOP(bfloat16, MR, NR)
-#define LOOP_float16(MR, NR) LOOP(float16, MR, NR)
 
 /* The outputs of `rows` (<= MR) rows and NR consecutive tiles: xt is (steps, MR) 4-byte units, w the first tile
    (steps lines), the others following it; y the first output, rows ldy elements apart. */
@@ -308,7 +302,7 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
                 for (int q = 0; q < PARTS; q++) acc[i][j][q] = (vec){0};                                            \
         for (int64_t s = 0; s < steps; s++) { /* loops unrolled: the sums stay in registers */                     \
             const uint32_t* xs = xt + s * MR * WORDS_##T;                                                           \
-            LOOP_##T(MR, NR)                                                                                        \
+            LOOP(T, MR, NR)                                                                                         \
         }                                                                                                           \
         _Pragma("GCC unroll 16") for (int i = 0; i < NR; i++) /* j < MR, not rows: constant indices */         \
             _Pragma("GCC unroll 16") for (int j = 0; j < MR; j++)                                                   \
@@ -381,7 +375,7 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
 #define MICROS(T)                                                                                                   \
     MICRO_OF_##T(T, 8, 2) MICRO_OF_##T(T, 8, 1) MICRO_OF_##T(T, 4, 4) MICRO_OF_##T(T, 4, 1)                         \
     MICRO_OF_##T(T, 2, 4) MICRO_OF_##T(T, 2, 1) MICRO_OF_##T(T, 1, 4) MICRO_OF_##T(T, 1, 1)                         \
-    static const micro_fn micros_##T[17][5] = {                                                                     \
+    static const micro_fn micros_##T[CHUNK + 1][5] = {                                                                \
         [8] = {[1] = micro_##T##_8_1, [2] = micro_##T##_8_2},                                                       \
         [4] = {[1] = micro_##T##_4_1, [4] = micro_##T##_4_4}, [2] = {[1] = micro_##T##_2_1, [4] = micro_##T##_2_4},  \
         [1] = {[1] = micro_##T##_1_1, [4] = micro_##T##_1_4}};
@@ -389,13 +383,13 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
 #define MICROS(T)                                                                                                   \
     MICRO_OF_##T(T, 4, 1) MICRO_OF_##T(T, 2, 2) MICRO_OF_##T(T, 2, 1) MICRO_OF_##T(T, 1, 4)                         \
     MICRO_OF_##T(T, 1, 1)                                                                                           \
-    static const micro_fn micros_##T[17][5] = {[4] = {[1] = micro_##T##_4_1},                                       \
+    static const micro_fn micros_##T[CHUNK + 1][5] = {[4] = {[1] = micro_##T##_4_1},                                  \
                                                [2] = {[1] = micro_##T##_2_1, [2] = micro_##T##_2_2},                \
                                                [1] = {[1] = micro_##T##_1_1, [4] = micro_##T##_1_4}};
 #else
 #define MICROS(T)                                                                                                   \
     MICRO_OF_##T(T, 2, 1) MICRO_OF_##T(T, 1, 2) MICRO_OF_##T(T, 1, 1)                                               \
-    static const micro_fn micros_##T[17][5] = {[2] = {[1] = micro_##T##_2_1},                                       \
+    static const micro_fn micros_##T[CHUNK + 1][5] = {[2] = {[1] = micro_##T##_2_1},                                  \
                                                [1] = {[1] = micro_##T##_1_1, [2] = micro_##T##_1_2}};
 #endif
 MICROS(float32)
@@ -494,8 +488,7 @@ static _Thread_local size_t scales_count = 0;
 static int linear(const struct kind* k, const micro_fn (*micros)[5], const char* x, int64_t ldx, const char* w,
                   const char* bias, const float* scale, char* y, int64_t ldy, int64_t M, int64_t N, int64_t steps,
                   int threads) {
-    /* rows of x per pass over a panel: CHUNK when there are no more (the weight streams from memory once) */
-    int64_t chunk = M > CHUNK ? CHUNK_MANY : CHUNK;
+    int64_t chunk = CHUNK; /* rows of x per pass over a panel: the first pass streams the weight from memory */
     int64_t slab = M < SLAB ? M : SLAB;
     size_t need = (size_t)((slab + chunk - 1) / chunk) * chunk * steps * k->words;
     if (need > scratch_units) {
