@@ -70,6 +70,9 @@ def _quantized(bnb, linear: nn.Linear, mode: str, double_quant: bool = False) ->
             packed, quant_state=state, blocksize=state.blocksize, compress_statistics=double_quant, quant_type=kind,
             bnb_quantized=True,
         )  # fmt: skip
+        # bitsandbytes would repack the weight on its first eval forward on a CPU with avx512_bf16 (its scales cast to
+        # bfloat16): other numbers on those CPUs than on the rest, and a layout `dequantized_weight` cannot read
+        layer.support_avx512bf16_for_cpu = False
     else:
         layer = bnb.nn.Linear8bitLt(
             linear.in_features, linear.out_features, bias=bias is not None, has_fp16_weights=False
@@ -128,7 +131,18 @@ def dequantized_weight(layer: nn.Module) -> torch.Tensor:
     """A bitsandbytes 4-bit layer's weight as a plain (out, in) tensor."""
     import bitsandbytes.functional as bnbf
 
+    stored_layout(layer)
     return bnbf.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
+
+
+def stored_layout(layer: nn.Module) -> None:
+    """Undo, in place, the CPU repacking bitsandbytes applies to a 4-bit layer it made itself (litllm's own layers
+    never repack: `_quantized`), so that the weight reads as `quantize_4bit` stores it."""
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    weight = layer.weight
+    if getattr(weight.quant_state, "packing_format_for_cpu", False):
+        weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, weight.quant_state)
 
 
 class Weight4bit:
@@ -138,6 +152,7 @@ class Weight4bit:
     def __init__(self, layer: nn.Module) -> None:
         import bitsandbytes.functional as bnbf
 
+        stored_layout(layer)
         state = layer.weight.quant_state
         self.packed, self.state, self.shape = layer.weight.data, state, state.shape  # packed: (out·in / 2, 1) uint8
         absmax = state.absmax  # one scale per `blocksize` weights of the row-major weight
