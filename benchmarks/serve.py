@@ -304,6 +304,8 @@ def checks(rows: dict[int, Row], engine: Row) -> list[str]:
 
 
 def main() -> None:
+    from litllm.cpu import isa
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--clients", nargs="+", type=int, default=[1, 4, 16], help="concurrent clients of each phase")
     p.add_argument("--requests-per-client", type=int, default=2, help="streaming requests each client sends in turn")
@@ -315,7 +317,7 @@ def main() -> None:
     )  # fmt: skip
     p.add_argument("--quantize", choices=("int8",), default=None, help="the server's --quantize")
     p.add_argument(
-        "--isa", choices=("auto", "avx512", "avx2", "generic"), default="auto",
+        "--isa", choices=("auto", *isa.ISAS), default="auto",
         help="run as on a CPU with only this instruction set (litllm.cpu.isa.run_as), the server too",
     )  # fmt: skip
     p.add_argument("--max-batch-size", type=int, default=16, help="the server's --max_batch_size")
@@ -327,7 +329,6 @@ def main() -> None:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    from litllm.cpu import isa
     from litllm.cpu.kernels import cpu_model
 
     isa.run_as(args.isa)

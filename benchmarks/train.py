@@ -175,6 +175,8 @@ def timed(fn) -> float:
 
 
 def main() -> None:
+    from litllm.cpu import isa
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["pythia-160m", "debug"])
     parser.add_argument("--precisions", nargs="+", default=["bf16-mixed", "32-true"])
@@ -185,11 +187,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="litllm with GPTModule(compile=True) (compiled blocks)")
     parser.add_argument(
-        "--isa", choices=("auto", "avx512", "avx2", "generic"), default="auto",
+        "--isa", choices=("auto", *isa.ISAS), default="auto",
         help="run as on a CPU with only this instruction set (litllm.cpu.isa.run_as: litllm's kernels and torch's)",
     )  # fmt: skip
     args = parser.parse_args()
-    from litllm.cpu import isa
     from litllm.cpu.kernels import cpu_model, training_gemm_rule
     from litllm.training.module import training_flops
     from litllm.training.runs import default_precision

@@ -1,5 +1,5 @@
 """litllm's CPU matrix kernel on tile-packed weights (float32, bfloat16, float16, and int8 with a scale per
-output), on every instruction-set build this CPU runs (avx512, avx2, generic): it computes F.linear for any number
+output), on every instruction-set build this CPU runs (amx, avx512, avx2, generic): it computes F.linear for any number
 of rows (with and without bias, into a column slice of a wider output), gives each row the same bits alone as in a
 batch and on any number of threads, packs and unpacks exactly, refuses what it does not take, and can be switched
 off."""
@@ -61,10 +61,13 @@ def test_linear_matches_f_linear_in_float64(rows: int, n: int, k: int, dtype: to
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_each_row_gets_the_same_bits_alone_in_any_batch_and_on_any_threads(dtype: torch.dtype, path: str) -> None:
-    w, bias = weight(272, 200, dtype=taken(dtype))  # 17 tiles: the threads' shares are not whole groups of tiles
+@pytest.mark.parametrize("k", [200, 224])  # 224: whole steps of 32 k's, which bfloat16 takes on AMX tiles
+def test_each_row_gets_the_same_bits_alone_in_any_batch_and_on_any_threads(
+    k: int, dtype: torch.dtype, path: str
+) -> None:
+    w, bias = weight(272, k, dtype=taken(dtype))  # 17 tiles: the threads' shares are not whole groups of tiles
     tiles = cpu_gemm.pack(w)
-    x = torch.randn(37, 200).to(dtype)
+    x = torch.randn(37, k).to(dtype)
     batch = cpu_gemm.linear(x, tiles, bias)
     for r in range(37):
         assert torch.equal(cpu_gemm.linear(x[r : r + 1], tiles, bias), batch[r : r + 1]), r
@@ -252,7 +255,7 @@ def test_int8_tiles_need_their_scale_and_a_float_input() -> None:
 
 
 def test_an_unknown_isa_or_one_this_cpu_lacks_is_refused_naming_what_runs() -> None:
-    with pytest.raises(ValueError, match=r"LITLLM_CPU_ISA='sse9' is not .*: use avx512, avx2, generic or auto"):
+    with pytest.raises(ValueError, match=r"LITLLM_CPU_ISA='sse9' is not .*: use amx, avx512, avx2, generic or auto"):
         isa.check("sse9")
     for name in (n for n in isa.ISAS if n not in isa.supported()):
         with pytest.raises(ValueError, match=f"this CPU lacks .*; it runs {', '.join(isa.supported())}"):

@@ -1,6 +1,8 @@
 """Which x86-64 instruction set litllm's C kernels are built for: the best this CPU runs, or the one
 `LITLLM_CPU_ISA` names.
 
+- amx (avx512 and AMX's tiles with bfloat16, Intel Sapphire Rapids and later): as avx512, and bfloat16 weights
+  multiplied 16 rows x 16 outputs x 32 k's at a time by AMX tile instructions, at every row count (batch 1 too).
 - avx512 (needs avx512f, bw, dq, vl): 8 rows x 2 tiles per pass over the weights, a 16-wide sum per register, each
   row's x broadcast once per step into a register; bfloat16 by the CPU's dot products where it has avx512_bf16,
   else widened by a shift.
@@ -28,23 +30,28 @@ from collections.abc import Iterator
 
 from litllm.cpu.native import cpu_identity
 
-ISAS = ("avx512", "avx2", "generic")  # best first
+ISAS = ("amx", "avx512", "avx2", "generic")  # best first
 SWITCH = "LITLLM_CPU_ISA"
+AVX512 = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "f16c")
 NEEDS = {
-    "avx512": ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "f16c"),
+    "amx": (*AVX512, "amx_tile", "amx_bf16"),
+    "avx512": AVX512,
     "avx2": ("avx2", "fma", "f16c", "bmi2"),
     "generic": (),
 }
 # compiler flags of each build: avx512 only ever builds on a CPU that has it, so it may use all the CPU has
+NO_AMX = ("-mno-amx-tile", "-mno-amx-bf16", "-mno-amx-int8")
 FLAGS = {
-    "avx512": ("-march=native", "-mprefer-vector-width=512"),  # Intel tunings would split 512-bit loads
+    "amx": ("-march=native", "-mprefer-vector-width=512"),  # Intel tunings would split 512-bit loads
+    "avx512": ("-march=native", "-mprefer-vector-width=512", *NO_AMX),
     "avx2": ("-mavx", "-mavx2", "-mfma", "-mf16c", "-mbmi", "-mbmi2", "-mtune=native"),
     "generic": ("-mtune=native",),
 }
-LEVEL = {"avx512": 2, "avx2": 1, "generic": 0}  # what gemm.c's isa() answers for each build
+LEVEL = {"amx": 3, "avx512": 2, "avx2": 1, "generic": 0}  # what gemm.c's isa() answers for each build
 # torch's own switches that make its kernels run as on a CPU with only this ISA
 EMULATION = {
-    "avx512": {},
+    "amx": {},
+    "avx512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"},  # oneDNN without AMX (a CPU with at most avx512_bf16)
     "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
     "generic": {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
 }
@@ -111,14 +118,20 @@ def use(name: str) -> Iterator[None]:
         _forced = previous
 
 
+def has_avx512() -> bool:
+    """Whether the kernels run an AVX-512 path here (amx or avx512: the CPU has AVX-512 and LITLLM_CPU_ISA does not
+    ask for less)."""
+    return LEVEL[active()] >= LEVEL["avx512"]
+
+
 def native_bfloat16() -> bool:
-    """Whether bfloat16 products count as native here: the active ISA is avx512 and torch's oneDNN does them
+    """Whether bfloat16 products count as native here: the active ISA is amx or avx512 and torch's oneDNN does them
     (AVX-512 cores; without avx512_bf16 oneDNN still converts in registers at full vector width). On AVX2 oneDNN
     falls back to a slow reference path, or refuses."""
     import torch
 
     return (
-        active() == "avx512"
+        has_avx512()
         and torch.backends.mkldnn.is_available()
         and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     )

@@ -303,8 +303,8 @@ def intel_cpu() -> bool:
 
 
 def has_avx512() -> bool:
-    """Whether the kernels run the avx512 path here (the CPU has AVX-512 and LITLLM_CPU_ISA does not ask for less)."""
-    return isa.active() == "avx512"
+    """Whether the kernels run an AVX-512 path here (`litllm.cpu.isa.has_avx512`)."""
+    return isa.has_avx512()
 
 
 def cpu_model() -> str:
