@@ -153,9 +153,14 @@ def time_litllm(config: Config, precision: str, data: list[dict], compile: bool 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> tuple[float, str]:
     """FLOP/s of the faster of BLAS's (`a @ b`) and oneDNN's n x n product, and which one: on some CPUs (AMD EPYC)
     oneDNN's float32 is twice BLAS's, and a peak below what a kernel reaches would overstate the MFU. oneDNN is left
-    out where it does not take the dtype (bfloat16 on an AVX2 CPU: it refuses)."""
+    out where it does not take the dtype (bfloat16 on an AVX2 CPU: it refuses). n shrinks (by halves, to 256) where
+    the product is slow: bfloat16 on AVX2 goes to a scalar path, whose 2048^3 products took minutes."""
     from litllm.cpu.kernels import onednn_takes
 
+    small = torch.randn(256, 256, dtype=dtype)
+    small @ small  # the first product starts the threads
+    while n > 256 and timed(lambda: small @ small) * (n / 256) ** 3 > 2.0:
+        n //= 2
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     kernels = {"BLAS": lambda: a @ b}
     if onednn_takes(dtype):
@@ -198,6 +203,8 @@ def main() -> None:
     isa.run_as(args.isa)
     torch.set_num_threads(args.threads)
     (bf16_peak, bf16_by), (fp32_peak, fp32_by) = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
+    if "bf16-mixed" in args.precisions and not isa.native_bfloat16():
+        print("bf16-mixed: bfloat16 is not native here (no fast product in oneDNN); its rows take many minutes")
     peaks = {"bf16-mixed": bf16_peak, "32-true": fp32_peak}
     print(
         f"{cpu_model()}; kernels built for {isa.active()}; torch {torch.__version__} "
