@@ -130,11 +130,7 @@ def native_bfloat16() -> bool:
     falls back to a slow reference path, or refuses."""
     import torch
 
-    return (
-        has_avx512()
-        and torch.backends.mkldnn.is_available()
-        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    )
+    return has_avx512() and torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 BF16_HARDWARE = ("avx512_bf16", "amx_bf16")  # flags of CPUs that multiply bfloat16 in hardware

@@ -80,6 +80,9 @@ class Linear(nn.Linear):
             return self.cpu_inference(x)
         if self.released:
             self.unpack()
+        low = kernels.autocast_dtype(x)
+        if low is not None and not self.weight.requires_grad and self.weight.dtype == torch.float32:
+            return F.linear(x, kernels.frozen_cast(self.weight, low), self.bias)  # a frozen base under autocast
         if x.device.type == "cpu" and kernels.train_with_onednn(x, self.weight):
             return kernels.OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)

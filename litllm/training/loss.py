@@ -88,7 +88,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         dtype = compute_dtype(h)
         want_grad = any(ctx.needs_input_grad[:3])
         with torch.autocast(h.device.type, enabled=False):
-            h_, w_ = h.to(dtype), weight.to(dtype)
+            h_, w_ = h.to(dtype), kernels.frozen_cast(weight, dtype)
             b_ = None if bias is None else bias.to(dtype)
             N, V = h.shape[0], weight.shape[0]
             acc = torch.promote_types(dtype, torch.float32)  # softmax and loss precision: float32 at least
