@@ -46,7 +46,7 @@ _Static_assert(2LL * STEP_PIECE * 128 * 32767 < 2147483647LL, "an int8 piece's i
 #ifndef PREFETCH_LOCALITY /* into every cache level (prefetcht0): on an Intel Xeon the non-temporal hint (0) read */
 #define PREFETCH_LOCALITY 3 /* 9 GB/s where this reads 26, as fast as the CPU streams; 1 (L2) read 22 */
 #endif
-#define PANEL_BYTES (512 * 1024) /* tiles walked by every chunk of rows in turn: they stay in the L2 cache */
+#define PANEL_BYTES (512 * 1024) /* bytes of tiles walked by every chunk of rows in turn (`panel_tiles`) */
 
 #if defined(__AVX512F__) && defined(__AMX_TILE__) && defined(__AMX_BF16__)
 #define ISA 3 /* AVX-512, and bfloat16 weights multiplied by AMX tiles (`linear_amx`) */
@@ -486,6 +486,19 @@ static void quantize_piece(const struct kind* k, const char* row, int64_t s0, in
         dst[u * stride] = (uint32_t)(uint16_t)q[2 * u] | (uint32_t)(uint16_t)q[2 * u + 1] << 16;
 }
 
+/* Tiles of W walked by every chunk of rows in turn (they stay in the L2 cache): a multiple of 4, at least 4. */
+static int64_t panel_tiles(int64_t steps, int64_t line) {
+    int64_t panel = PANEL_BYTES / (steps * line);
+    return panel < 4 ? 4 : panel / 4 * 4;
+}
+
+/* This OpenMP thread's tiles b0..b1-1 of nb: whole groups of 4, the last thread taking the rest. */
+static void thread_tiles(int64_t nb, int64_t* b0, int64_t* b1) {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    *b0 = nb * t / nt / 4 * 4;
+    *b1 = t == nt - 1 ? nb : nb * (t + 1) / nt / 4 * 4;
+}
+
 /* A scratch buffer per calling thread, kept between calls (a decoding step makes dozens of these products). */
 static _Thread_local uint32_t* scratch = NULL;
 static _Thread_local size_t scratch_units = 0;
@@ -517,8 +530,7 @@ static int linear(const struct kind* k, const micro_fn (*micros)[5], const char*
     uint32_t* xt = scratch;
     float* xsc = scales; /* thread-local: the team's other threads must not read their own */
     int64_t nb = N / TILE;
-    int64_t panel = PANEL_BYTES / (steps * k->line);
-    panel = panel < 4 ? 4 : panel / 4 * 4;
+    int64_t panel = panel_tiles(steps, k->line);
     for (int64_t s = 0; s < M; s += SLAB) {
         int64_t rows = M - s < SLAB ? M - s : SLAB;
         int64_t chunks = (rows + chunk - 1) / chunk;
@@ -552,8 +564,8 @@ static int linear(const struct kind* k, const micro_fn (*micros)[5], const char*
                 for (int j = mr; j < wd; j++)
                     for (int64_t u = s0; u < s1; u++) memset(dst + (u * wd + j) * k->words, 0, 4 * k->words);
             }
-            int t = omp_get_thread_num(), nt = omp_get_num_threads();
-            int64_t b0 = nb * t / nt / 4 * 4, b1 = t == nt - 1 ? nb : nb * (t + 1) / nt / 4 * 4;
+            int64_t b0, b1;
+            thread_tiles(nb, &b0, &b1);
             for (int64_t p = b0; p < b1; p += panel) {
                 int64_t pe = p + panel < b1 ? p + panel : b1;
                 for (int64_t c = 0; c < chunks; c++) {
@@ -636,13 +648,13 @@ static void amx_tiles(const char* x, int64_t ldx, const char* w, int64_t steps, 
 static void linear_amx(const char* x, int64_t ldx, const char* w, const char* bias, char* y, int64_t ldy, int64_t M,
                        int64_t N, int64_t steps, int threads) {
     int64_t nb = N / TILE, chunks = (M + 15) / 16;
-    int64_t panel = PANEL_BYTES / (steps * 64);
-    panel = panel < 4 ? 4 : panel / 4 * 4;
+    int64_t panel = panel_tiles(steps, 64);
     #pragma omp parallel num_threads(threads)
     {
         float out[16 * 64] __attribute__((aligned(64)));
-        int t = omp_get_thread_num(), nt = omp_get_num_threads(), configured = 0;
-        int64_t b0 = nb * t / nt / 4 * 4, b1 = t == nt - 1 ? nb : nb * (t + 1) / nt / 4 * 4;
+        int configured = 0;
+        int64_t b0, b1;
+        thread_tiles(nb, &b0, &b1);
         for (int64_t p = b0; p < b1; p += panel) {
             int64_t pe = p + panel < b1 ? p + panel : b1;
             for (int64_t c = 0; c < chunks; c++) {
