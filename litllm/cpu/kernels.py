@@ -322,18 +322,13 @@ def training_gemm_rule() -> str:
         if override not in TRAINING_GEMMS:
             raise ValueError(f"{TRAINING_GEMM_SWITCH}={override!r} is not a training kernel: use linear or onednn")
         return override
-    onednn = has_avx512() and not intel_cpu() and torch.backends.mkldnn.is_available()
+    onednn = isa.has_avx512() and not intel_cpu() and torch.backends.mkldnn.is_available()
     return "onednn" if onednn else "linear"
 
 
 def intel_cpu() -> bool:
     """Whether the CPU is an Intel one (its model name says so), where MKL is the fastest float32 BLAS."""
     return "Intel" in cpu_model()
-
-
-def has_avx512() -> bool:
-    """Whether the kernels run an AVX-512 path here (`litllm.cpu.isa.has_avx512`)."""
-    return isa.has_avx512()
 
 
 def cpu_model() -> str:
