@@ -444,14 +444,8 @@ def quantize_base(gpt: GPT, config: LoRAConfig) -> GPT:
     layers already in 4-bit, or not loaded yet (on the meta device: `load_checkpoint_in_parts`), stay as they are."""
     from litllm.quantize import quantize_model
 
-    quantize_model(gpt, f"bnb.{config.quantize}", double_quant=config.double_quant, head=config.quantize_head)
-    for layer in gpt.modules():
-        if is_4bit(layer):
-            # bitsandbytes would repack a layer for its CPU kernel at its first forward without gradients (an
-            # evaluation), its scales rounded to bfloat16: the adapter would then see other weights than it trains
-            # over, and the loss and merging read the weights in their own layout
-            layer.support_avx512bf16_for_cpu = False
-    return gpt
+    # every 4-bit layer litllm makes is kept from bitsandbytes' CPU repacking (`litllm.quantize._quantized`)
+    return quantize_model(gpt, f"bnb.{config.quantize}", double_quant=config.double_quant, head=config.quantize_head)
 
 
 def freeze_base(gpt: GPT) -> None:
