@@ -62,10 +62,14 @@ def save_checkpoint(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: 
     return out
 
 
+def read_own_config(path: Path) -> Config:
+    """The config of a litllm checkpoint directory; a CheckpointError names a file that is not one."""
+    return Config.from_dict(read_yaml(path / CONFIG), source=str(path / CONFIG))
+
+
 def read_own(path: Path) -> tuple[Config, dict[str, torch.Tensor]]:
     """The config and weights of a litllm checkpoint directory."""
-    config = Config.from_dict(read_yaml(path / CONFIG), source=str(path / CONFIG))
-    return config, load_safetensors(path / WEIGHTS)
+    return read_own_config(path), load_safetensors(path / WEIGHTS)
 
 
 def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -101,6 +105,7 @@ __all__ = [
     "load_safetensors",
     "load_state_into",
     "read_own",
+    "read_own_config",
     "read_yaml",
     "save_checkpoint",
     "save_safetensors",
