@@ -64,14 +64,24 @@ def linear_cross_entropy(
 
 
 def label_logprobs(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, acc: torch.dtype, grad: bool
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int,
+    acc: torch.dtype,
+    grad: bool,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The sum over labelled rows of log softmax(logits)[label], logits (n, V), labels (n,); with grad, the loss's
-    gradient d (-sum) / d logits (n, V) in `acc`: softmax - one_hot, zero on unlabelled rows."""
+    gradient d (-sum) / d logits (n, V) in `acc`: softmax - one_hot, zero on unlabelled rows. With grad and an `out`
+    (n, V) where the gradient is wanted, of logits' dtype and acc's (it may be logits itself), the gradient is made
+    there and `out` returned: no (n, V) of its own, no copy."""
     y = labels.clamp(min=0).unsqueeze(1)  # (n, 1)
     valid = labels != ignore_index  # (n,)
     # log_softmax is one vectorised pass; logsumexp and a subtraction took twice as long here
-    logp = torch.log_softmax(logits, dim=-1, dtype=acc)  # (n, V)
+    if grad and out is not None and out.dtype == logits.dtype == acc:
+        logp = torch.log_softmax(logits, dim=-1, out=out)  # in place where out is logits: the same values
+    else:
+        logp = torch.log_softmax(logits, dim=-1, dtype=acc)  # (n, V)
     total = (logp.gather(1, y).squeeze(1) * valid).sum()
     if not grad:
         return total, None
@@ -98,11 +108,12 @@ class LinearCrossEntropy(torch.autograd.Function):
             for start in range(0, N, chunk):
                 rows = slice(start, min(start + chunk, N))
                 logits = kernels.product(h_[rows], w_, b_)  # (n, V)
-                logp, grad = label_logprobs(logits, labels[rows], ignore_index, acc, want_grad)
+                out = grad_logits[rows] if want_grad else None
+                logp, grad = label_logprobs(logits, labels[rows], ignore_index, acc, want_grad, out)
                 del logits  # before the next chunk's are made
                 total -= logp
-                if want_grad:
-                    grad_logits[rows] = grad
+                if want_grad and grad is not out:
+                    out.copy_(grad)
             if want_grad:
                 ctx.save_for_backward(
                     kernels.product(grad_logits, w_.t()) if ctx.needs_input_grad[0] else None,  # (N, C)
@@ -147,10 +158,13 @@ class RowBlockCrossEntropy(LinearCrossEntropy):
                     logits[:, start:stop] = kernels.product(h_[rows], weight.rows(start, stop).to(dtype), b)
                 for c in range(0, len(logits), chunk):
                     part = slice(c, c + chunk)
-                    logp, grad = label_logprobs(logits[part], labels[rows][part], ignore_index, acc, want_h or want_b)
+                    chunk_logits = logits[part]
+                    logp, grad = label_logprobs(
+                        chunk_logits, labels[rows][part], ignore_index, acc, want_h or want_b, chunk_logits
+                    )
                     total -= logp
-                    if grad is not None:
-                        logits[part] = grad  # the logits become the loss's gradient with respect to them
+                    if grad is not None and grad is not chunk_logits:
+                        chunk_logits.copy_(grad)  # the logits become the loss's gradient with respect to them
                 if want_h:
                     grad_h[rows] = back_product(logits, weight, blocks, acc)
                 if want_b:
