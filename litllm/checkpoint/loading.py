@@ -68,8 +68,9 @@ def load_checkpoint(
 ) -> GPT:
     """Build the `GPT` stored in a litllm, Hugging Face or LitGPT checkpoint directory, in `dtype` (default: the
     stored tensors' own, float32 for integers). A safetensors checkpoint (litllm, Hugging Face) loads one part at a
-    time (`load_checkpoint_in_parts`): the peak is the weights and one block, where reading the whole file first held
-    the weights twice (2.2x pythia-160m's in float32, 4.3x when a float32 file loaded in bfloat16)."""
+    time (`load_parts`): the peak is the weights and about one part, where reading the whole file first held the
+    weights twice (pythia-160m: 1.08x its weights in float32 against 2.2x; 1.65x against 4.3x when its float32 file
+    loads in bfloat16, each part read in float32 before its cast)."""
     from litllm.model import GPT  # here, not at the top: the model and its CPU kernels load when a model is built
 
     path = Path(path)
@@ -77,7 +78,7 @@ def load_checkpoint(
     if stored is not None and stored.stored:
         target = dtype or next(iter(stored.placeholders.values())).dtype
         target = target if target.is_floating_point else torch.float32
-        return load_parts(stored, path, lambda model: None, target, device or "cpu")
+        return load_parts(stored, path, None, target, device or "cpu", release=False)
     config, state = READERS[detect_format(path)](path)
     if not state:
         raise CheckpointError(f"{str(path)!r}: the weights file holds no tensors")
@@ -106,17 +107,21 @@ def load_checkpoint_in_parts(
     stored = StoredTensors.of(path)
     if stored is None:
         return None
-    return load_parts(stored, path, after_part, dtype, device)
+    return load_parts(stored, path, after_part, dtype, device, release=True)
 
 
 def load_parts(
     stored: StoredTensors,
     path: Path,
-    after_part: Callable[[GPT], object],
+    after_part: Callable[[GPT], object] | None,
     dtype: torch.dtype,
     device: torch.device | str,
+    release: bool,
 ) -> GPT:
-    """`load_checkpoint_in_parts` of the tensors of checkpoint `path`."""
+    """`load_checkpoint_in_parts` of the tensors of checkpoint `path`. release: what `after_part` replaces goes back to
+    the OS at once (the allocator's thresholds fixed at their defaults meanwhile, its freed blocks trimmed after each
+    part); without it the allocator is left as it is (a plain load frees no weight, and training's
+    `keep_freed_memory` reuses the blocks of reading in its steps)."""
     from litllm.cpu import memory
     from litllm.model import GPT
 
@@ -124,7 +129,8 @@ def load_parts(
         model = GPT(stored.config)
     load_state_into(model, stored.placeholders, f"{str(path)!r}")  # on the meta device: names and shapes only
     kept = memory.keeping_freed_memory()
-    memory.return_freed_memory_at_once()
+    if release:
+        memory.return_freed_memory_at_once()
     try:
         for prefix in model_parts(model):
             names = [k for k in stored.placeholders if k.startswith(prefix)]
@@ -134,8 +140,10 @@ def load_parts(
             del state
             if model.config.tie_embeddings:  # the embedding is a new tensor now: the head is it again
                 model.lm_head.weight = model.wte.weight
-            after_part(model)
-            memory.return_freed_memory()  # small blocks too, which the allocator keeps
+            if after_part is not None:
+                after_part(model)
+            if release:
+                memory.return_freed_memory()  # small blocks too, which the allocator keeps
     finally:
         memory.keep_freed_memory(kept)
     return model.eval()
