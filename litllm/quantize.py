@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -35,7 +37,7 @@ def quantize_model(model: nn.Module, mode: str, double_quant: bool = True, head:
 
         return quantize_int8(model)
     try:
-        import bitsandbytes as bnb  # only here: importing it is slow and prints notices
+        bnb = import_bitsandbytes()  # only here: importing it is slow
     except ImportError:
         raise MissingDependencyError(f"quantize={mode!r} needs bitsandbytes: pip install bitsandbytes") from None
 
@@ -48,6 +50,27 @@ def quantize_model(model: nn.Module, mode: str, double_quant: bool = True, head:
     if head and _quantizable(lm_head) and lm_head.weight is not model.wte.weight:
         model.lm_head = _quantized(bnb, lm_head, mode, double_quant)
     return model
+
+
+# the loggers of bitsandbytes' import-time warnings, which are not for litllm's users: on a CPU with avx512_bf16,
+# bitsandbytes 0.50 fetches a CPU 4-bit product kernel from the Hugging Face Hub as it is imported (the `kernels`
+# package, which transformers installs, logging that offline it skips its publisher check), and warns on every run where
+# it cannot have it. litllm's 4-bit layers never take that kernel (`_quantized` turns bitsandbytes' CPU repacking off).
+BNB_IMPORT_LOGGERS = ("bitsandbytes", "kernels")
+
+
+def import_bitsandbytes() -> ModuleType:
+    """bitsandbytes, imported without its warnings about the Hub kernel it looks for (`BNB_IMPORT_LOGGERS`)."""
+    quiet = [logging.getLogger(name) for name in BNB_IMPORT_LOGGERS]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        import bitsandbytes
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    return bitsandbytes
 
 
 def _quantizable(layer: nn.Module) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -210,6 +212,25 @@ def test_distribute_quantizes_the_blocks_with_bitsandbytes(litllm_dir: Path, mod
     assert reference  # the quantized model still generates; its text may differ from full precision
     with pytest.raises(ValueError, match="quantized"):
         llm.save(litllm_dir.parent / "never")
+
+
+QUANTIZE_TINY = """
+from litllm.config import Config
+from litllm.model import GPT
+from litllm.quantize import quantize_model
+
+quantize_model(GPT(Config(n_layer=1, n_embd=64, n_head=2, vocab_size=64, block_size=16)), "bnb.nf4")
+print("done")
+"""
+
+
+def test_quantizing_with_bitsandbytes_writes_nothing_to_stderr() -> None:
+    """In a fresh process, where bitsandbytes is imported for the first time: on a CPU with avx512_bf16, its import
+    warns on every run that it could not fetch a 4-bit kernel from the Hugging Face Hub (which litllm's layers do not
+    use); litllm imports it without that warning."""
+    pytest.importorskip("bitsandbytes")
+    out = subprocess.run([sys.executable, "-c", QUANTIZE_TINY], capture_output=True, text=True)
+    assert (out.returncode, out.stdout.strip(), out.stderr) == (0, "done", "")
 
 
 def test_distribute_casts_to_the_precision(litllm_dir: Path) -> None:
