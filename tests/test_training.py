@@ -323,3 +323,42 @@ def test_a_fused_optimizer_clips_under_bf16_mixed(algorithm: str) -> None:
         )
     else:
         assert all(g.abs().max().item() == 0.5 for g in grads)
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_gradients_are_dropped_right_after_each_optimizer_step(accumulate: int) -> None:
+    """Not inside the next step after its forward (Lightning's own place), where they stayed alive beside the forward's
+    memory; gradients accumulating between steps stay. The run learns as before: its loss falls."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from litllm.training.module import GPTModule
+
+    class Grads(L.Callback):
+        def __init__(self) -> None:
+            self.seen: list[bool] = []  # after each batch: whether any parameter holds a gradient
+
+        def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
+            self.seen.append(any(p.grad is not None for p in module.parameters()))
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 64, (4, 17))
+    batch = {"input_ids": x[:, :-1], "labels": x[:, 1:]}
+    module = GPTModule(
+        model_config={"name": "pythia-14m", "n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 64},
+        warmup_steps=0,
+    )
+    losses, grads = [], Grads()
+
+    class Losses(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, *args) -> None:
+            losses.append(float(outputs["loss"]))
+
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=4, accumulate_grad_batches=accumulate, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[grads, Losses()],
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=DataLoader([batch] * 4 * accumulate, batch_size=None))
+    # a batch that ends an accumulation window has stepped and dropped them; one inside a window keeps them
+    assert grads.seen == [(i + 1) % accumulate != 0 for i in range(4 * accumulate)]
+    assert losses[-1] < losses[0]

@@ -342,6 +342,19 @@ class GPTModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: torch.optim.Optimizer,
+        optimizer_closure: Optional[Callable[[], Any]] = None,
+    ) -> None:
+        """The step, then its gradients dropped at once (set to None), as a plain loop drops them. Lightning would drop
+        them inside the next step, after its forward, so they stayed alive through a forward in which the fused loss
+        already makes the head's gradients."""
+        optimizer.step(closure=optimizer_closure)
+        optimizer.zero_grad(set_to_none=True)
+
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
     ) -> None:
