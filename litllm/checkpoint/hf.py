@@ -4,7 +4,7 @@ family's `Rule` table, and writing a litllm checkpoint out as one (`convert_to_h
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +114,20 @@ def split_sizes(config: Config, ours: str) -> list[int]:
     return [c.intermediate_size, c.intermediate_size]
 
 
-def hf_to_litllm(hf_state: dict[str, torch.Tensor], config: Config) -> dict[str, torch.Tensor]:
-    """Rename and reshape Hugging Face tensors into a litllm state dict."""
+def hf_to_litllm(
+    hf_state: dict[str, torch.Tensor],
+    config: Config,
+    names: Collection[str] | None = None,
+    rules: list[tuple[str, Rule, str]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Rename and reshape Hugging Face tensors into a litllm state dict. names: only these litllm tensors, without
+    the check that every stored tensor is used (a checkpoint read a part at a time, checked whole once); rules:
+    `match_rules(config)` as a list, for a caller that converts many times."""
     out: dict[str, torch.Tensor] = {}
     used = {"lm_head.weight"} if config.tie_embeddings else set()  # a stored copy of the tied head is redundant
-    for name, rule, i in match_rules(config):
+    for name, rule, i in rules if rules is not None else match_rules(config):
+        if names is not None and name not in names:
+            continue
         theirs = [t.replace("{i}", i) for t in rule.theirs]
         used.update(theirs)
         missing = [t for t in theirs if t not in hf_state]
@@ -138,7 +147,7 @@ def hf_to_litllm(hf_state: dict[str, torch.Tensor], config: Config) -> dict[str,
         else:
             out[name] = tensors[0]
     # a weight the config does not account for means the config was misread: fail rather than drop it
-    unused = sorted(k for k in hf_state if k not in used and not HF_BUFFERS.fullmatch(k))
+    unused = [] if names is not None else sorted(k for k in hf_state if k not in used and not HF_BUFFERS.fullmatch(k))
     if unused:
         raise CheckpointError(
             f"Hugging Face weights hold tensors that {config.hf_model_type} with this config.json does not use: "

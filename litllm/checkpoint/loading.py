@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,7 +166,8 @@ class StoredTensors:
     config: Config
     files: dict[str, Path]  # the file of each stored tensor
     stored: dict[str, torch.Tensor]  # meta tensors under the stored names
-    convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]  # stored names to litllm's (the rules)
+    # stored names to litllm's (the rules): all of them, checked, or only some litllm names (a part)
+    convert: Callable[[dict[str, torch.Tensor], Collection[str] | None], dict[str, torch.Tensor]]
     sources: dict[str, list[str]]  # the stored tensors each litllm tensor is made of
 
     @classmethod
@@ -181,21 +182,27 @@ class StoredTensors:
         stored = {k: t for k, (_, t) in found.items()}
         where = {k: file for k, (file, _) in found.items()}
         if fmt == "litllm":  # its config read as `read_own` reads it
-            return cls(read_own_config(path), where, stored, dict, {k: [k] for k in stored})
+
+            def as_stored(state: dict[str, torch.Tensor], names: Collection[str] | None) -> dict[str, torch.Tensor]:
+                return state if names is None else {k: state[k] for k in names if k in state}
+
+            return cls(read_own_config(path), where, stored, as_stored, {k: [k] for k in stored})
         config = checkpoint_config(path)
         tower = read_hf_config(path).get("model_type") in TEXT_TOWERS
 
         def rename(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # as `read_hf` does
             return with_base_model_prefix(text_tower(state) if tower else state, config.hf_model_type)
 
-        def convert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return hf_to_litllm(rename(state), config)
+        rules = list(match_rules(config))  # once: each part's conversion walks them
+
+        def convert(state: dict[str, torch.Tensor], names: Collection[str] | None) -> dict[str, torch.Tensor]:
+            return hf_to_litllm(rename(state), config, names, rules)
 
         return cls(config, where, stored, convert, hf_sources(stored, rename, config))
 
     @functools.cached_property
     def placeholders(self) -> dict[str, torch.Tensor]:
-        return self.convert(self.stored)
+        return self.convert(self.stored, None)
 
     def read(self, names: list[str]) -> dict[str, torch.Tensor]:
         """The litllm tensors `names`, converted from the stored tensors they are made of, read alone."""
@@ -203,7 +210,7 @@ class StoredTensors:
         for key in sorted({k for name in names for k in self.sources.get(name, ())}):
             by_file.setdefault(self.files[key], []).append(key)
         real = {k: v for file, keys in by_file.items() for k, v in read_tensors(file, keys).items()}
-        converted = self.convert({k: real.get(k, t) for k, t in self.stored.items()})  # the others: still meta
+        converted = self.convert({k: real.get(k, t) for k, t in self.stored.items()}, set(names))  # others: meta
         return {name: converted[name] for name in names}
 
 
