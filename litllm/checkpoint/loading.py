@@ -22,7 +22,7 @@ from litllm.checkpoint.hf import (
     with_base_model_prefix,
 )
 from litllm.checkpoint.hf_config import config_from_hf
-from litllm.checkpoint.hf_families import TEXT_TOWERS
+from litllm.checkpoint.hf_families import TEXT_TOWERS, Rule
 from litllm.checkpoint.layout import CONFIG, WEIGHTS, Format, detect_format
 from litllm.checkpoint.litgpt import config_from_litgpt, read_litgpt
 from litllm.checkpoint.nanogpt import read_nanogpt
@@ -78,7 +78,7 @@ def load_checkpoint(
     if stored is not None and stored.stored:
         target = dtype or next(iter(stored.placeholders.values())).dtype
         target = target if target.is_floating_point else torch.float32
-        return load_parts(stored, path, None, target, device or "cpu", release=False)
+        return load_parts(stored, path, None, target, device or "cpu")
     config, state = READERS[detect_format(path)](path)
     if not state:
         raise CheckpointError(f"{str(path)!r}: the weights file holds no tensors")
@@ -107,7 +107,7 @@ def load_checkpoint_in_parts(
     stored = StoredTensors.of(path)
     if stored is None:
         return None
-    return load_parts(stored, path, after_part, dtype, device, release=True)
+    return load_parts(stored, path, after_part, dtype, device)
 
 
 def load_parts(
@@ -116,12 +116,11 @@ def load_parts(
     after_part: Callable[[GPT], object] | None,
     dtype: torch.dtype,
     device: torch.device | str,
-    release: bool,
 ) -> GPT:
-    """`load_checkpoint_in_parts` of the tensors of checkpoint `path`. release: what `after_part` replaces goes back to
-    the OS at once (the allocator's thresholds fixed at their defaults meanwhile, its freed blocks trimmed after each
-    part); without it the allocator is left as it is (a plain load frees no weight, and training's
-    `keep_freed_memory` reuses the blocks of reading in its steps)."""
+    """`load_checkpoint_in_parts` of the tensors of checkpoint `path`. With an `after_part`, what it replaces goes back
+    to the OS at once (the allocator's thresholds fixed at their defaults meanwhile, its freed blocks trimmed after
+    each part); without one (a plain load, which frees no weight) the allocator is left as it is, and training's
+    `keep_freed_memory` reuses the blocks of reading in its steps."""
     from litllm.cpu import memory
     from litllm.model import GPT
 
@@ -129,6 +128,7 @@ def load_parts(
         model = GPT(stored.config)
     load_state_into(model, stored.placeholders, f"{str(path)!r}")  # on the meta device: names and shapes only
     kept = memory.keeping_freed_memory()
+    release = after_part is not None
     if release:
         memory.return_freed_memory_at_once()
     try:
@@ -140,9 +140,8 @@ def load_parts(
             del state
             if model.config.tie_embeddings:  # the embedding is a new tensor now: the head is it again
                 model.lm_head.weight = model.wte.weight
-            if after_part is not None:
-                after_part(model)
             if release:
+                after_part(model)
                 memory.return_freed_memory()  # small blocks too, which the allocator keeps
     finally:
         memory.keep_freed_memory(kept)
@@ -198,7 +197,7 @@ class StoredTensors:
         def convert(state: dict[str, torch.Tensor], names: Collection[str] | None) -> dict[str, torch.Tensor]:
             return hf_to_litllm(rename(state), config, names, rules)
 
-        return cls(config, where, stored, convert, hf_sources(stored, rename, config))
+        return cls(config, where, stored, convert, hf_sources(stored, rename, rules))
 
     @functools.cached_property
     def placeholders(self) -> dict[str, torch.Tensor]:
@@ -222,13 +221,15 @@ def readable_hf_weight_files(path: Path) -> list[Path] | None:
         return None
 
 
-def hf_sources(stored: dict[str, torch.Tensor], rename: Callable[[dict], dict], config: Config) -> dict[str, list[str]]:
-    """The stored tensors each litllm tensor is made of: its `Rule`'s Hugging Face names (the layer index filled in),
-    traced back through the renaming to the names in the files."""
+def hf_sources(
+    stored: dict[str, torch.Tensor], rename: Callable[[dict], dict], rules: list[tuple[str, Rule, str]]
+) -> dict[str, list[str]]:
+    """The stored tensors each litllm tensor is made of: its `Rule`'s Hugging Face names (the layer index filled in,
+    `rules` as `match_rules` gives them), traced back through the renaming to the names in the files."""
     origin = {id(t): k for k, t in stored.items()}
     renamed = {k: origin[id(t)] for k, t in rename(stored).items()}
     sources = {}
-    for name, rule, i in match_rules(config):
+    for name, rule, i in rules:
         theirs = [t.replace("{i}", i) for t in rule.theirs]
         sources[name] = [renamed[t] for t in theirs if t in renamed]
     return sources
