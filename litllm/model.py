@@ -40,11 +40,8 @@ class GPT(NanochatMethods, nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.rope = RoPE(config) if config.rope_n_elem else None
-        self.local_rope = (
-            RoPE(config, base=config.rope_local_base, scaling=None)
-            if config.rope_n_elem and config.rope_local_base is not None
-            else self.rope
-        )
+        local = config.rope_n_elem and config.rope_local_base is not None  # a second table for local layers
+        self.local_rope = RoPE(config, base=config.rope_local_base, scaling=None) if local else self.rope
         self.kv_caches: list[KVCache] | None = None
 
     @classmethod
@@ -121,21 +118,17 @@ class GPT(NanochatMethods, nn.Module):
 
         # positions never exceed the last cache slot, start + T - 1
         rope = self.rope.cos_sin(position_ids, S, x.dtype) if self.rope is not None else None
-        if self.local_rope is not self.rope:
-            local_rope = self.local_rope.cos_sin(position_ids, S, x.dtype)
-        else:
-            local_rope = rope
+        local = self.local_rope
+        local_rope = local.cos_sin(position_ids, S, x.dtype) if local is not self.rope else rope
         masks = AttentionMasks(self.config, start, B, T, S, key_mask, idx.device, segments)
         stepped = None  # a CPU decoding step: every block in one C call where it covers them (litllm.cpu.step)
         if T == 1 and input_pos is not None and segments is None and not self.training and x.device.type == "cpu":
             stepped = cpu_step.run(self, x, (rope, local_rope), masks.key_ranges(), start, caches, S)
-        if stepped is not None:
-            x = stepped
-        else:
-            for i, block in enumerate(self.h):
-                sliding = self.config.is_sliding(i)
-                cache = caches[i] if input_pos is not None else None
-                x = block(x, local_rope if sliding else rope, masks.get(sliding), start, cache, S)
+        for i, block in enumerate(self.h if stepped is None else ()):  # else the C call ran them all
+            sliding = self.config.is_sliding(i)
+            cache = caches[i] if input_pos is not None else None
+            x = block(x, local_rope if sliding else rope, masks.get(sliding), start, cache, S)
+        x = x if stepped is None else stepped
 
         if last_only and segments is not None:
             ends = torch.tensor([n for _, n in segments], device=idx.device).cumsum(0)
@@ -499,11 +492,38 @@ class MLP(nn.Module):
             h = F.gelu(h, approximate=self.config.gelu_approximate)
         elif kind == "relu2":
             h = F.relu(h).square()
-        else:
-            gate, up = h.chunk(2, dim=-1)
-            act = F.silu(gate) if kind == "swiglu" else F.gelu(gate, approximate=self.config.gelu_approximate)
-            h = act * up
+        else:  # h holds the rows [gate; up]
+            args = (h, kind == "swiglu", self.config.gelu_approximate)
+            h = GatedActivation.apply(*args) if torch.is_grad_enabled() and h.requires_grad else gated(*args)
         return self.proj(h)
+
+
+def gated(h: torch.Tensor, silu: bool, approximate: str) -> torch.Tensor:  # act(gate) * up, h = [gate; up]
+    gate, up = h.chunk(2, dim=-1)
+    return (F.silu(gate) if silu else F.gelu(gate, approximate=approximate)) * up
+
+
+class GatedActivation(torch.autograd.Function):
+    """`gated`, keeping h alone for backward and making act(gate) again there: autograd keeps act(gate) too, a third
+    more of the MLP's activations (half in LoRA, whose frozen projection keeps no input). Autograd's bits exactly."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, silu: bool, approximate: str) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(h)
+        ctx.silu, ctx.approximate = silu, approximate
+        return gated(h, silu, approximate)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: ANN001
+        (h,), silu, approximate = ctx.saved_tensors, ctx.silu, ctx.approximate
+        dh = torch.empty_like(h)  # both halves written in place: no (..., I) pair to concatenate
+        (gate, up), (d_gate, d_up) = h.chunk(2, dim=-1), dh.chunk(2, dim=-1)
+        torch.mul(grad, F.silu(gate) if silu else F.gelu(gate, approximate=approximate), out=d_up)
+        if silu:
+            torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=d_gate)
+        else:
+            torch.ops.aten.gelu_backward.grad_input(grad * up, gate, approximate=approximate, grad_input=d_gate)
+        return dh, None, None
 
 
 class RMSNorm(nn.Module):

@@ -108,6 +108,58 @@ def test_only_the_adapter_trains() -> None:
     assert changed and changed <= trainable
 
 
+@pytest.mark.parametrize("kernel", ["linear", "onednn"])
+def test_a_lora_step_keeps_no_input_of_a_frozen_layer(monkeypatch: pytest.MonkeyPatch, kernel: str) -> None:
+    """Backward of a frozen base layer needs its weight alone: its input is not kept (with either float32 training
+    kernel), and a gated MLP keeps its [gate; up] rows only, not act(gate) as well."""
+    from litllm.cpu import kernels
+
+    monkeypatch.setattr(kernels, "_training_gemm", kernel)
+    model = tiny(intermediate_size=112)
+    add_adapter(model, LoRAConfig(r=4, targets=["query", "value"]))
+    freeze_base(model)
+    model.train()
+    inputs, fc_out = {}, []
+    for name, layer in model.named_modules():
+        if name.endswith(("attn.proj", "mlp.fc", "mlp.proj")):  # frozen, no adapter
+            layer.register_forward_hook(lambda m, args, out, name=name: inputs.update({name: args[0]}))
+        if name.endswith("mlp.fc"):
+            layer.register_forward_hook(lambda m, args, out: fc_out.append(out))
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        loss = model(torch.randint(0, 96, (2, 16))).logsumexp(-1).mean()
+    # attention keeps its output (B, heads, T, size), whose storage the projection's input may share: not counted
+    kept_storages = {t.untyped_storage().data_ptr() for t in kept if t.dim() != 4}
+    assert len(inputs) == 6 and not any(x.untyped_storage().data_ptr() in kept_storages for x in inputs.values())
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    gated = [t for t in kept if t.shape[-1] == 112 and t.untyped_storage().data_ptr() not in weights]  # act(gate)...
+    assert not gated and all(h.untyped_storage().data_ptr() in kept_storages for h in fc_out)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_the_gated_activation_keeps_its_input_alone_and_gives_autograds_bits() -> None:
+    import torch.nn.functional as F
+
+    from litllm.model import GatedActivation
+
+    kept = []  # what the function keeps for backward
+    for dtype in (torch.float32, torch.bfloat16):
+        for silu, approximate in ((True, "none"), (False, "tanh"), (False, "none")):
+            torch.manual_seed(0)
+            h = torch.randn(2, 5, 64, dtype=dtype, requires_grad=True)
+            upstream = torch.randn(2, 5, 32, dtype=dtype)
+            gate, up = h.chunk(2, dim=-1)
+            want = (F.silu(gate) if silu else F.gelu(gate, approximate=approximate)) * up
+            (want_grad,) = torch.autograd.grad(want, h, upstream)
+            kept.clear()
+            with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+                got = GatedActivation.apply(h, silu, approximate)
+            (got_grad,) = torch.autograd.grad(got, h, upstream)
+            assert len(kept) == 1 and kept[0] is h
+            assert torch.equal(got, want) and torch.equal(got_grad, want_grad)
+
+
 @pytest.mark.parametrize("options", [dict(rslora=True), dict(dora=True), dict(dora=True, targets=["head", "mlp"])])
 def test_rslora_and_dora_merge_to_the_same_logits(options: dict) -> None:
     model = tiny(tie_embeddings=True)

@@ -26,7 +26,8 @@ TOKENS = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_see
 
 
 def trained_adapter(base: Path, out: Path, lora: LoRAConfig, seed: int = 0) -> torch.Tensor:
-    """Save an adapter on `base` with random non-zero A, B (and DoRA magnitudes); returns litllm's logits with it."""
+    """Save an adapter on `base` with random non-zero A, B (and DoRA magnitudes); returns litllm's logits with it, in
+    float64 (as every logits here: the two sides' float32 matrix products may round apart by more than 1e-5)."""
     gpt = load_checkpoint(base, dtype=torch.float32)
     add_adapter(gpt, lora)
     g = torch.Generator().manual_seed(seed)
@@ -37,11 +38,11 @@ def trained_adapter(base: Path, out: Path, lora: LoRAConfig, seed: int = 0) -> t
                 p.copy_(p * (1 + 0.2 * noise) if ".magnitude." in name else 0.3 * noise)
     save_adapter(out, adapter_state_dict(gpt), gpt.config, lora, str(base))
     with torch.no_grad():
-        return gpt(TOKENS)
+        return gpt.double()(TOKENS)
 
 
 def peft_logits(hf_dir: Path, peft_dir: Path) -> torch.Tensor:
-    model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float64)
     model = peft.PeftModel.from_pretrained(model, peft_dir).eval()
     with torch.no_grad():
         return model(TOKENS).logits
@@ -51,7 +52,7 @@ def litllm_logits(base: Path, adapter: Path) -> torch.Tensor:
     gpt = load_checkpoint(base, dtype=torch.float32)
     attach_adapter(gpt, adapter)
     with torch.no_grad():
-        return gpt(TOKENS)
+        return gpt.double()(TOKENS)
 
 
 def peft_adapter(hf_dir: Path, out: Path, **lora) -> torch.Tensor:
@@ -66,7 +67,7 @@ def peft_adapter(hf_dir: Path, out: Path, **lora) -> torch.Tensor:
                     p.mul_(1 + 0.2 * torch.randn_like(p))
     model.save_pretrained(out)
     with torch.no_grad():
-        return model(TOKENS).logits
+        return model.double()(TOKENS).logits
 
 
 @pytest.fixture(scope="module")

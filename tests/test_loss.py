@@ -20,9 +20,12 @@ def grads(fn, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor | 
     return out.detach(), [None if x is None else x.grad for x in leaves]
 
 
+@pytest.mark.parametrize("chunk_rows", [7, 30], ids=["several-chunks", "one-chunk"])
 @pytest.mark.parametrize("bias", [False, True])
-def test_linear_cross_entropy_equals_the_stock_loss_and_gradients(monkeypatch: pytest.MonkeyPatch, bias: bool) -> None:
-    monkeypatch.setattr(fused, "CHUNK_BYTES", 7 * 4 * 50)  # 7 rows per chunk: several chunks and a ragged last one
+def test_linear_cross_entropy_equals_the_stock_loss_and_gradients(
+    monkeypatch: pytest.MonkeyPatch, bias: bool, chunk_rows: int
+) -> None:
+    monkeypatch.setattr(fused, "CHUNK_BYTES", chunk_rows * 4 * 50)  # 7 rows: several chunks, a ragged last one
     torch.manual_seed(0)
     h, w = torch.randn(30, 16, dtype=torch.float64), torch.randn(50, 16, dtype=torch.float64)
     b = torch.randn(50, dtype=torch.float64) if bias else None
@@ -86,3 +89,26 @@ def test_the_training_loss_takes_the_fused_head_and_matches_the_logits_path() ->
     torch.testing.assert_close(loss, reference, rtol=1e-6, atol=1e-6)
     for g, p in zip(fused_grads, gpt.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_loss_of_one_chunk_holds_one_copy_of_its_logits() -> None:
+    """The logits of a single chunk turn into their own gradient: one (N, V) buffer in the whole forward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Made(TorchDispatchMode):
+        storages: set = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.shape == (30, 50):
+                self.storages.add(out.untyped_storage().data_ptr())
+            return out
+
+    torch.manual_seed(0)
+    h, w = torch.randn(30, 16, requires_grad=True), torch.randn(50, 16, requires_grad=True)
+    labels = torch.randint(0, 50, (30,))
+    with Made() as made:
+        loss = fused.linear_cross_entropy(h, w, None, labels, -100)
+    assert len(made.storages) == 1
+    loss.backward()
+    torch.testing.assert_close(h.grad, torch.autograd.grad(F.cross_entropy(h @ w.t(), labels, reduction="sum"), h)[0])

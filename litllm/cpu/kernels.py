@@ -413,8 +413,10 @@ class OneDNNLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
+        # only what the wanted gradients need: a frozen weight (LoRA's base) keeps no input alive for backward
+        want_x, want_w = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x if want_w else None, weight if want_x else None)
+        ctx.has_bias, ctx.x_shape = bias is not None, x.shape
         return run_nd("onednn", x, weight, bias, None)
 
     @staticmethod
@@ -423,7 +425,7 @@ class OneDNNLinear(torch.autograd.Function):
         g = grad.reshape(-1, grad.shape[-1])  # (rows, out)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:  # g @ W: a linear layer whose weight is W^T
-            dx = torch.ops.mkldnn._linear_pointwise(g, weight.t(), None, "none", [], "").view(x.shape)
+            dx = torch.ops.mkldnn._linear_pointwise(g, weight.t(), None, "none", [], "").view(ctx.x_shape)
         if ctx.needs_input_grad[1]:  # g^T @ x: (out, in)
             dw = torch.ops.mkldnn._linear_pointwise(g.t(), x.reshape(-1, x.shape[-1]).t(), None, "none", [], "")
         if ctx.has_bias and ctx.needs_input_grad[2]:

@@ -103,11 +103,15 @@ class LinearCrossEntropy(torch.autograd.Function):
             N, V = h.shape[0], weight.shape[0]
             acc = torch.promote_types(dtype, torch.float32)  # softmax and loss precision: float32 at least
             chunk = max(1, CHUNK_BYTES // (4 * V))
-            grad_logits = torch.empty(N, V, dtype=dtype, device=h.device) if want_grad else None
+            # one chunk: its logits become the gradient in place (no second (N, V)); several: each is written into
+            # its rows of the whole gradient
+            grad_logits = torch.empty(N, V, dtype=dtype, device=h.device) if want_grad and chunk < N else None
             total = torch.zeros((), dtype=acc, device=h.device)
             for start in range(0, N, chunk):
                 rows = slice(start, min(start + chunk, N))
                 logits = kernels.product(h_[rows], w_, b_)  # (n, V)
+                if want_grad and grad_logits is None:
+                    grad_logits = logits
                 out = grad_logits[rows] if want_grad else None
                 logp, grad = label_logprobs(logits, labels[rows], ignore_index, acc, want_grad, out)
                 del logits  # before the next chunk's are made
