@@ -362,3 +362,45 @@ def test_gradients_are_dropped_right_after_each_optimizer_step(accumulate: int) 
     # a batch that ends an accumulation window has stepped and dropped them; one inside a window keeps them
     assert grads.seen == [(i + 1) % accumulate != 0 for i in range(4 * accumulate)]
     assert losses[-1] < losses[0]
+
+
+def test_the_training_loss_is_logged_where_the_loggers_write_it_and_at_the_end(tmp_path: Path) -> None:
+    """`self.log` (a Lightning cost per call, and an all-reduce across ranks) runs at the steps the loggers write,
+    every `log_every_n_steps`, and at the run's last step, whose loss the run's final metrics then hold."""
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    from litllm.training.module import GPTModule
+
+    torch.manual_seed(0)
+    batches = []
+    for _ in range(8):
+        x = torch.randint(0, 64, (2, 17))
+        batches.append({"input_ids": x[:, :-1], "labels": x[:, 1:]})
+    module = GPTModule(
+        model_config={"name": "pythia-14m", "n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 64},
+        warmup_steps=0,
+    )
+    logged, losses = [], []
+
+    def log(name: str, value: torch.Tensor, **kwargs) -> None:
+        logged.append(module.global_step)
+        L.LightningModule.log(module, name, value, **kwargs)
+
+    module.log = log
+
+    class Losses(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, *args) -> None:
+            losses.append(float(outputs["loss"]))
+
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=7, log_every_n_steps=3, logger=CSVLogger(tmp_path), enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[Losses()],
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    assert logged == [2, 5, 6]
+    assert float(trainer.callback_metrics["train_loss"]) == losses[-1]
+    with next(tmp_path.rglob("metrics.csv")).open() as f:
+        written = {int(r["step"]): float(r["train_loss"]) for r in csv.DictReader(f) if r.get("train_loss")}
+    assert written == {2: losses[2], 5: losses[5]}

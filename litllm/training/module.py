@@ -287,9 +287,22 @@ class GPTModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, n = self.loss(batch)
-        # the mean over every rank's rows (each rank holds as many), as one process with the global batch would log
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        if self.loss_is_written():
+            # the mean over every rank's rows (each rank holds as many), as one process with the global batch would log
+            self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
         return loss
+
+    def loss_is_written(self) -> bool:
+        """Whether this step's loss reaches the loggers: every `log_every_n_steps`, a run's last step and an epoch's
+        last batch. Only then is it logged: `self.log` costs ~1 ms a call on a 2-core CPU (Lightning moves its record
+        of the value each time, 5% of a small model's LoRA step) and an all-reduce across ranks. The progress bar's
+        loss changes at those steps."""
+        trainer = self._trainer
+        connector = getattr(trainer, "_logger_connector", None)
+        if trainer is None or connector is None or trainer.log_every_n_steps == 0:
+            return True
+        last = trainer.is_last_batch or 0 < trainer.max_steps <= self.global_step + 1
+        return last or connector.should_update_logs
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.evaluate_batch(batch, "val")
