@@ -20,7 +20,8 @@
    not depend on the rows computed with it.
 
    One source, three builds (litllm/cpu/isa.py): AVX-512 (chunks of 8 rows, one register a 16-wide sum), AVX2 + FMA
-   + F16C (chunks of 4: a sum takes two of the 16 registers) and generic x86-64 (chunks of 2, no fused products).
+   + F16C (a sum takes two of the 16 registers: chunks of 6 rows for float32 and float16 weights, of 4 for bfloat16
+   and int8, whose widened lines take more registers) and generic x86-64 (chunks of 2, no fused products).
    Prefetches go into every cache level: on an Intel Xeon the non-temporal hint read a third of the bandwidth.
    Work is split over the tiles with OpenMP, which resolves to the runtime torch has loaded. */
 
@@ -37,7 +38,7 @@
 #endif
 
 #define TILE 16             /* outputs per tile */
-#define SLAB 256            /* rows of x copied at a time (a multiple of every chunk) */
+#define SLAB 240            /* rows of x copied at a time (a multiple of every chunk: 8, 6, 4, 2) */
 #define STEP_PIECE 128      /* steps of x copied per piece of work; for int8 weights, the steps x is rounded over */
 _Static_assert(2LL * STEP_PIECE * 128 * 32767 < 2147483647LL, "an int8 piece's int32 sums could overflow");
 #ifndef AHEAD_BYTES
@@ -46,7 +47,13 @@ _Static_assert(2LL * STEP_PIECE * 128 * 32767 < 2147483647LL, "an int8 piece's i
 #ifndef PREFETCH_LOCALITY /* into every cache level (prefetcht0): on an Intel Xeon the non-temporal hint (0) read */
 #define PREFETCH_LOCALITY 3 /* 9 GB/s where this reads 26, as fast as the CPU streams; 1 (L2) read 22 */
 #endif
-#define PANEL_BYTES (512 * 1024) /* bytes of tiles walked by every chunk of rows in turn (`panel_tiles`) */
+/* Bytes of tiles walked by every chunk of rows in turn (`panel_tiles`): the panel and the next one, fetched during its
+   passes (`struct fetch`), stay in L2. 128 KiB ran pythia-160m's products at 16 rows 1.15-1.25x faster than 512 KiB on
+   an AMD EPYC (Zen 4, 1 MiB of L2), on both the AVX-512 and the AVX2 build, and leaves room in a 512 KiB L2 (Zen 3). */
+#ifndef PANEL_BYTES
+#define PANEL_BYTES (128 * 1024)
+#endif
+#define AMX_PANEL_BYTES (512 * 1024) /* AMX's (`linear_amx`, no software prefetch), as measured on an Intel Xeon */
 
 #if defined(__AVX512F__) && defined(__AMX_TILE__) && defined(__AMX_BF16__)
 #define ISA 3 /* AVX-512, and bfloat16 weights multiplied by AMX tiles (`linear_amx`) */
@@ -54,19 +61,31 @@ _Static_assert(2LL * STEP_PIECE * 128 * 32767 < 2147483647LL, "an int8 piece's i
 #elif defined(__AVX512F__)
 #define ISA 2
 #endif
+/* CHUNK: rows of x per pass over a panel, at most (CHUNK_WIDE: for float32 and float16 weights; CHUNK_PAIRS: for
+   bfloat16 and int8 weights, a line of two k's); width(rows): the micro kernel's rows for a chunk of `rows`;
+   together(mr): tiles walked at once */
 #if defined(__AVX512F__)
-#define CHUNK 8 /* rows of x per pass over a panel: 8 rows x 2 tiles (16 of the 32 registers hold sums). 16 rows x 1
-                   tile, one load per multiply-add, ran at 60% of the speed of two passes of 8 on an Intel Xeon */
+#define CHUNK 8 /* 8 rows x 2 tiles (16 of the 32 registers hold sums). 16 rows x 1 tile, one load per multiply-add,
+                   ran at 60% of the speed of two passes of 8 on an Intel Xeon */
+#define CHUNK_WIDE 8
+#define CHUNK_PAIRS 8
 static int width(int rows) { return rows > 4 ? 8 : rows > 2 ? 4 : rows; }
-static int together(int mr) { return mr == 8 ? 2 : 4; } /* tiles walked at once */
+static int together(int mr) { return mr == 8 ? 2 : 4; }
 #elif defined(__AVX2__)
 #define ISA 1
-#define CHUNK 4 /* 4 rows x 1 tile: 8 of the 16 registers hold sums, the rest the widened line and x */
-static int width(int rows) { return rows > 2 ? 4 : rows; }
-static int together(int mr) { return mr == 4 ? 1 : mr == 2 ? 2 : 4; }
+/* 6 rows x 1 tile: 12 of the 16 registers hold sums, 2 the line, 1 x; 12 multiply-adds for 8 loads. 4 rows (8
+   multiply-adds for 6 loads) ran pythia-160m's products at 16 rows 1.3x slower on an AMD EPYC (Zen 4) forced to
+   AVX2. A bfloat16 line widens into 4 registers: 4 rows, as 6 would not fit. */
+#define CHUNK 6
+#define CHUNK_WIDE 6
+#define CHUNK_PAIRS 4
+static int width(int rows) { return rows > 4 ? 6 : rows > 2 ? 4 : rows; }
+static int together(int mr) { return mr >= 4 ? 1 : mr == 2 ? 2 : 4; }
 #else
 #define ISA 0
 #define CHUNK 2
+#define CHUNK_WIDE 2
+#define CHUNK_PAIRS 2
 static int width(int rows) { return rows; }
 static int together(int mr) { return mr == 2 ? 1 : 2; }
 #endif
@@ -258,19 +277,51 @@ struct kind {
     int words;                 /* 4-byte words of xt per unit: 2 for a pair of bfloat16 widened to two floats */
     enum out_type out;
     int quantize;              /* x is rounded to int16 pairs with a scale per piece (int8 weights) */
+    int chunk;                 /* rows of x per pass over a panel (CHUNK_WIDE or CHUNK_PAIRS) */
+};
+
+/* What a micro kernel prefetches: for every `passes`-th cache line of W it reads (from the `pass`-th on), the line
+   `ahead` bytes on, into every cache level (`near`) or into L2. A pass over weights read from memory fetches each line
+   AHEAD_BYTES ahead; with several chunks of rows, every pass over a panel (read from L2) fetches its share of the next
+   panel instead, so that memory streams the weights during all the passes, not during the first alone (there, 6
+   rows of multiply-adds per float32 line could not keep up with memory, and the next passes left it idle). */
+struct fetch {
+    int64_t ahead;
+    int pass, passes, near;
 };
 
 typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64_t, const void*, const float*, char*,
-                         int64_t, int, const float*);
+                         int64_t, int, const float*, const struct fetch*);
 
-/* One step of a micro kernel: AVX-512 (32 registers) widens the lines of all NR tiles first, then broadcasts each
-   row's x once for them all; the narrower builds (16 registers) walk tile by tile. The sums are the same either way. */
+/* At a step that starts a cache line of W (lines of `line` bytes): whether this pass prefetches it (`go`) */
+#define FETCH_STEP(line)                                                                                            \
+    int go = 0;                                                                                                     \
+    if ((line) == 64 || (s * (line)) % 64 == 0) {                                                                   \
+        go = count == 0;                                                                                            \
+        count = go ? f->passes - 1 : count - 1;                                                                     \
+    }
+#define FETCH(ws)                                                                                                   \
+    if (go) {                                                                                                       \
+        if (f->near) __builtin_prefetch((ws) + f->ahead, 0, PREFETCH_LOCALITY);                                     \
+        else __builtin_prefetch((ws) + f->ahead, 0, 2);                                                             \
+    }
+
+/* One step of a micro kernel: the lines of W are loaded (and widened) into registers once, then each row's x is
+   broadcast and multiplies them. AVX-512 (32 registers) widens the lines of all NR tiles first, then broadcasts each
+   row's x once for them all; the narrower builds (16 registers) walk tile by tile. The sums are the same either way.
+   The empty asm keeps a line in its register: as memory operands of the multiply-adds, AVX2 loaded it again for
+   every row, and the loads, not the multiply-adds, set the pace. */
+#if ISA == 1
+#define KEEP(v) __asm__("" : "+x"(v))
+#else
+#define KEEP(v) (void)0
+#endif
 #if ISA >= 2
 #define LOOP(T, MR, NR)                                                                                             \
     vec wv[NR][PARTS][WIDE_##T];                                                                                    \
     _Pragma("GCC unroll 16") for (int i = 0; i < NR; i++) {                                                         \
         const char* ws = w + (i * steps + s) * line;                                                                \
-        if (line == 64 || (s * line) % 64 == 0) __builtin_prefetch(ws + AHEAD_BYTES, 0, PREFETCH_LOCALITY);         \
+        FETCH(ws)                                                                                                   \
         _Pragma("GCC unroll 16") for (int q = 0; q < PARTS; q++) line_##T(ws, q, wv[i][q]);                         \
     }                                                                                                               \
     _Pragma("GCC unroll 16") for (int j = 0; j < MR; j++) {                                                         \
@@ -284,15 +335,17 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
 #define LOOP(T, MR, NR)                                                                                             \
     _Pragma("GCC unroll 16") for (int i = 0; i < NR; i++) {                                                         \
         const char* ws = w + (i * steps + s) * line;                                                                \
-        if (line == 64 || (s * line) % 64 == 0) __builtin_prefetch(ws + AHEAD_BYTES, 0, PREFETCH_LOCALITY);         \
+        FETCH(ws)                                                                                                   \
+        vec wv[PARTS][WIDE_##T];                                                                                    \
+        _Pragma("GCC unroll 16") for (int q = 0; q < PARTS; q++) {                                                  \
+            line_##T(ws, q, wv[q]);                                                                                 \
+            _Pragma("GCC unroll 16") for (int e = 0; e < WIDE_##T; e++) KEEP(wv[q][e]);                            \
+        }                                                                                                           \
         _Pragma("GCC unroll 16") for (int j = 0; j < MR; j++) {                                                     \
             vec xv[WIDE_##T];                                                                                       \
             bcast_##T(xs + j * WORDS_##T, xv);                                                                      \
-            _Pragma("GCC unroll 16") for (int q = 0; q < PARTS; q++) {                                              \
-                vec wv[WIDE_##T];                                                                                   \
-                line_##T(ws, q, wv);                                                                                \
-                acc[i][j][q] = madd_##T(acc[i][j][q], wv, xv);                                                      \
-            }                                                                                                       \
+            _Pragma("GCC unroll 16") for (int q = 0; q < PARTS; q++)                                                \
+                acc[i][j][q] = madd_##T(acc[i][j][q], wv[q], xv);                                                   \
         }                                                                                                           \
     }
 #endif
@@ -302,15 +355,17 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
 #define MICRO(T, MR, NR)                                                                                            \
     static void micro_##T##_##MR##_##NR(const struct kind* k, const uint32_t* restrict xt, const char* restrict w, \
                                         int64_t steps, const void* bias, const float* scale, char* restrict y,      \
-                                        int64_t ldy, int rows, const float* xscale) {                               \
+                                        int64_t ldy, int rows, const float* xscale, const struct fetch* f) {        \
         (void)xscale;                                                                                               \
         const int64_t line = LINE_##T;                                                                              \
+        int count = f->pass;                                                                                        \
         vec acc[NR][MR][PARTS];                                                                                     \
         for (int i = 0; i < NR; i++)                                                                                \
             for (int j = 0; j < MR; j++)                                                                            \
                 for (int q = 0; q < PARTS; q++) acc[i][j][q] = (vec){0};                                            \
         for (int64_t s = 0; s < steps; s++) { /* loops unrolled: the sums stay in registers */                     \
             const uint32_t* xs = xt + s * MR * WORDS_##T;                                                           \
+            FETCH_STEP(line)                                                                                        \
             LOOP(T, MR, NR)                                                                                         \
         }                                                                                                           \
         _Pragma("GCC unroll 16") for (int i = 0; i < NR; i++) /* j < MR, not rows: constant indices */         \
@@ -326,7 +381,8 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
 #define MICRO_INT8(T, MR, NR)                                                                                       \
     static void micro_int8_##MR##_##NR(const struct kind* k, const uint32_t* restrict xt, const char* restrict w,  \
                                        int64_t steps, const void* bias, const float* scale, char* restrict y,       \
-                                       int64_t ldy, int rows, const float* restrict xscale) {                       \
+                                       int64_t ldy, int rows, const float* restrict xscale, const struct fetch* f) { \
+        int count = f->pass;                                                                                        \
         vec acc[NR][MR][PARTS];                                                                                     \
         for (int i = 0; i < NR; i++)                                                                                \
             for (int j = 0; j < MR; j++)                                                                            \
@@ -339,9 +395,10 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
                     for (int q = 0; q < PARTS; q++) sums[i][j][q] = (ivec){0};                                      \
             for (int64_t s = s0; s < s1; s++) {                                                                     \
                 const uint32_t* xs = xt + s * MR;                                                                   \
+                FETCH_STEP(LINE_int8)                                                                               \
                 _Pragma("GCC unroll 16") for (int i = 0; i < NR; i++) {                                             \
                     const char* ws = w + (i * steps + s) * LINE_int8;                                               \
-                    if (s % 2 == 0) __builtin_prefetch(ws + AHEAD_BYTES, 0, PREFETCH_LOCALITY);                     \
+                    FETCH(ws)                                                                                       \
                     _Pragma("GCC unroll 16") for (int q = 0; q < PARTS; q++) {                                      \
                         pvec wq = widen_pairs(ws + q * LANES * 2);                                                  \
                         _Pragma("GCC unroll 16") for (int j = 0; j < MR; j++)                                       \
@@ -389,10 +446,19 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
         [4] = {[1] = micro_##T##_4_1, [4] = micro_##T##_4_4}, [2] = {[1] = micro_##T##_2_1, [4] = micro_##T##_2_4},  \
         [1] = {[1] = micro_##T##_1_1, [4] = micro_##T##_1_4}};
 #elif ISA == 1
+/* 6 rows for the weights of one k a line (CHUNK_WIDE) only */
+#define SIX_float32 MICRO(float32, 6, 1)
+#define SIX_float16 MICRO(float16, 6, 1)
+#define SIX_bfloat16
+#define SIX_int8
+#define SIX_ENTRY_float32 [6] = {[1] = micro_float32_6_1},
+#define SIX_ENTRY_float16 [6] = {[1] = micro_float16_6_1},
+#define SIX_ENTRY_bfloat16
+#define SIX_ENTRY_int8
 #define MICROS(T)                                                                                                   \
-    MICRO_OF_##T(T, 4, 1) MICRO_OF_##T(T, 2, 2) MICRO_OF_##T(T, 2, 1) MICRO_OF_##T(T, 1, 4)                         \
+    SIX_##T MICRO_OF_##T(T, 4, 1) MICRO_OF_##T(T, 2, 2) MICRO_OF_##T(T, 2, 1) MICRO_OF_##T(T, 1, 4)                 \
     MICRO_OF_##T(T, 1, 1)                                                                                           \
-    static const micro_fn micros_##T[CHUNK + 1][5] = {[4] = {[1] = micro_##T##_4_1},                                  \
+    static const micro_fn micros_##T[CHUNK + 1][5] = {SIX_ENTRY_##T[4] = {[1] = micro_##T##_4_1},                   \
                                                [2] = {[1] = micro_##T##_2_1, [2] = micro_##T##_2_2},                \
                                                [1] = {[1] = micro_##T##_1_1, [4] = micro_##T##_1_4}};
 #else
@@ -409,12 +475,12 @@ MICROS(int8)
 /* Tiles b0..b1-1 for one chunk of rows (y: the chunk's first output row). */
 static void tiles(const struct kind* k, const micro_fn (*micros)[5], int rows, const uint32_t* xt, const char* w,
                   int64_t steps, const char* bias, const float* scale, char* y, int64_t ldy, int64_t b0, int64_t b1,
-                  const float* xscale) {
+                  const float* xscale, const struct fetch* f) {
     int mr = width(rows), nr = together(mr);
     for (int64_t b = b0; b < b1;) {
         int n = b1 - b >= nr ? nr : 1;
         micros[mr][n](k, xt, w + b * steps * k->line, steps, bias ? bias + b * TILE * k->x_size : NULL,
-                      scale ? scale + b * TILE : NULL, y + b * TILE * k->x_size, ldy, rows, xscale);
+                      scale ? scale + b * TILE : NULL, y + b * TILE * k->x_size, ldy, rows, xscale, f);
         b += n;
     }
 }
@@ -487,8 +553,8 @@ static void quantize_piece(const struct kind* k, const char* row, int64_t s0, in
 }
 
 /* Tiles of W walked by every chunk of rows in turn (they stay in the L2 cache): a multiple of 4, at least 4. */
-static int64_t panel_tiles(int64_t steps, int64_t line) {
-    int64_t panel = PANEL_BYTES / (steps * line);
+static int64_t panel_tiles(int64_t steps, int64_t line, int64_t bytes) {
+    int64_t panel = bytes / (steps * line);
     return panel < 4 ? 4 : panel / 4 * 4;
 }
 
@@ -510,7 +576,7 @@ static _Thread_local size_t scales_count = 0;
 static int linear(const struct kind* k, const micro_fn (*micros)[5], const char* x, int64_t ldx, const char* w,
                   const char* bias, const float* scale, char* y, int64_t ldy, int64_t M, int64_t N, int64_t steps,
                   int threads) {
-    int64_t chunk = CHUNK; /* rows of x per pass over a panel: the first pass streams the weight from memory */
+    int64_t chunk = k->chunk; /* rows of x per pass over a panel: the first pass streams the weight from memory */
     int64_t slab = M < SLAB ? M : SLAB;
     size_t need = (size_t)((slab + chunk - 1) / chunk) * chunk * steps * k->words;
     if (need > scratch_units) {
@@ -530,7 +596,7 @@ static int linear(const struct kind* k, const micro_fn (*micros)[5], const char*
     uint32_t* xt = scratch;
     float* xsc = scales; /* thread-local: the team's other threads must not read their own */
     int64_t nb = N / TILE;
-    int64_t panel = panel_tiles(steps, k->line);
+    int64_t panel = panel_tiles(steps, k->line, PANEL_BYTES);
     for (int64_t s = 0; s < M; s += SLAB) {
         int64_t rows = M - s < SLAB ? M - s : SLAB;
         int64_t chunks = (rows + chunk - 1) / chunk;
@@ -570,8 +636,14 @@ static int linear(const struct kind* k, const micro_fn (*micros)[5], const char*
                 int64_t pe = p + panel < b1 ? p + panel : b1;
                 for (int64_t c = 0; c < chunks; c++) {
                     int mr = rows - c * chunk < chunk ? (int)(rows - c * chunk) : chunk;
+                    /* the first pass over the first panel streams it; the passes after it fetch the next panel */
+                    int first = p == b0, streams = chunks == 1 || (first && c == 0);
+                    struct fetch f = {AHEAD_BYTES, 0, 1, 1};
+                    if (!streams) {
+                        f = (struct fetch){panel * steps * k->line, (int)(c - first), (int)(chunks - first), 0};
+                    }
                     tiles(k, micros, mr, xt + c * chunk * steps * k->words, w, steps, bias, scale,
-                          y + (s + c * chunk) * ldy * k->x_size, ldy, p, pe, xsc + c * pieces * chunk);
+                          y + (s + c * chunk) * ldy * k->x_size, ldy, p, pe, xsc + c * pieces * chunk, &f);
                 }
             }
         }
@@ -648,7 +720,7 @@ static void amx_tiles(const char* x, int64_t ldx, const char* w, int64_t steps, 
 static void linear_amx(const char* x, int64_t ldx, const char* w, const char* bias, char* y, int64_t ldy, int64_t M,
                        int64_t N, int64_t steps, int threads) {
     int64_t nb = N / TILE, chunks = (M + 15) / 16;
-    int64_t panel = panel_tiles(steps, 64);
+    int64_t panel = panel_tiles(steps, 64, AMX_PANEL_BYTES);
     #pragma omp parallel num_threads(threads)
     {
         float out[16 * 64] __attribute__((aligned(64)));
@@ -675,9 +747,11 @@ static void linear_amx(const char* x, int64_t ldx, const char* w, const char* bi
 }
 #endif
 
-static const struct kind FLOAT32 = {64, 4, 0, 1, OUT_FLOAT32, 0}, BFLOAT16 = {64, 2, 0, BF16_WORDS, OUT_BFLOAT16, 0},
-                         FLOAT16 = {32, 2, 2, 1, OUT_FLOAT16, 0}, INT8_FLOAT32 = {32, 4, 0, 1, OUT_FLOAT32, 1},
-                         INT8_BFLOAT16 = {32, 2, 1, 1, OUT_BFLOAT16, 1};
+static const struct kind FLOAT32 = {64, 4, 0, 1, OUT_FLOAT32, 0, CHUNK_WIDE},
+                         BFLOAT16 = {64, 2, 0, BF16_WORDS, OUT_BFLOAT16, 0, CHUNK_PAIRS},
+                         FLOAT16 = {32, 2, 2, 1, OUT_FLOAT16, 0, CHUNK_WIDE},
+                         INT8_FLOAT32 = {32, 4, 0, 1, OUT_FLOAT32, 1, CHUNK_PAIRS},
+                         INT8_BFLOAT16 = {32, 2, 1, 1, OUT_BFLOAT16, 1, CHUNK_PAIRS};
 
 /* float32 x (M, K), W in tiles of (K, 16), bias (N) or NULL, y (M, N) */
 int linear_float32(const void* x, int64_t ldx, const void* w, const void* bias, void* y, int64_t ldy, int64_t M,

@@ -6,8 +6,8 @@
 - avx512 (needs avx512f, bw, dq, vl): 8 rows x 2 tiles per pass over the weights, a 16-wide sum per register, each
   row's x broadcast once per step into a register; bfloat16 by the CPU's dot products where it has avx512_bf16,
   else widened by a shift.
-- avx2 (avx2, fma, f16c, bmi2): 4 rows per pass, a sum in two of the 16 registers; bfloat16 widened by a shift,
-  float16 by F16C.
+- avx2 (avx2, fma, f16c, bmi2): 6 rows per pass (4 for bfloat16 and int8), a sum in two of the 16 registers;
+  bfloat16 widened by a shift, float16 by F16C.
 - generic (any x86-64): 2 rows per pass, no fused multiply-adds: correct everywhere, not fast.
 
 Most laptops, cloud VMs, AMD Zen 2/3 and Intel servers before Sapphire Rapids run avx2; forcing a lower ISA on a
