@@ -61,12 +61,12 @@ _Static_assert(2LL * STEP_PIECE * 128 * 32767 < 2147483647LL, "an int8 piece's i
 #elif defined(__AVX512F__)
 #define ISA 2
 #endif
-/* CHUNK: rows of x per pass over a panel, at most (CHUNK_WIDE: for float32 and float16 weights; CHUNK_PAIRS: for
-   bfloat16 and int8 weights, a line of two k's); width(rows): the micro kernel's rows for a chunk of `rows`;
+/* Rows of x per pass over a panel: CHUNK_WIDE for float32 and float16 weights, CHUNK_PAIRS for bfloat16 and int8
+   weights (a line of two k's), CHUNK the larger; width(rows): the micro kernel's rows for a chunk of `rows`;
    together(mr): tiles walked at once */
 #if defined(__AVX512F__)
-#define CHUNK 8 /* 8 rows x 2 tiles (16 of the 32 registers hold sums). 16 rows x 1 tile, one load per multiply-add,
-                   ran at 60% of the speed of two passes of 8 on an Intel Xeon */
+/* 8 rows x 2 tiles (16 of the 32 registers hold sums). 16 rows x 1 tile, one load per multiply-add, ran at 60% of the
+   speed of two passes of 8 on an Intel Xeon */
 #define CHUNK_WIDE 8
 #define CHUNK_PAIRS 8
 static int width(int rows) { return rows > 4 ? 8 : rows > 2 ? 4 : rows; }
@@ -76,19 +76,18 @@ static int together(int mr) { return mr == 8 ? 2 : 4; }
 /* 6 rows x 1 tile: 12 of the 16 registers hold sums, 2 the line, 1 x; 12 multiply-adds for 8 loads. 4 rows (8
    multiply-adds for 6 loads) ran pythia-160m's products at 16 rows 1.3x slower on an AMD EPYC (Zen 4) forced to
    AVX2. A bfloat16 line widens into 4 registers: 4 rows, as 6 would not fit. */
-#define CHUNK 6
 #define CHUNK_WIDE 6
 #define CHUNK_PAIRS 4
 static int width(int rows) { return rows > 4 ? 6 : rows > 2 ? 4 : rows; }
 static int together(int mr) { return mr >= 4 ? 1 : mr == 2 ? 2 : 4; }
 #else
 #define ISA 0
-#define CHUNK 2
 #define CHUNK_WIDE 2
 #define CHUNK_PAIRS 2
 static int width(int rows) { return rows; }
 static int together(int mr) { return mr == 2 ? 1 : 2; }
 #endif
+#define CHUNK (CHUNK_WIDE > CHUNK_PAIRS ? CHUNK_WIDE : CHUNK_PAIRS)
 
 /* One register of sums: 16 floats (AVX-512), 8 (AVX2) or 4 (SSE); a tile's 16 outputs take PARTS of them. Sums are
    declared in the register's own width, so that the compiler keeps them in registers (a 64-byte vector split in two
@@ -576,7 +575,7 @@ static _Thread_local size_t scales_count = 0;
 static int linear(const struct kind* k, const micro_fn (*micros)[5], const char* x, int64_t ldx, const char* w,
                   const char* bias, const float* scale, char* y, int64_t ldy, int64_t M, int64_t N, int64_t steps,
                   int threads) {
-    int64_t chunk = k->chunk; /* rows of x per pass over a panel: the first pass streams the weight from memory */
+    int64_t chunk = k->chunk; /* rows of x per pass over a panel */
     int64_t slab = M < SLAB ? M : SLAB;
     size_t need = (size_t)((slab + chunk - 1) / chunk) * chunk * steps * k->words;
     if (need > scratch_units) {
