@@ -22,9 +22,10 @@ process started made the same recipe give different weights. It is a rule instea
 `onednn` if set, else oneDNN on a non-Intel CPU with AVX-512 (AMD Zen 5: 2.2x MKL's forward, 1.5-2x its backward)
 and F.linear elsewhere: on an Intel Xeon with AVX-512 MKL is Intel's own and won (forward and backward of
 pythia-160m's layers over 2048 rows, alternated: 238 against oneDNN's 160 GFLOP/s), and on an AVX2 EPYC BLAS was as
-fast or faster. A run keeps its kernel in
-its checkpoints (`training_record`) and a resumed run takes it back (`follow_training_record`), so that it goes on
-as it started on any machine, and all ranks of a run take rank 0's. Inside `training_kernels()` (a training run's
+fast or faster. With F.linear, a large frozen weight (a LoRA run's base) multiplies through MKL's packed copy of it
+(`litllm.cpu.frozen`), by the same rule. A run keeps its kernel in its checkpoints (`training_record`) and a
+resumed run takes it back (`follow_training_record`), so that it goes on as it started on any machine, and all ranks
+of a run take rank 0's. Inside `training_kernels()` (a training run's
 validation and tests) inference takes the same rule instead of its timed choice: the kernels here do not give the
 same bits as each other, so a logged validation loss would otherwise depend on timing too.
 """
@@ -34,7 +35,6 @@ import os
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Callable, Iterator
 
 import torch
@@ -267,27 +267,6 @@ TRAINING_GEMMS = ("linear", "onednn")
 TRAINING_GEMM_SWITCH = "LITLLM_TRAINING_GEMM"
 _training_gemm: str | None = None  # this run's kernel (`use_training_gemm`); None: `training_gemm_rule`'s
 _fixed = threading.local()  # .depth: how many `training_kernels()` this thread is inside
-
-
-_casts: dict[int, tuple] = {}  # id of a frozen weight -> (weak reference, data_ptr, version, cast), dropped with it
-
-
-def frozen_cast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A frozen weight (no gradient) in `dtype`, cast once and kept while the weight is unchanged (same storage and
-    version counter): autocast casts again at every use a weight that does not train (it caches only leaves that
-    require grad), which for a LoRA run's base in bf16-mixed was ~80 ms of a ~310 ms pythia-160m step on 2 cores. The
-    same rounding as autocast's, so the step computes the same numbers. Not in a distributed run: FSDP gathers a
-    sharded weight for each use and frees it after, and a kept cast would hold every layer whole."""
-    if weight.requires_grad or weight.dtype == dtype or torch.distributed.is_initialized():
-        return weight.to(dtype)
-    kept = _casts.get(id(weight))
-    if kept is None or kept[0]() is not weight:
-        kept = None
-        weakref.finalize(weight, _casts.pop, id(weight), None)
-    if kept is None or kept[1:3] != (weight.data_ptr(), weight._version) or kept[3].dtype != dtype:
-        kept = (weakref.ref(weight), weight.data_ptr(), weight._version, weight.detach().to(dtype))
-        _casts[id(weight)] = kept
-    return kept[3]
 
 
 def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from litllm.cpu import kernels, memory
+from litllm.cpu import frozen, kernels, memory
 
 if TYPE_CHECKING:
     from litllm.model import GPT
@@ -82,7 +82,9 @@ class Linear(nn.Linear):
             self.unpack()
         low = kernels.autocast_dtype(x)
         if low is not None and not self.weight.requires_grad and self.weight.dtype == torch.float32:
-            return F.linear(x, kernels.frozen_cast(self.weight, low), self.bias)  # a frozen base under autocast
+            return F.linear(x, frozen.cast(self.weight, low), self.bias)  # a frozen base under autocast
+        if x.device.type == "cpu" and frozen.packs_apply(x, self.weight):
+            return frozen.PackedLinear.apply(x, self.weight, self.bias)  # a frozen base in float32
         if x.device.type == "cpu" and kernels.train_with_onednn(x, self.weight):
             return kernels.OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)

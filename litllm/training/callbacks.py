@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ThroughputMonitor
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from litllm.cpu import frozen
 from litllm.cpu.memory import keep_freed_memory
 from litllm.errors import CheckpointError
 from litllm.paths import atomic_path
@@ -128,13 +129,15 @@ def one_line(error: BaseException) -> str:
 
 class KeepFreedMemory(Callback):
     """While training on the CPU, freed memory stays in the process for the tensors every step allocates again
-    (`litllm.cpu.memory`); the allocator's defaults come back at the end."""
+    (`litllm.cpu.memory`); the allocator's defaults come back at the end, and the copies kept of frozen weights
+    (`litllm.cpu.frozen`: as large as the weights) go."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if trainer.strategy.root_device.type == "cpu":
             keep_freed_memory(True)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        frozen.forget()
         keep_freed_memory(False)
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-from litllm.cpu import kernels
+from litllm.cpu import frozen, kernels
 
 CHUNK_BYTES = 32 * 2**20  # float32 logits per chunk: small enough to stay in a large last-level cache
 GROUP_BYTES = 8 * CHUNK_BYTES  # logits of a group of rows, for a head read in blocks: each group reads it twice
@@ -92,14 +92,28 @@ def label_logprobs(
     return total, probs
 
 
+def head_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packs: bool) -> torch.Tensor:
+    """h (n, C) @ weight.T + bias, through weight's packed copy if packs."""
+    return frozen.product(h, weight, bias) if packs else kernels.product(h, weight, bias)
+
+
+def input_grad(grad_logits: torch.Tensor, weight: torch.Tensor, packs: bool) -> torch.Tensor:
+    """grad_logits (N, V) @ weight (V, C): the gradient of the head's input, through weight's packed copy if packs."""
+    return frozen.product(grad_logits, weight, transposed=True) if packs else kernels.product(grad_logits, weight.t())
+
+
 class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, bias, labels, ignore_index):  # noqa: ANN001, ANN205 - autograd.Function's signature
         dtype = compute_dtype(h)
         want_grad = any(ctx.needs_input_grad[:3])
         with torch.autocast(h.device.type, enabled=False):
-            h_, w_ = h.to(dtype), kernels.frozen_cast(weight, dtype)
+            h_, w_ = h.to(dtype), frozen.cast(weight, dtype)
             b_ = None if bias is None else bias.to(dtype)
+            # a frozen float32 head multiplies through its kept packed copies (`litllm.cpu.frozen`)
+            packs = frozen.packs_apply(h_, w_)
+            if packs and ctx.needs_input_grad[0]:  # made first, while the logits do not exist: it holds the head twice
+                frozen.packed_copy(w_, h.shape[0], transposed=True)
             N, V = h.shape[0], weight.shape[0]
             acc = torch.promote_types(dtype, torch.float32)  # softmax and loss precision: float32 at least
             chunk = max(1, CHUNK_BYTES // (4 * V))
@@ -109,7 +123,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             total = torch.zeros((), dtype=acc, device=h.device)
             for start in range(0, N, chunk):
                 rows = slice(start, min(start + chunk, N))
-                logits = kernels.product(h_[rows], w_, b_)  # (n, V)
+                logits = head_logits(h_[rows], w_, b_, packs)  # (n, V)
                 if want_grad and grad_logits is None:
                     grad_logits = logits
                 out = grad_logits[rows] if want_grad else None
@@ -120,7 +134,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                     out.copy_(grad)
             if want_grad:
                 ctx.save_for_backward(
-                    kernels.product(grad_logits, w_.t()) if ctx.needs_input_grad[0] else None,  # (N, C)
+                    input_grad(grad_logits, w_, packs) if ctx.needs_input_grad[0] else None,  # (N, C)
                     kernels.product(grad_logits.t(), h_.t()) if ctx.needs_input_grad[1] else None,  # (V, C)
                     grad_logits.sum(0) if bias is not None and ctx.needs_input_grad[2] else None,  # (V,)
                 )
