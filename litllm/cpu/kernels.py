@@ -25,9 +25,9 @@ pythia-160m's layers over 2048 rows, alternated: 238 against oneDNN's 160 GFLOP/
 fast or faster. With F.linear, a large frozen weight (a LoRA run's base) multiplies through MKL's packed copy of it
 (`litllm.cpu.frozen`), by the same rule. A run keeps its kernel in its checkpoints (`training_record`) and a
 resumed run takes it back (`follow_training_record`), so that it goes on as it started on any machine, and all ranks
-of a run take rank 0's. Inside `training_kernels()` (a training run's
-validation and tests) inference takes the same rule instead of its timed choice: the kernels here do not give the
-same bits as each other, so a logged validation loss would otherwise depend on timing too.
+of a run take rank 0's. Inside `training_kernels()` (a training run's validation and tests) inference takes the same
+rule instead of its timed choice: the kernels here do not give the same bits as each other, so a logged validation
+loss would otherwise depend on timing too.
 """
 
 import contextlib
