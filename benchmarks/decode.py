@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import gc
 import multiprocessing
 import statistics
@@ -100,6 +101,8 @@ class Row:
     """For a compiled row, the same model's eager tokens/s."""
     bf16_tps: float | None = None
     """For an int8 row, litllm's bfloat16 tokens/s on the same model."""
+    llama: tuple[float | None, float, str] | None = None
+    """Against llama.cpp: its decoding tokens/s, litllm's in the same rounds, and why the first is missing."""
 
     @property
     def ratio(self) -> float:
@@ -294,10 +297,17 @@ def alternate(
 
 @torch.inference_mode()
 def bench_dtype(
-    name: str, ckpt_dir: str, dtype_name: str, prompt: list[int], prompts: list[list[int]], args: argparse.Namespace
+    name: str,
+    ckpt_dir: str,
+    dtype_name: str,
+    prompt: list[int],
+    prompts: list[list[int]],
+    args: argparse.Namespace,
+    llama: Callable[[], float] | str | None = None,
 ) -> tuple[list[Row], list[BatchRow]]:
     """Both tables' rows for one model in one dtype; transformers and litllm runs alternate, so both see the same
-    load. Batch B of the batching table runs the first B of `prompts`."""
+    load. Batch B of the batching table runs the first B of `prompts`. `llama`: one llama.cpp run on the same weights
+    (its decoding tokens/s), which then alternates with litllm's, or why there is none."""
     dtype, n = DTYPES[dtype_name], args.new_tokens
     with torch.inference_mode(False):  # plain weights, as a user's load gives (inference tensors can't be packed)
         hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt_dir, dtype=dtype).eval()
@@ -323,6 +333,20 @@ def bench_dtype(
         print(f"  {name} {label} batch 1: transformers {hf_tps:.1f} tok/s, litllm {lit_tps:.1f}", file=sys.stderr)
     for row in rows[1:]:
         row.eager_tps = rows[0].lit_tps
+    if isinstance(llama, str):
+        rows[0].llama = (None, rows[0].lit_tps, llama)
+    elif llama is not None:  # rounds of llama.cpp and litllm in turn; litllm's decoding alone, as llama-bench's tg
+        llama_tps, lit_tps = [], []
+        for _ in range(args.repeats):
+            llama_tps.append(llama())
+            t, ttft, _ = time_litllm(model, prompt, n)
+            lit_tps.append((n - 1) / (t - ttft))
+        best = max if args.stat == "best" else statistics.median
+        rows[0].llama = (best(llama_tps), best(lit_tps), "")
+        print(
+            f"  {name} {dtype_name} llama.cpp {rows[0].llama[0]:.1f} tok/s, litllm {rows[0].llama[1]:.1f}",
+            file=sys.stderr,
+        )
     if args.memory:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             rows[0].peak = weights + pool.submit(peak_memory, ckpt_dir, dtype_name, prompt, n, args.threads).result()
@@ -420,29 +444,28 @@ def format_batch_row(r: BatchRow) -> str:
 LLAMA_NOTE: list[str] = []  # why llama.cpp was not compared, once
 
 
-def bench_llama_cpp(name: str, ckpt_dir: str, rows: list[Row], args: argparse.Namespace) -> list[tuple]:
-    """llama.cpp's batch-1 tokens/s on the same weights, for each of the model's eager litllm rows:
-    (model, dtype, llama.cpp tok/s or None, litllm tok/s, note). Nothing when llama.cpp is not built."""
+def llama_runs(ckpt_dir: str, dtypes: list[str], args: argparse.Namespace) -> dict[str, Callable[[], float] | str]:
+    """For each dtype llama.cpp has a type for, a run of llama-bench on the same weights converted to that type (its
+    batch-1 decoding tokens/s), or why it cannot run. Empty, with a note, when llama.cpp is not built."""
     import llamacpp_ref
 
     found = llamacpp_ref.find(args.llama_cpp)
     if found is None:
         if not LLAMA_NOTE:
             LLAMA_NOTE.append(llamacpp_ref.why_not(args.llama_cpp))
-        return []
-    out = []
-    for r in rows:
-        if r.model != name or r.dtype not in LLAMA_CPP_TYPES:
+        return {}
+    out: dict[str, Callable[[], float] | str] = {}
+    where = Path(ckpt_dir) / "gguf"  # goes with the checkpoint's temporary folder: a run's name never repeats
+    for dtype in dtypes:
+        if dtype not in LLAMA_CPP_TYPES:
             continue
         try:
-            where = Path(ckpt_dir) / "gguf"  # goes with the checkpoint's temporary folder: a run's name never repeats
-            gguf = found.convert(ckpt_dir, where, LLAMA_CPP_TYPES[r.dtype])
-            tps = found.bench(gguf, threads=args.threads, prompt_tokens=args.prompt_tokens,
-                              new_tokens=args.new_tokens, repeats=args.repeats)  # fmt: skip
-            out.append((name, r.dtype, tps, r.lit_tps, ""))
+            gguf = found.convert(ckpt_dir, where, LLAMA_CPP_TYPES[dtype])
         except (OSError, RuntimeError, ValueError) as err:  # a conversion llama.cpp refuses: say so, go on
-            out.append((name, r.dtype, None, r.lit_tps, f"llama.cpp failed: {str(err)[:80]}"))
-        print(f"  {name} {r.dtype} llama.cpp: {out[-1][2]}", file=sys.stderr)
+            out[dtype] = f"llama.cpp failed: {str(err)[:80]}"
+            continue
+        knobs = {"threads": args.threads, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens}
+        out[dtype] = functools.partial(found.bench, gguf, repeats=1, **knobs)
     return out
 
 
@@ -479,7 +502,6 @@ def main() -> None:
     bandwidth = 0.0
     rows: list[Row] = []
     batch_rows: list[BatchRow] = []
-    llama_rows: list[tuple[str, str, float | None, float, str]] = []
     for name in args.models:
         torch.manual_seed(args.seed)
         hf_config = MODELS[name]()
@@ -489,13 +511,15 @@ def main() -> None:
             gen = torch.Generator().manual_seed(args.seed)
             prompt = torch.randint(hf_config.vocab_size, (args.prompt_tokens,), generator=gen).tolist()
             prompts = mixed_prompts(hf_config.vocab_size, max(args.batches, default=0), args.seed)
+            llama = llama_runs(ckpt_dir, args.dtypes, args)
             for dtype_name in args.dtypes:
                 bandwidth = max(bandwidth, read_bandwidth())
-                new_rows, new_batch_rows = bench_dtype(name, ckpt_dir, dtype_name, prompt, prompts, args)
+                new_rows, new_batch_rows = bench_dtype(
+                    name, ckpt_dir, dtype_name, prompt, prompts, args, llama.get(dtype_name)
+                )
                 rows.extend(new_rows)
                 batch_rows.extend(new_batch_rows)
                 gc.collect()
-            llama_rows.extend(bench_llama_cpp(name, ckpt_dir, rows, args))
     bandwidth = max(bandwidth, read_bandwidth())
     for r in rows:  # int8 against litllm's own bfloat16 on the same model
         if r.dtype == "int8":
@@ -517,8 +541,12 @@ def main() -> None:
         print(BATCH_HEADER)
         for r in batch_rows:
             print(format_batch_row(r))
+    llama_rows = [(r.model, r.dtype, *r.llama) for r in rows if r.llama is not None]
     if llama_rows:
-        print(f"\nllama.cpp (llama-bench, batch 1, {args.prompt_tokens}-token prompt, {args.threads} threads)")
+        print(
+            f"\nllama.cpp (llama-bench's tg{args.new_tokens}, batch 1, {args.threads} threads) and litllm's decoding "
+            f"after its {args.prompt_tokens}-token prompt, in turn, {args.stat} of {args.repeats} rounds each"
+        )
         print(f"{'model':<12} | {'litllm dtype':<12} | {'llama.cpp type':<14} | {'llama.cpp tok/s':>15} | "
               f"{'litllm tok/s':>12} | {'ratio':>5} | targets")  # fmt: skip
         for model, dtype, tps, lit, note in llama_rows:

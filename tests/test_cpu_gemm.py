@@ -299,3 +299,23 @@ def test_the_environment_forces_a_build_and_each_build_is_its_own_library() -> N
     environment = {**os.environ, isa.SWITCH: "bogus"}
     done = subprocess.run([sys.executable, "-c", FORCED], capture_output=True, text=True, env=environment)
     assert done.returncode != 0 and "LITLLM_CPU_ISA='bogus' is not an instruction set" in done.stderr
+
+
+def test_amd_builds_prefetch_single_passes_into_l2_and_compute_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    builds = {}
+    for amd in (False, True):  # the build an Intel and an AMD processor make of the same source
+        monkeypatch.setattr(isa, "amd_cpu", lambda amd=amd: amd)
+        builds[amd] = cpu_gemm._library.__wrapped__(isa.active())
+    assert builds[False]._name != builds[True]._name
+    q, scale = int8_weight(96, 600)
+    w = {torch.float32: weight(96, 600)[0], torch.bfloat16: weight(96, 600, dtype=torch.bfloat16)[0], torch.int8: q}
+    for dtype, wt in w.items():
+        tiles = cpu_gemm.pack(wt)
+        for rows in (1, 5, 16):  # one pass over the weights (the prefetch that differs), and several
+            x = torch.randn(rows, 600, generator=torch.Generator().manual_seed(rows))
+            x = x.to(torch.bfloat16 if dtype == torch.bfloat16 else torch.float32)
+            got = []
+            for library in builds.values():
+                monkeypatch.setattr(cpu_gemm, "_library", lambda name, library=library: library)
+                got.append(cpu_gemm.linear(x, tiles, scale=scale if dtype == torch.int8 else None))
+            assert torch.equal(got[0], got[1]), (dtype, rows)

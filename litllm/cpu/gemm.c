@@ -22,7 +22,8 @@
    One source, three builds (litllm/cpu/isa.py): AVX-512 (chunks of 8 rows, one register a 16-wide sum), AVX2 + FMA
    + F16C (a sum takes two of the 16 registers: chunks of 6 rows for float32 and float16 weights, of 4 for bfloat16
    and int8, whose widened lines take more registers) and generic x86-64 (chunks of 2, no fused products).
-   Prefetches go into every cache level: on an Intel Xeon the non-temporal hint read a third of the bandwidth.
+   Prefetches go into every cache level: on an Intel Xeon the non-temporal hint read a third of the bandwidth (AMD
+   builds prefetch a product of one pass into L2: `STREAM_LOCALITY`).
    Work is split over the tiles with OpenMP, which resolves to the runtime torch has loaded. */
 
 #include <omp.h>
@@ -46,6 +47,11 @@ _Static_assert(2LL * STEP_PIECE * 128 * 32767 < 2147483647LL, "an int8 piece's i
 #endif
 #ifndef PREFETCH_LOCALITY /* into every cache level (prefetcht0): on an Intel Xeon the non-temporal hint (0) read */
 #define PREFETCH_LOCALITY 3 /* 9 GB/s where this reads 26, as fast as the CPU streams; 1 (L2) read 22 */
+#endif
+/* The same for a product of one pass over the weights (as many rows as a chunk, or fewer: decoding). gemm.py builds
+   with 2 (prefetcht1, into L2) on AMD processors, where a prefetch into L1 waits for one of L1's few miss buffers */
+#ifndef STREAM_LOCALITY
+#define STREAM_LOCALITY PREFETCH_LOCALITY
 #endif
 /* Bytes of tiles walked by every chunk of rows in turn (`panel_tiles`): the panel and the next one, fetched during its
    passes (`struct fetch`), stay in L2. 128 KiB ran pythia-160m's products at 16 rows 1.15-1.25x faster than 512 KiB on
@@ -280,10 +286,11 @@ struct kind {
 };
 
 /* What a micro kernel prefetches: for every `passes`-th cache line of W it reads (from the `pass`-th on), the line
-   `ahead` bytes on, into every cache level (`near`) or into L2. A pass over weights read from memory fetches each line
-   AHEAD_BYTES ahead; with several chunks of rows, every pass over a panel (read from L2) fetches its share of the next
-   panel instead, so that memory streams the weights during all the passes, not during the first alone (there, 6
-   rows of multiply-adds per float32 line could not keep up with memory, and the next passes left it idle). */
+   `ahead` bytes on, with STREAM_LOCALITY (`near` 2: the product's only pass), PREFETCH_LOCALITY (1) or into L2 (0). A
+   pass over weights read from memory fetches each line AHEAD_BYTES ahead; with several chunks of rows, every pass
+   over a panel (read from L2) fetches its share of the next panel instead, so that memory streams the weights during
+   all the passes, not during the first alone (there, 6 rows of multiply-adds per float32 line could not keep up with
+   memory, and the next passes left it idle). */
 struct fetch {
     int64_t ahead;
     int pass, passes, near;
@@ -301,7 +308,8 @@ typedef void (*micro_fn)(const struct kind*, const uint32_t*, const char*, int64
     }
 #define FETCH(ws)                                                                                                   \
     if (go) {                                                                                                       \
-        if (f->near) __builtin_prefetch((ws) + f->ahead, 0, PREFETCH_LOCALITY);                                     \
+        if (f->near == 2) __builtin_prefetch((ws) + f->ahead, 0, STREAM_LOCALITY);                                  \
+        else if (f->near) __builtin_prefetch((ws) + f->ahead, 0, PREFETCH_LOCALITY);                                \
         else __builtin_prefetch((ws) + f->ahead, 0, 2);                                                             \
     }
 
@@ -637,7 +645,7 @@ static int linear(const struct kind* k, const micro_fn (*micros)[5], const char*
                     int mr = rows - c * chunk < chunk ? (int)(rows - c * chunk) : chunk;
                     /* the first pass over the first panel streams it; the passes after it fetch the next panel */
                     int first = p == b0, streams = chunks == 1 || (first && c == 0);
-                    struct fetch f = {AHEAD_BYTES, 0, 1, 1};
+                    struct fetch f = {AHEAD_BYTES, 0, 1, chunks == 1 ? 2 : 1};
                     if (!streams) {
                         f = (struct fetch){panel * steps * k->line, (int)(c - first), (int)(chunks - first), 0};
                     }

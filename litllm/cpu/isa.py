@@ -73,6 +73,19 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(flags)
 
 
+def cpu_model() -> str:
+    """The processor's model name ("" where /proc/cpuinfo does not say)."""
+    for line in cpu_identity().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return ""
+
+
+def amd_cpu() -> bool:
+    """Whether the processor is an AMD one (its model name says so)."""
+    return "AMD" in cpu_model()
+
+
 @functools.cache
 def supported() -> tuple[str, ...]:
     """The ISAs this CPU runs, best first ("generic" always)."""

@@ -42,8 +42,8 @@ import torch.nn.functional as F
 
 from litllm.cpu import gemm as cpu_gemm
 from litllm.cpu import isa
+from litllm.cpu.isa import cpu_model
 from litllm.cpu.memory import return_freed_memory
-from litllm.cpu.native import cpu_identity
 
 PROBE_BYTES = 16 * 2**20  # weights the probe streams through (the ranking held from 4 to 48 MiB here)
 PROBE_SHAPE = (2048, 1024)  # (out, in) of each probe weight: the size of a small model's projections
@@ -308,14 +308,6 @@ def training_gemm_rule() -> str:
 def intel_cpu() -> bool:
     """Whether the CPU is an Intel one (its model name says so), where MKL is the fastest float32 BLAS."""
     return "Intel" in cpu_model()
-
-
-def cpu_model() -> str:
-    """The processor's model name ("" where /proc/cpuinfo does not say)."""
-    for line in cpu_identity().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return ""
 
 
 def use_training_gemm(kernel: str | None) -> None:
