@@ -21,6 +21,7 @@ from litllm.cpu import step as cpu_step
 from litllm.cpu.int8 import quantize_int8
 from litllm.cpu.packing import Linear, prepack
 from litllm.inference.engine import Request, SamplingParams, Scheduler
+from litllm.inference.sampling import first_argmax
 from litllm.lora.layers import LoRAConfig, add_adapter, remove_adapter
 from litllm.model import GPT, KVCache
 
@@ -147,6 +148,40 @@ def test_the_vectorized_activations_match_torchs(path: str, code: int) -> None:
     finite = ~expected.isnan()
     error = (y - expected)[finite].abs() / x[finite].abs().clamp_min(1)
     assert error.max() <= 5e-7, x[finite][error.argmax()]
+
+
+def argmax_cases(dtype: torch.dtype) -> list[torch.Tensor]:
+    """Rows of logits where the first largest is easy to get wrong: ties across the 16 lanes, within a lane and in
+    the tail past the whole blocks, NaNs (the first wins, as in torch), -inf rows, +inf, signed zeros, short rows."""
+    g = torch.Generator().manual_seed(0)
+    cases = [torch.randn(n, V, generator=g) for n, V in [(1, 50304), (16, 50304), (3, 1000), (2, 17), (4, 5), (1, 1)]]
+    tied = torch.zeros(6, 1003)
+    tied[0, [40, 7, 999]] = 5.0  # across lanes: 7 first
+    tied[1, [3, 19, 35]] = 5.0  # within one lane
+    tied[2, [1001, 1002]] = 5.0  # in the tail only
+    tied[3, [500, 1001]] = 5.0  # a block and the tail
+    tied[4] = -0.0
+    tied[4, 600] = 0.0  # -0 and 0 are equal: index 0
+    tied[5, 9] = float("inf")
+    odd = torch.randn(5, 1003, generator=g)
+    odd[0, [30, 12]] = float("nan")  # NaN wins, the first one
+    odd[1, 1002] = float("nan")  # in the tail
+    odd[2] = float("-inf")
+    odd[3, [4, 8]] = float("inf")
+    odd[4, 0] = float("nan")
+    wide = torch.randn(4, 3000, generator=g)[:, 100:2100]  # rows 3000 elements apart
+    return [t.to(dtype) for t in [*cases, tied, odd, wide]]
+
+
+@pytest.mark.parametrize("path", isa.supported())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_the_greedy_argmax_is_torchs_first_largest(path: str, dtype: torch.dtype) -> None:
+    with isa.use(path):
+        for logits in argmax_cases(dtype):
+            assert torch.equal(cpu_step.argmax(logits), logits.argmax(dim=-1)), logits
+            assert torch.equal(first_argmax(logits), logits.argmax(dim=-1))
+    assert cpu_step.argmax(torch.zeros(2, 8, dtype=torch.float16)) is None  # torch's way for other dtypes
+    assert cpu_step.argmax(torch.zeros(8, 2).t()) is None  # and for rows that are not contiguous
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])

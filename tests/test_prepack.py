@@ -284,6 +284,24 @@ def test_a_large_weight_is_packed_in_row_blocks_and_comes_back_exactly(
     assert torch.equal(layer.weight, weight)
 
 
+@pytest.mark.skipif(not cpu_gemm.available(), reason="no C compiler")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_weight_in_blocks_of_tiles_gives_the_whole_weights_bits(monkeypatch: pytest.MonkeyPatch, dtype) -> None:
+    monkeypatch.setattr(kernels, "PACK_BLOCK_BYTES", 32 * 16 * dtype.itemsize)  # blocks of 32 rows: 3 blocks of tiles
+    layer = Linear(16, 96).to(dtype)
+    weight, bias = layer.weight.detach().clone(), layer.bias.detach().clone()
+    layer.prepack(release=True)
+    assert [cpu_gemm.out_features(block) for block in layer.current_pack()] == [32, 32, 32]
+    for rows in (1, 5):
+        x = torch.randn(rows, 16).to(dtype)
+        with torch.no_grad():
+            got = layer(x)
+        assert torch.equal(got, cpu_gemm.linear(x, cpu_gemm.pack(weight), bias))  # each output summed as in one
+        torch.testing.assert_close(got.float(), F.linear(x.float(), weight.float(), bias.float()), rtol=2e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="tiles of x's dtype"):
+        cpu_gemm.linear_blocks(torch.randn(1, 16, dtype=torch.float64), layer.current_pack())
+
+
 def test_a_weight_shared_with_another_tensor_keeps_its_values_when_released(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernels, "PACK_BLOCK_BYTES", 3 * 4096)  # blocks of 48 rows: whole pages in each
     layer = Linear(64, 256)

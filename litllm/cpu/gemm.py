@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Sequence
 
 import torch
 
@@ -150,6 +151,34 @@ def linear(
         status = getattr(lib, KERNELS[dtype])(*args, *rest)
     if status:
         raise MemoryError("cpu_gemm: out of memory for the activations' copy")
+    return out
+
+
+def linear_blocks(x: torch.Tensor, blocks: Sequence[torch.Tensor], bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (M, K) @ W^T (+ bias) into one new (M, N) output, for W packed as consecutive row blocks of tiles of x's dtype
+    (`kernels.pack`'s copy of a large weight, an output head): what `linear` gives block by block into column slices,
+    with the checks made once and one kernel call a block (pythia-160m's bfloat16 head, 5 blocks: ~0.25 ms less
+    Python a decoding step)."""
+    widths = [out_features(b) for b in blocks]
+    m, k = x.shape
+    n, dtype = sum(widths), x.dtype
+    if any(b.dtype != dtype or in_features(b) != k or not b.is_contiguous() for b in blocks) or dtype not in KERNELS:
+        raise ValueError(f"cpu_gemm.linear_blocks: tiles of x's dtype {dtype} and width {k} expected")
+    if bias is not None and (bias.shape != (n,) or bias.dtype != dtype):
+        raise ValueError(f"cpu_gemm.linear_blocks: bias of shape ({n},) in {dtype} expected, got {tuple(bias.shape)}")
+    x = x if x.stride(1) == 1 else x.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    out = torch.empty(m, n, dtype=dtype)
+    if m == 0:
+        return out
+    kernel, size, threads = getattr(_library(isa.active()), KERNELS[dtype]), x.element_size(), torch.get_num_threads()
+    start = 0
+    for block, width in zip(blocks, widths, strict=True):
+        at = start * size
+        b = 0 if bias is None else bias.data_ptr() + at
+        if kernel(x.data_ptr(), x.stride(0), block.data_ptr(), b, out.data_ptr() + at, n, m, width, k, threads):
+            raise MemoryError("cpu_gemm: out of memory for the activations' copy")
+        start += width
     return out
 
 

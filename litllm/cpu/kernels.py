@@ -193,6 +193,8 @@ def run_packed(x: torch.Tensor, packed: Packed, bias: torch.Tensor | None) -> to
         if cpu_gemm.is_tiles(packed[0]):
             return cpu_gemm.linear(x, packed[0], bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed[0], bias, "none", [], "")
+    if all(map(cpu_gemm.is_tiles, packed)) and x.dtype == packed[0].dtype:
+        return cpu_gemm.linear_blocks(x, packed, bias)
     out = torch.empty(x.shape[0], sum(out_features(block) for block in packed), dtype=x.dtype)
     start = 0
     for block in packed:

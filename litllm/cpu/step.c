@@ -394,3 +394,58 @@ int step(const struct model* m, void* x, int64_t B, const void* const* ropes, in
     }
     return 0;
 }
+
+/* The index of each row's largest logit, as torch.argmax gives it: the first of equal maxima, or the first NaN where
+   a row holds one. logits: n rows of V floats (dtype FLOAT32 or BFLOAT16), rows ld elements apart. Each of 16 lanes
+   keeps its largest value and where it first saw it (a loop the compiler vectorizes into selects); the lanes' first
+   index of the largest wins. torch's argmax scans a row one element at a time (pythia-160m's 50304 logits: ~45 us in
+   float32, ~190 us in bfloat16, on an AMD EPYC). */
+typedef float lanes_f __attribute__((vector_size(64), aligned(4))); /* 16 lanes, split where registers are narrower */
+typedef int32_t lanes_i __attribute__((vector_size(64), aligned(4)));
+typedef uint32_t lanes_u __attribute__((vector_size(64), aligned(4)));
+typedef uint16_t lanes_h __attribute__((vector_size(32), aligned(2)));
+#define ARGMAX_LANES 16
+static int64_t argmax_row(const void* row, int64_t V, int dtype) {
+    lanes_f top = {0}, v;
+    lanes_i at = {0}, idx, nan = {0};
+    for (int l = 0; l < ARGMAX_LANES; l++) top[l] = -INFINITY, at[l] = (int32_t)V, idx[l] = l;
+    int64_t whole = V / ARGMAX_LANES * ARGMAX_LANES;
+    for (int64_t i = 0; i < whole; i += ARGMAX_LANES, idx += ARGMAX_LANES) {
+        if (dtype == BFLOAT16) {
+            lanes_h h;
+            memcpy(&h, (const uint16_t*)row + i, sizeof h);
+            v = (lanes_f)(__builtin_convertvector(h, lanes_u) << 16);
+        } else {
+            memcpy(&v, (const float*)row + i, sizeof v);
+        }
+        lanes_i up = v > top; /* -1 where this element is larger: it and its index replace the lane's */
+        nan |= v != v;
+        at = (idx & up) | (at & ~up);
+        top = (lanes_f)(((lanes_i)v & up) | ((lanes_i)top & ~up));
+    }
+    float best = -INFINITY;
+    int64_t first = V;
+    int any_nan = 0;
+    for (int l = 0; l < ARGMAX_LANES; l++) {
+        any_nan |= nan[l] != 0;
+        if (top[l] > best || (top[l] == best && at[l] < first)) best = top[l], first = at[l];
+    }
+    for (int64_t i = whole; i < V; i++) { /* the tail, after every whole block */
+        float x = dtype == BFLOAT16 ? bits_float((uint32_t)((const uint16_t*)row)[i] << 16) : ((const float*)row)[i];
+        any_nan |= x != x;
+        if (x > best) best = x, first = i;
+    }
+    if (any_nan) { /* rare: the first NaN */
+        for (int64_t i = 0; i < V; i++) {
+            float x = dtype == BFLOAT16 ? bits_float((uint32_t)((const uint16_t*)row)[i] << 16) : ((const float*)row)[i];
+            if (x != x) return i;
+        }
+    }
+    return first == V ? 0 : first; /* a row of -inf: its first element */
+}
+
+void argmax_rows(const void* logits, int64_t n, int64_t V, int64_t ld, int dtype, int64_t* out, int threads) {
+    int64_t size = dtype == BFLOAT16 ? 2 : 4;
+    #pragma omp parallel for num_threads(threads) if (n > 1 && n * V >= 4 * PARALLEL_ELEMENTS) schedule(static)
+    for (int64_t r = 0; r < n; r++) out[r] = argmax_row((const char*)logits + r * ld * size, V, dtype);
+}

@@ -384,6 +384,22 @@ def run(
     return x
 
 
+def argmax(logits: torch.Tensor) -> torch.Tensor | None:
+    """`logits.argmax(dim=-1)` (the first of equal maxima; the first NaN where a row holds one) of (n, V) float32 or
+    bfloat16 CPU logits with contiguous rows, by `step.c`'s vectorized scan; None where that does not run them."""
+    if logits.dim() != 2 or logits.dtype not in DTYPES or logits.device.type != "cpu" or logits.stride(1) != 1:
+        return None
+    n, V = logits.shape
+    lib = _library(isa.active()) if 0 < V < 2**31 else None
+    if lib is None or logits.requires_grad:
+        return None
+    out = torch.empty(n, dtype=torch.int64)
+    lib.argmax_rows(
+        logits.data_ptr(), n, V, logits.stride(0), DTYPES[logits.dtype], out.data_ptr(), torch.get_num_threads()
+    )
+    return out
+
+
 def available() -> bool:
     """Whether the step, the tile kernel and the attention kernel all build here (and LITLLM_CPU_STEP is not 0)."""
     return cpu_gemm.available() and cpu_attention.available() and _library(isa.active()) is not None
@@ -404,4 +420,6 @@ def _library(name: str) -> ctypes.CDLL | None:
     lib.step.argtypes = [pointer, pointer, i64, pointer, i64, pointer, pointer, pointer, pointer, i64, ctypes.c_int]
     lib.activation.restype = None
     lib.activation.argtypes = [ctypes.c_int, pointer, pointer, i64]
+    lib.argmax_rows.restype = None
+    lib.argmax_rows.argtypes = [pointer, i64, i64, i64, ctypes.c_int, pointer, ctypes.c_int]
     return lib

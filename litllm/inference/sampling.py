@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from litllm.cpu import step as cpu_step
 from litllm.inference.options import SamplingParams
 
 
@@ -70,8 +71,13 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
 
 
 def first_argmax(logits: torch.Tensor, block: int = 128) -> torch.Tensor:
-    """`logits.argmax(dim=-1)` of (n, V) logits (the first of equal maxima), by the maxima of blocks of the vocabulary
-    first: torch's argmax over a row is a sequential scan (16 rows of 50k: ~200 us on the CPU, this ~45 us)."""
+    """`logits.argmax(dim=-1)` of (n, V) logits (the first of equal maxima). torch's argmax over a row is a sequential
+    scan: on the CPU `step.c` scans each row in 16 lanes at once (pythia-160m's 50304 logits: 11 us, against torch's 45
+    in float32 and 180 in bfloat16; 16 rows: 63-70 us); elsewhere, by the maxima of blocks of the vocabulary first
+    (16 rows of 50k: ~200 us on the CPU, this ~45 us)."""
+    index = cpu_step.argmax(logits)
+    if index is not None:
+        return index
     n, V = logits.shape
     blocks = V // block
     if blocks < 2 or logits.stride(1) != 1:
