@@ -449,10 +449,11 @@ def llama_runs(ckpt_dir: str, dtypes: list[str], args: argparse.Namespace) -> di
     batch-1 decoding tokens/s), or why it cannot run. Empty, with a note, when llama.cpp is not built."""
     import llamacpp_ref
 
-    found = llamacpp_ref.find(args.llama_cpp)
+    build = "avx2" if isa.active() == "avx2" else "native"  # llama.cpp on the instructions litllm runs with
+    found = llamacpp_ref.find(args.llama_cpp, build)
     if found is None:
         if not LLAMA_NOTE:
-            LLAMA_NOTE.append(llamacpp_ref.why_not(args.llama_cpp))
+            LLAMA_NOTE.append(llamacpp_ref.why_not(args.llama_cpp, build))
         return {}
     out: dict[str, Callable[[], float] | str] = {}
     where = Path(ckpt_dir) / "gguf"  # goes with the checkpoint's temporary folder: a run's name never repeats
@@ -544,7 +545,8 @@ def main() -> None:
     llama_rows = [(r.model, r.dtype, *r.llama) for r in rows if r.llama is not None]
     if llama_rows:
         print(
-            f"\nllama.cpp (llama-bench's tg{args.new_tokens}, batch 1, {args.threads} threads) and litllm's decoding "
+            f"\nllama.cpp ({'built for AVX2' if isa.active() == 'avx2' else 'built for this CPU'}; llama-bench's "
+            f"tg{args.new_tokens}, batch 1, {args.threads} threads) and litllm's decoding "
             f"after its {args.prompt_tokens}-token prompt, in turn, {args.stat} of {args.repeats} rounds each"
         )
         print(f"{'model':<12} | {'litllm dtype':<12} | {'llama.cpp type':<14} | {'llama.cpp tok/s':>15} | "

@@ -4,11 +4,13 @@ Optional: nothing in litllm needs it, and benchmarks/decode.py adds its rows onl
 (~8 min on 2 cores, 2.6 GB); everything comes from the package registry (the llama-cpp-python source archive vendors
 llama.cpp; cmake, ninja and the converter's torch, transformers and gguf go into a venv of their own):
 
-    .venv/bin/python benchmarks/llamacpp_ref.py build [--dir DIR]
-    .venv/bin/python benchmarks/llamacpp_ref.py bench HF_DIR [--dir DIR]   # f32, bf16, q8_0 tokens/s
+    .venv/bin/python benchmarks/llamacpp_ref.py build [--dir DIR] [--isa avx2]
+    .venv/bin/python benchmarks/llamacpp_ref.py bench HF_DIR [--dir DIR] [--isa avx2]   # f32, bf16, q8_0 tokens/s
 
 DIR is --dir, else $LITLLM_LLAMA_CPP, else ~/.cache/litllm-bench/llama.cpp, and holds `venv/` (the converter's
-python) and `llama.cpp/` (sources, `build/bin/llama-bench`, `build/bin/llama-quantize`).
+python) and `llama.cpp/` (sources, `build/bin/llama-bench`, `build/bin/llama-quantize`). `--isa native` (the default)
+builds for this CPU (`GGML_NATIVE`); `--isa avx2` builds a second copy into `build-avx2/`, for AVX2 + FMA + F16C
+only, so that litllm forced to AVX2 (`decode.py --isa avx2`) is compared with a llama.cpp that runs as on such a CPU.
 """
 
 from __future__ import annotations
@@ -30,9 +32,17 @@ from litllm.paths import atomic_path, atomic_write_text
 
 SOURCE = "llama-cpp-python==0.3.36"  # its sdist vendors llama.cpp (ggml 0.25.3)
 OUTTYPES = ("f32", "bf16", "q8_0")
-CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
+CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
                "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=ON", "-DLLAMA_BUILD_SERVER=OFF",
                "-DLLAMA_BUILD_APP=OFF")  # fmt: skip
+# what llama.cpp is built for, and where: this CPU's every instruction, or AVX2 + FMA + F16C alone (most laptops and
+# VMs), as litllm's `--isa avx2` runs
+ISA_FLAGS = {
+    "native": ("-DGGML_NATIVE=ON",),
+    "avx2": ("-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+             "-DGGML_BMI2=ON", "-DGGML_AVX512=OFF", "-DGGML_AVX_VNNI=OFF"),
+}  # fmt: skip
+BUILDS = {"native": "build", "avx2": "build-avx2"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 EOS = "<|endoftext|>"
 # Runs convert_hf_to_gguf.py (argv[1]) on argv[2:] with two fixes. transformers 5 saves GPT-NeoX's `rotary_pct`
@@ -74,14 +84,16 @@ def default_dir() -> Path:
 
 @dataclass(frozen=True)
 class LlamaCpp:
-    """A llama.cpp build: its source tree (with `build/bin/`) and the python that runs its converter."""
+    """A llama.cpp build: its source tree (with `build/bin/`), the python that runs its converter, and which build of
+    the tree it runs (`BUILDS`)."""
 
     root: Path
     python: Path
+    isa: str = "native"
 
     def tool(self, name: str) -> Path:
         """One of the built programs, `llama-bench` or `llama-quantize`."""
-        return self.root / "build" / "bin" / name
+        return self.root / BUILDS[self.isa] / "bin" / name
 
     def convert(self, hf_dir: str | os.PathLike, out_dir: str | os.PathLike, outtype: str) -> Path:
         """The GGUF file `out_dir/<hf_dir name>-<outtype>.gguf`, made unless one newer than the weights is there."""
@@ -122,14 +134,15 @@ def source_tree(build_dir: Path) -> Path:
     return build_dir if (build_dir / "convert_hf_to_gguf.py").is_file() else build_dir / "llama.cpp"
 
 
-def why_not(build_dir: str | os.PathLike | None = None) -> str:
-    """Why no usable llama.cpp build is in `build_dir` (default: `default_dir()`); empty when there is one."""
+def why_not(build_dir: str | os.PathLike | None = None, isa: str = "native") -> str:
+    """Why no usable llama.cpp build for `isa` is in `build_dir` (default: `default_dir()`); empty when there is."""
     build_dir = Path(build_dir).expanduser() if build_dir else default_dir()
     root = source_tree(build_dir)
-    wanted = [root / "convert_hf_to_gguf.py", root / "build/bin/llama-bench", root / "build/bin/llama-quantize"]
+    bin_dir = root / BUILDS[isa] / "bin"
+    wanted = [root / "convert_hf_to_gguf.py", bin_dir / "llama-bench", bin_dir / "llama-quantize"]
     missing = [str(p) for p in wanted if not p.is_file()]
     if missing:
-        how = f"{sys.executable} {__file__} build --dir {build_dir}"
+        how = f"{sys.executable} {__file__} build --dir {build_dir} --isa {isa}"
         return f"no llama.cpp build in {build_dir} (missing {', '.join(missing)}); build one with `{how}`"
     python = converter_python(build_dir)
     probe = subprocess.run([python, "-c", "import gguf, torch, transformers"], capture_output=True, text=True)
@@ -144,12 +157,12 @@ def converter_python(build_dir: Path) -> Path:
     return venv if venv.exists() else Path(sys.executable)
 
 
-def find(build_dir: str | os.PathLike | None = None) -> LlamaCpp | None:
-    """The llama.cpp build in `build_dir` (default: `default_dir()`); None when `why_not` finds none."""
-    if why_not(build_dir):
+def find(build_dir: str | os.PathLike | None = None, isa: str = "native") -> LlamaCpp | None:
+    """The llama.cpp build for `isa` in `build_dir` (default: `default_dir()`); None when `why_not` finds none."""
+    if why_not(build_dir, isa):
         return None
     build_dir = Path(build_dir).expanduser() if build_dir else default_dir()
-    return LlamaCpp(source_tree(build_dir).resolve(), converter_python(build_dir))
+    return LlamaCpp(source_tree(build_dir).resolve(), converter_python(build_dir), isa)
 
 
 def run(cmd: list) -> str:
@@ -204,7 +217,7 @@ def byte_level_bpe(vocab_size: int) -> str:
     return tok.to_str()
 
 
-def build(build_dir: Path, jobs: int = 2) -> None:
+def build(build_dir: Path, jobs: int = 2, isa: str = "native") -> None:
     """Download, unpack and build llama.cpp in `build_dir`; steps already done are skipped (re-run to resume)."""
     build_dir.mkdir(parents=True, exist_ok=True)
     venv, root = build_dir / "venv", build_dir / "llama.cpp"
@@ -234,10 +247,11 @@ def build(build_dir: Path, jobs: int = 2) -> None:
     step("converter requirements", [*pip, "-c", constraints, *converter, "-e", root / "gguf-py"])
     cmake, root = venv / "bin" / "cmake", root.resolve()  # through the link, ninja never sees build.ninja clean
     env_path = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"  # cmake finds ninja here
-    step("configure", [cmake, "-S", root, "-B", root / "build", "-G", "Ninja", *CMAKE_FLAGS], PATH=env_path)
+    out = root / BUILDS[isa]
+    step("configure", [cmake, "-S", root, "-B", out, "-G", "Ninja", *CMAKE_FLAGS, *ISA_FLAGS[isa]], PATH=env_path)
     targets = ["--target", "llama-bench", "llama-quantize"]
-    step(f"build (-j {jobs})", [cmake, "--build", root / "build", "-j", str(jobs), *targets], PATH=env_path)
-    print(f"built: {root / 'build' / 'bin'}")
+    step(f"build (-j {jobs})", [cmake, "--build", out, "-j", str(jobs), *targets], PATH=env_path)
+    print(f"built: {out / 'bin'}")
 
 
 def step(what: str, cmd: list, **env: str) -> None:
@@ -261,6 +275,8 @@ def main() -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", type=Path, default=None, help="the build folder (default: $LITLLM_LLAMA_CPP or "
                         "~/.cache/litllm-bench/llama.cpp)")  # fmt: skip
+    common.add_argument("--isa", choices=list(BUILDS), default="native",
+                        help="native: built for this CPU; avx2: for AVX2 + FMA + F16C alone")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", parents=[common], help="download and build llama.cpp and its converter into --dir")
     b.add_argument("--jobs", type=int, default=2, help="parallel compile jobs")
@@ -275,14 +291,14 @@ def main() -> None:
     args = p.parse_args()
     build_dir = (args.dir or default_dir()).expanduser()
     if args.command == "build":
-        return build(build_dir, args.jobs)
+        return build(build_dir, args.jobs, args.isa)
     if not (args.hf_dir / "config.json").is_file():
         p.error(f"HF_DIR {args.hf_dir} has no config.json: pass a transformers checkpoint folder")
     if min(args.threads, args.prompt_tokens, args.new_tokens, args.repeats) < 1:
         p.error("--threads, --prompt-tokens, --new-tokens and --repeats must be >= 1")
-    llama = find(build_dir)
+    llama = find(build_dir, args.isa)
     if llama is None:
-        sys.exit(why_not(build_dir))
+        sys.exit(why_not(build_dir, args.isa))
     out = args.out or build_dir / "gguf"
     knobs = (args.threads, args.prompt_tokens, args.new_tokens, args.repeats)
     rows = [(t, llama.bench_row(llama.convert(args.hf_dir, out, t), *knobs)) for t in args.types]
